@@ -1,0 +1,62 @@
+"""The batch a train or eval step reads: a flat dict of arrays with a leading batch axis.
+
+Keys, as ``kdjax.data`` produces them::
+
+    {"image": float [B, ...], "label": int [B], "index": int [B], "mask": bool [B]}
+
+plus, for training from a teacher-output cache, ``"teacher_logits"``: float ``[B, K]`` for
+one teacher or ``[B, n, K]`` for a teacher and its assistants. Only ``"image"`` is always
+required; ``"label"`` only by objectives with supervised terms; ``"mask"`` (False marks
+padding) is optional everywhere and honoured by every reduction.
+"""
+
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+IMAGE = "image"
+LABEL = "label"
+MASK = "mask"
+INDEX = "index"
+TEACHER_LOGITS = "teacher_logits"
+
+Batch = Mapping[str, jax.typing.ArrayLike]
+
+
+def batch_size(batch: Batch) -> int:
+  """Returns the common leading dimension of every array in ``batch``.
+
+  Raises:
+    ValueError: if ``batch`` is empty, has no ``"image"``, holds a scalar, or its arrays
+      disagree on the batch size.
+  """
+  if IMAGE not in batch:
+    raise ValueError(f"the batch needs an {IMAGE!r} entry; it has keys {sorted(batch)}.")
+  sizes = {}
+  for key, value in batch.items():
+    shape = np.shape(value)
+    if not shape:
+      raise ValueError(f"batch[{key!r}] is a scalar; every entry needs a leading batch axis.")
+    sizes[key] = shape[0]
+  if len(set(sizes.values())) != 1:
+    raise ValueError(f"batch entries disagree on the batch size: {sizes}.")
+  return sizes[IMAGE]
+
+
+def check_divisible(batch: Batch, num_shards: int, what: str) -> int:
+  """Returns the batch size after checking it splits evenly into ``num_shards``.
+
+  Args:
+    batch: the batch.
+    num_shards: the number of equal parts (devices) it must split into.
+    what: what the parts are, for the error message (e.g. ``"8 local devices"``).
+
+  Raises:
+    ValueError: naming the batch size and ``what`` when it does not divide.
+  """
+  size = batch_size(batch)
+  if size % num_shards:
+    raise ValueError(
+        f"batch size {size} is not divisible by {what}; use a multiple of {num_shards}.")
+  return size

@@ -1,0 +1,176 @@
+"""Distillation from several teachers: DGKD's dense guidance and ensemble targets."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdjax.losses import _validation as v
+
+DROP_MODES = ("code", "paper", "none")
+
+
+def _check_stack(student: jax.Array, teachers: jax.Array) -> None:
+  v.check_logits("student_logits", student)
+  if teachers.ndim != student.ndim + 1 or teachers.shape[1:] != student.shape:
+    raise ValueError(
+        f"teacher_logits must stack n teachers as [n, *student_logits.shape] = "
+        f"[n, {', '.join(map(str, student.shape))}]; got {teachers.shape}.")
+  if teachers.shape[0] < 1:
+    raise ValueError("teacher_logits stacks no teacher (n = 0).")
+
+
+def check_drop_arguments(num_teachers: int, mode: str, keep_prob: float, drop_num: int) -> None:
+  """Validates DGKD's stochastic-dropping hyperparameters.
+
+  Raises:
+    ValueError: naming the bad value.
+  """
+  v.check_choice("DGKD drop mode", mode, DROP_MODES)
+  if mode == "paper":
+    v.check_in_range("keep_prob", keep_prob, 0.0, 1.0, low_open=True)
+  if mode == "code" and not (isinstance(drop_num, int) and 0 <= drop_num < num_teachers):
+    raise ValueError(
+        f"drop_num={drop_num!r} must be an integer in [0, {num_teachers}) for "
+        f"{num_teachers} teaching networks.")
+
+
+def teacher_keep_mask(key: jax.Array,
+                      num_teachers: int,
+                      mode: str = "code",
+                      keep_prob: float = 0.75,
+                      drop_num: int = 1,
+                      drop_teacher: bool = False) -> jax.Array:
+  r"""Which teaching networks guide the student on this mini-batch (DGKD's stochastic teaching).
+
+  Index 0 is the teacher, 1… the assistants from largest to smallest.
+
+  - ``"code"`` (the official implementation): exactly ``drop_num`` of the ``n`` terms are
+    removed, uniformly at random; the teacher can be among them.
+  - ``"paper"``: each :math:`b_X \sim \mathrm{Bernoulli}(p)` independently, ``p =
+    keep_prob`` (0.75 is the paper's best); the teacher is always kept unless
+    ``drop_teacher``.
+  - ``"none"``: every network teaches.
+
+  Args:
+    key: a PRNG key; the same key gives the same mask.
+    num_teachers: ``n``, teacher plus assistants.
+    mode: ``"code"``, ``"paper"`` or ``"none"``.
+    keep_prob: Bernoulli keep probability in ``(0, 1]`` (``"paper"``).
+    drop_num: number of terms removed, ``0 <= drop_num < n`` (``"code"``).
+    drop_teacher: let ``"paper"`` mode drop the teacher too.
+
+  Returns:
+    Boolean ``[n]``.
+
+  Raises:
+    ValueError: on an unknown mode or out-of-range ``keep_prob`` / ``drop_num``.
+  """
+  check_drop_arguments(num_teachers, mode, keep_prob, drop_num)
+  if mode == "none":
+    return jnp.ones((num_teachers,), bool)
+  if mode == "code":
+    dropped = jax.random.permutation(key, num_teachers)[:drop_num]
+    return jnp.ones((num_teachers,), bool).at[dropped].set(False)
+  keep = jax.random.bernoulli(key, keep_prob, (num_teachers,))
+  return keep if drop_teacher else keep.at[0].set(True)
+
+
+def dgkd(student_logits: jax.typing.ArrayLike,
+         teacher_logits: jax.typing.ArrayLike,
+         key: jax.Array | None = None,
+         temperature: jax.typing.ArrayLike = 5.0,
+         *,
+         mode: str = "code",
+         keep_prob: float = 0.75,
+         drop_num: int = 1,
+         drop_teacher: bool = False,
+         class_reduction: str = "sum") -> jax.Array:
+  r"""Per-example densely guided KD term: the student learns from every larger network.
+
+  .. math::
+     L = T^2 \sum_{X \in \{T, A_1, \dots, A_n\}} b_X\,
+         \mathrm{KL}\big(p_X^T \,\|\, p_S^T\big),\qquad b_X \in \{0, 1\}
+
+  with :math:`b` drawn once per mini-batch by ``teacher_keep_mask`` (the same draw for every
+  example). The full DGKD objective is :math:`(1-\lambda)\,\mathrm{CE} + \lambda L`.
+
+  Args:
+    student_logits: ``[..., K]``.
+    teacher_logits: ``[n, ..., K]``: the teacher, then assistants from largest to smallest;
+      treated as constants.
+    key: PRNG key for the drop (unused when ``mode="none"``).
+    temperature: T > 0 (5 in the paper).
+    mode, keep_prob, drop_num, drop_teacher: see ``teacher_keep_mask``.
+    class_reduction: ``"sum"`` or ``"mean"`` (PyTorch ``KLDivLoss()`` default, as in the
+      official DGKD code); see ``kd``.
+
+  Returns:
+    Per-example losses ``[...]``.
+
+  Raises:
+    ValueError: on a badly stacked ``teacher_logits``, ``temperature <= 0``, a missing key,
+      or bad dropping arguments.
+
+  References:
+    Son et al., "Densely Guided Knowledge Distillation using Multiple Teacher Assistants",
+    ICCV 2021.
+
+  Example:
+    >>> s = jnp.zeros((4, 10))
+    >>> dgkd(s, jnp.stack([s, s, s]), jax.random.key(0)).shape
+    (4,)
+  """
+  s, ts = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
+  _check_stack(s, ts)
+  v.check_positive("temperature", temperature)
+  scale = v.class_reduction_scale(class_reduction, s.shape[-1])
+  if mode != "none" and key is None:
+    raise ValueError(f"DGKD mode {mode!r} drops teachers at random and needs a PRNG key.")
+  keep = teacher_keep_mask(key, ts.shape[0], mode, keep_prob, drop_num, drop_teacher)
+  ts = jax.lax.stop_gradient(ts)
+  log_ps = jax.nn.log_softmax(s / temperature)
+  log_pts = jax.nn.log_softmax(ts / temperature)
+  kls = optax.losses.kl_divergence_with_log_targets(log_ps[None], log_pts)
+  keep = keep.reshape((-1,) + (1,) * (s.ndim - 1))
+  return scale * temperature**2 * jnp.sum(jnp.where(keep, kls, 0.0), axis=0)
+
+
+def ensemble_kd(student_logits: jax.typing.ArrayLike,
+                teacher_logits: jax.typing.ArrayLike,
+                temperature: jax.typing.ArrayLike = 4.0,
+                *,
+                class_reduction: str = "sum") -> jax.Array:
+  r"""Per-example KD toward the mean of several teachers' tempered probabilities.
+
+  .. math::
+     L = T^2\,\mathrm{KL}\Big(\tfrac1n \textstyle\sum_X p_X^T\ \Big\|\ p_S^T\Big)
+
+  Averaging probabilities (not logits) keeps every teacher's dark knowledge; cross-entropy
+  is linear in its target, so this equals the mean of the per-teacher KD losses up to a
+  term that does not depend on the student.
+
+  Args:
+    student_logits: ``[..., K]``.
+    teacher_logits: ``[n, ..., K]``; treated as constants.
+    temperature: T > 0.
+    class_reduction: ``"sum"`` or ``"mean"``; see ``kd``.
+
+  Returns:
+    Per-example losses ``[...]``.
+
+  Raises:
+    ValueError: on a badly stacked ``teacher_logits`` or ``temperature <= 0``.
+
+  Example:
+    >>> s = jnp.array([[1.0, 2.0]])
+    >>> ensemble_kd(s, jnp.stack([s, s])).tolist()
+    [0.0]
+  """
+  s, ts = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
+  _check_stack(s, ts)
+  v.check_positive("temperature", temperature)
+  scale = v.class_reduction_scale(class_reduction, s.shape[-1])
+  ts = jax.lax.stop_gradient(ts)
+  target = jnp.mean(jax.nn.softmax(ts / temperature), axis=0)
+  kl = optax.losses.kl_divergence(jax.nn.log_softmax(s / temperature), target)
+  return scale * temperature**2 * kl

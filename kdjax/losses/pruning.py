@@ -1,0 +1,140 @@
+r"""Dark Knowledge Pruning (DKP): a term added to KD that lowers its built-in regularization.
+
+The thesis that introduced DKP (Mohammed & Gizachew, AAU, 2023) says that the distillation
+loss is both a regularizer and a carrier of dark knowledge, and that DKP adds a term which
+lowers the regularization; its exact formula is not public. kdjax ships three principled
+readings, each an additive term of strength :math:`\gamma \in [0, 1]` (``gamma=0`` is plain
+KD exactly):
+
+``"uniform"`` (default)
+  The tempered teacher always contains a uniform floor: with
+  :math:`\varepsilon = K \min_k p^T_{t,k}`, :math:`p_t^T = \varepsilon u + (1-\varepsilon)\hat p_t`.
+  Cross-entropy is linear in its target, so KD contains :math:`\varepsilon H(u, p_s^T)`,
+  a label-smoothing regularizer carrying no class information. DKP removes it:
+
+  .. math:: \Delta L = -\gamma\, T^2\, \mathrm{sg}(\varepsilon)\, H(u, p_s^T),
+     \qquad H(u, q) = -\tfrac1K \textstyle\sum_k \log q_k.
+
+  At :math:`\gamma = 1` the student distils toward the pruned teacher :math:`\hat p_t`, with
+  gradient :math:`T(1-\varepsilon)(p_s^T - \hat p_t)`.
+
+``"mean"``
+  Cancels Chen et al.'s extra regularizer of KD at high temperature:
+
+  .. math:: \Delta L = +\gamma\,\tfrac12\,(\bar s - \mathrm{sg}(\bar t))^2.
+
+``"tail"``
+  By the chain rule of KL over the blocks {y}, S (the teacher's ``top_k`` non-target
+  classes) and R (the rest), :math:`\mathrm{KL} = \mathrm{KL}(\text{block masses}) +
+  P(S)\,\mathrm{KL}(P_{|S}\|Q_{|S}) + P(R)\,\mathrm{KL}(P_{|R}\|Q_{|R})`. DKP drops the shape
+  of the tail, keeping its mass:
+
+  .. math:: \Delta L = -\gamma\, T^2\, \mathrm{sg}(P_t(R))\, \mathrm{KL}(P_{t|R}\ \|\ P_{s|R}).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from kdjax.losses import _validation as v
+
+VARIANTS = ("uniform", "mean", "tail")
+
+
+def check_arguments(temperature, gamma, variant: str, top_k: int | None,
+                    num_classes: int | None = None) -> None:
+  """Validates DKP's hyperparameters (shared by the loss and the optax transformation).
+
+  Raises:
+    ValueError: naming the bad value.
+  """
+  v.check_choice("DKP variant", variant, VARIANTS)
+  v.check_positive("temperature", temperature)
+  v.check_in_range("gamma", gamma, 0.0, 1.0)
+  if variant == "tail":
+    if top_k is None or isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+      raise ValueError(f"DKP variant 'tail' needs an integer top_k >= 1; got top_k={top_k!r}.")
+    if num_classes is not None and top_k > num_classes - 2:
+      raise ValueError(
+          f"top_k={top_k} leaves no tail with K={num_classes} classes: "
+          f"top_k must be at most K - 2 = {num_classes - 2}.")
+
+
+def dkp(student_logits: jax.typing.ArrayLike,
+        teacher_logits: jax.typing.ArrayLike,
+        temperature: jax.typing.ArrayLike,
+        gamma: jax.typing.ArrayLike,
+        variant: str = "uniform",
+        labels: jax.typing.ArrayLike | None = None,
+        top_k: int | None = None) -> jax.Array:
+  r"""Per-example DKP term, to be **added** to ``kd(student, teacher, temperature)``.
+
+  See the module docstring for the three variants and their mathematics. With
+  ``class_reduction="mean"`` on the KD side, scale this term by 1/K too.
+
+  Args:
+    student_logits: ``[..., K]``.
+    teacher_logits: ``[..., K]``, same shape; treated as a constant.
+    temperature: T > 0, the temperature of the KD term this accompanies.
+    gamma: strength :math:`\gamma \in [0, 1]`; 0 gives exactly 0.
+    variant: ``"uniform"``, ``"mean"`` or ``"tail"``.
+    labels: integer labels ``[...]``; needed by ``"tail"`` only.
+    top_k: number of the teacher's leading non-target classes kept in full; ``"tail"`` only,
+      ``1 <= top_k <= K - 2``.
+
+  Returns:
+    Per-example terms ``[...]`` (may be negative: DKP *removes* part of KD).
+
+  Raises:
+    ValueError: on mismatched shapes, ``temperature <= 0``, ``gamma`` outside [0, 1], an
+      unknown variant, or ``"tail"`` without valid labels and ``top_k``.
+
+  Example:
+    >>> s, t = jnp.array([[0.0, 1.0, 2.0]]), jnp.zeros((1, 3))
+    >>> dkp(s, t, temperature=4.0, gamma=0.0).tolist()
+    [0.0]
+    >>> dkp(s, t, temperature=4.0, gamma=1.0, variant="mean").tolist()
+    [0.5]
+  """
+  s, t = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
+  v.check_same_shape(s, t)
+  check_arguments(temperature, gamma, variant, top_k, s.shape[-1])
+  t = jax.lax.stop_gradient(t)
+  if variant == "uniform":
+    return gamma * _uniform(s, t, temperature)
+  if variant == "mean":
+    return gamma * 0.5 * (jnp.mean(s, axis=-1) - jnp.mean(t, axis=-1))**2
+  labels = jnp.asarray(labels) if labels is not None else None
+  v.check_labels(labels, s)
+  return gamma * _tail(s, t, temperature, labels, top_k)
+
+
+def uniform_floor(teacher_logits: jax.Array, temperature) -> jax.Array:
+  r""":math:`\varepsilon = K\min_k p^T_{t,k}`, the weight of the uniform floor, ``[...]``."""
+  num_classes = teacher_logits.shape[-1]
+  return num_classes * jnp.min(jax.nn.softmax(teacher_logits / temperature), axis=-1)
+
+
+def _uniform(s: jax.Array, t: jax.Array, temperature) -> jax.Array:
+  eps = jax.lax.stop_gradient(uniform_floor(t, temperature))
+  cross_entropy_to_uniform = -jnp.mean(jax.nn.log_softmax(s / temperature), axis=-1)
+  return -temperature**2 * eps * cross_entropy_to_uniform
+
+
+def _tail(s: jax.Array, t: jax.Array, temperature, labels: jax.Array, top_k: int) -> jax.Array:
+  num_classes = s.shape[-1]
+  target = jax.nn.one_hot(labels, num_classes, dtype=bool)
+  # The teacher's top_k non-target classes form S; R is everything else but the target.
+  ranked = jnp.where(target, -jnp.inf, t)
+  _, top_indices = jax.lax.top_k(ranked, top_k)
+  in_s = jnp.any(jax.nn.one_hot(top_indices, num_classes, dtype=bool), axis=-2)
+  in_r = ~(target | in_s)
+  zt, zs = t / temperature, s / temperature
+  # Conditional log-probabilities on R; entries outside R are finite placeholders so that
+  # neither the value nor the gradient can become NaN.
+  neg = jnp.finfo(zs.dtype).min
+  log_pt_r = zt - jax.nn.logsumexp(jnp.where(in_r, zt, neg), axis=-1, keepdims=True)
+  log_ps_r = zs - jax.nn.logsumexp(jnp.where(in_r, zs, neg), axis=-1, keepdims=True)
+  pt_r = jnp.where(in_r, jnp.exp(log_pt_r), 0.0)
+  kl_r = jnp.sum(pt_r * jnp.where(in_r, log_pt_r - log_ps_r, 0.0), axis=-1)
+  mass_r = jnp.sum(jnp.where(in_r, jax.nn.softmax(zt), 0.0), axis=-1)
+  return -temperature**2 * mass_r * kl_r

@@ -1,0 +1,96 @@
+"""Model zoo: CIFAR ResNets, Wide ResNets, VGGs, TAKD's plain CNNs and a small MLP.
+
+Every model is a Flax Linen module called as
+``model.apply(variables, x, train=..., mutable=[...])`` on NHWC inputs ``[B, H, W, C]`` and
+returns float32 logits ``[B, num_classes]``. All share:
+
+* BatchNorm with PyTorch's defaults (Flax ``momentum=0.9`` is PyTorch's ``momentum=0.1``;
+  ``epsilon=1e-5``), so ``variables`` has ``params`` and ``batch_stats``; ``train=True``
+  needs ``mutable=["batch_stats"]``, ``train=False`` uses the running averages.
+* ``head_kernel_init``: the init of the final Dense kernel (``kdjax.initializers.zero_mean()``
+  for equal-mean heads); its bias starts at zero.
+* ``dtype``: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
+* Stage features sown into ``"intermediates"`` under the names in ``model.feature_names``
+  (shallow to deep), read with ``mutable=["intermediates"]`` as
+  ``state["intermediates"][name][0]`` (Flax returns the collection with sorted keys, so
+  iterate over ``feature_names`` for depth order); the last name is always ``"pooled"``,
+  the vector fed to the head. See each family's module docstring.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from kdjax import models
+  >>> model = models.get("resnet8", num_classes=10)
+  >>> x = jnp.zeros((2, 32, 32, 3))
+  >>> variables = model.init(jax.random.key(0), x, train=False)
+  >>> logits, state = model.apply(variables, x, train=True,
+  ...                             mutable=["batch_stats", "intermediates"])
+  >>> sorted(state["intermediates"]) == sorted(model.feature_names)
+  True
+"""
+
+import functools
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+from flax import linen as nn
+
+from kdjax.models import mlp, plain, resnet, vgg, wrn
+from kdjax.models.mlp import MLP
+from kdjax.models.plain import PlainCNN
+from kdjax.models.resnet import ResNet
+from kdjax.models.vgg import VGG
+from kdjax.models.wrn import WideResNet
+
+__all__ = ["MLP", "VGG", "PlainCNN", "ResNet", "WideResNet", "get", "names"]
+
+
+def _fixed(cls: type[nn.Module], arch: dict[str, Any]) -> Callable[..., nn.Module]:
+  """Returns a builder ``(num_classes, **kwargs) -> cls(num_classes, **arch, **kwargs)``."""
+
+  def build(num_classes: int, **kwargs: Any) -> nn.Module:
+    return cls(num_classes=num_classes, **arch, **kwargs)
+
+  return build
+
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+  **{name: _fixed(ResNet, arch) for name, arch in resnet.VARIANTS.items()},
+  **{name: _fixed(WideResNet, arch) for name, arch in wrn.VARIANTS.items()},
+  **{f"plane{d}": functools.partial(plain.plane, d) for d in plain.PLANE_CIFAR10_BOOK},
+  **{name: _fixed(VGG, arch) for name, arch in vgg.VARIANTS.items()},
+  **{name: _fixed(MLP, arch) for name, arch in mlp.VARIANTS.items()},
+}
+
+
+def names() -> tuple[str, ...]:
+  """Returns the registered model names, in registration order."""
+  return tuple(_REGISTRY)
+
+
+def get(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+  """Builds a registered model.
+
+  Args:
+    name: one of ``names()``, e.g. ``"resnet32x4"``, ``"wrn_40_2"``, ``"plane4"``, ``"mlp"``.
+    num_classes: the number of logits K, a positive int.
+    **kwargs: further module fields: ``head_kernel_init``, ``dtype``, ``hidden_sizes``
+      (mlp), ``book`` (plane*: ``"cifar10"`` or ``"cifar100"`` layout). Fields that define a
+      registered architecture (e.g. ``depth``) cannot be overridden: that raises TypeError.
+
+  Returns:
+    The unbound Linen module.
+
+  Raises:
+    ValueError: if ``name`` is not registered (the message lists the valid names) or
+      ``num_classes`` is not a positive int.
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(_REGISTRY)}")
+  if (
+    not isinstance(num_classes, numbers.Integral)
+    or isinstance(num_classes, bool)
+    or num_classes < 1
+  ):
+    raise ValueError(f"{num_classes=} must be a positive int")
+  return _REGISTRY[name](int(num_classes), **kwargs)

@@ -1,0 +1,134 @@
+"""CIFAR ResNets ("6n+2"), as in RepDistiller's ``models/resnet.py``.
+
+A 3×3 stem conv → BN → ReLU; three stages of n BasicBlocks with strides 1/2/2; global
+average pooling; a Dense head. A block's shortcut is a 1×1 conv + BN whenever its stride or
+width changes, else the identity. Convs have no bias, as in the reference.
+
+Sown features (collection ``"intermediates"``, read with ``mutable=["intermediates"]``):
+
+* ``"stem"``: ReLU(BN(conv)) of the stem, ``[B, H, W, widths[0]]``;
+* ``"stage1"``, ``"stage2"``, ``"stage3"``: post-ReLU output of each stage's last block,
+  ``[B, H, W, widths[1]]``, ``[B, H/2, W/2, widths[2]]``, ``[B, H/4, W/4, widths[3]]``;
+* ``"pooled"``: the globally averaged vector fed to the head, ``[B, widths[3]]``.
+
+These are RepDistiller's ``is_feat=True`` features ``f0 … f4`` (with ``preact=False``).
+"""
+
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from kdjax.models import _layers
+
+
+class BasicBlock(nn.Module):
+  """Two 3×3 conv-BN layers with a residual connection, then ReLU.
+
+  Attributes:
+    features: the output width.
+    strides: the stride of the first conv (and of the projection shortcut).
+    dtype: the computation dtype.
+  """
+
+  features: int
+  strides: int = 1
+  dtype: _layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """Applies the block to ``x`` of shape ``[B, H, W, C]``; returns ``[B, H', W', features]``."""
+    y = _layers.conv(self.features, 3, self.strides, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(_layers.batch_norm(train, self.dtype, name="bn1")(y))
+    y = _layers.conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
+    y = _layers.batch_norm(train, self.dtype, name="bn2")(y)
+    if self.strides != 1 or x.shape[-1] != self.features:
+      x = _layers.conv(self.features, 1, self.strides, dtype=self.dtype, name="shortcut_conv")(x)
+      x = _layers.batch_norm(train, self.dtype, name="shortcut_bn")(x)
+    return nn.relu(y + x)
+
+
+class ResNet(nn.Module):
+  """CIFAR ResNet of depth 6n+2 with three stages of n BasicBlocks.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> model = ResNet(num_classes=10, depth=20)
+    >>> x = jnp.zeros((2, 32, 32, 3))
+    >>> variables = model.init(jax.random.key(0), x, train=False)
+    >>> logits, state = model.apply(variables, x, train=True,
+    ...                             mutable=["batch_stats", "intermediates"])
+    >>> logits.shape, state["intermediates"]["stage3"][0].shape
+    ((2, 10), (2, 8, 8, 64))
+
+  Attributes:
+    num_classes: the number of logits K.
+    depth: 6n+2, e.g. 8, 14, 20, 32, 56, 110.
+    widths: the stem width, then the widths of the three stages.
+    head_kernel_init: the initializer of the ``[widths[3], K]`` head kernel, e.g.
+      ``kdjax.initializers.zero_mean()``.
+    dtype: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and
+      logits are returned in float32.
+  """
+
+  num_classes: int
+  depth: int
+  widths: tuple[int, int, int, int] = (16, 16, 32, 64)
+  head_kernel_init: _layers.Initializer = _layers.HEAD_INIT
+  dtype: _layers.Dtype = jnp.float32
+
+  feature_names: ClassVar[tuple[str, ...]] = ("stem", "stage1", "stage2", "stage3", "pooled")
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """Computes logits.
+
+    Args:
+      x: images ``[B, H, W, C]`` (H and W divisible by 4).
+      train: use batch statistics and update ``batch_stats`` (needs
+        ``mutable=["batch_stats"]``).
+
+    Returns:
+      Logits ``[B, num_classes]`` in float32.
+
+    Raises:
+      ValueError: if ``depth`` is not of the form 6n+2.
+    """
+    if self.depth < 8 or (self.depth - 2) % 6:
+      raise ValueError(f"{self.depth=} must be 6n+2 with n >= 1, e.g. 8, 20, 56")
+    blocks = (self.depth - 2) // 6
+    x = jnp.asarray(x, self.dtype)
+    x = _layers.conv(self.widths[0], 3, dtype=self.dtype, name="stem_conv")(x)
+    x = nn.relu(_layers.batch_norm(train, self.dtype, name="stem_bn")(x))
+    self.sow("intermediates", "stem", x)
+    for stage, (width, strides) in enumerate(zip(self.widths[1:], (1, 2, 2), strict=True), start=1):
+      for block in range(blocks):
+        x = BasicBlock(
+          width,
+          strides if block == 0 else 1,
+          dtype=self.dtype,
+          name=f"stage{stage}_block{block + 1}",
+        )(x, train)
+      self.sow("intermediates", f"stage{stage}", x)
+    x = jnp.mean(x, axis=(1, 2))
+    self.sow("intermediates", "pooled", x)
+    logits = _layers.head(self.num_classes, self.head_kernel_init, self.dtype)(x)
+    return jnp.asarray(logits, jnp.float32)
+
+
+_X4 = {"widths": (32, 64, 128, 256)}
+
+# Architecture arguments of each registered name (see `kdjax.models.get`).
+VARIANTS: dict[str, dict[str, Any]] = {
+  "resnet8": {"depth": 8},
+  "resnet14": {"depth": 14},
+  "resnet20": {"depth": 20},
+  "resnet26": {"depth": 26},
+  "resnet32": {"depth": 32},
+  "resnet44": {"depth": 44},
+  "resnet56": {"depth": 56},
+  "resnet110": {"depth": 110},
+  "resnet8x4": {"depth": 8, **_X4},
+  "resnet32x4": {"depth": 32, **_X4},
+}

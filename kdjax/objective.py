@@ -1,0 +1,485 @@
+r"""Distillation objectives: weighted sums of named, registered loss terms.
+
+.. math::
+   L(n) = \sum_j w_j(n)\ \frac{\sum_i m_i\,\ell_j(s_i, t_i;\ \theta_j(n))}{\sum_i m_i}
+
+where each term :math:`\ell_j` is a per-example loss of ``kdjax.losses``, its weight
+:math:`w_j` and its moving hyperparameters :math:`\theta_j` (temperature, :math:`\Phi`,
+:math:`\gamma`, ...) are scalars or ``optax.Schedule`` s of the step :math:`n`, and
+:math:`m` is the batch's ``"mask"``. Reduction happens in one place,
+``kdjax.losses.reduce_mean``.
+
+Terms are named through an explicit registry (``TERMS``); a miss lists the valid names. Each
+term's value, weight and hyperparameters at every step are reported as metrics named
+``"loss/<label>"``, ``"weight/<label>"`` and ``"<label>/<hyperparameter>"``, where the label
+is the term's name unless given.
+
+Example:
+  >>> hinton = Objective((term("ce", 0.1), term("kd", 0.9, temperature=4.0)))
+  >>> sorted(hinton.schedule_values(0))
+  ['kd/temperature', 'weight/ce', 'weight/kd']
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax import losses
+from kdjax import networks
+from kdjax import schedules
+from kdjax.losses import _validation
+from kdjax.losses import multi_teacher
+from kdjax.losses import pruning
+
+_REQUIRED = object()
+_POSITIVE = {"low": 0.0, "low_open": True}
+_NON_NEGATIVE = {"low": 0.0}
+_UNIT = {"low": 0.0, "high": 1.0}
+
+
+class TermInputs(NamedTuple):
+  """What a term sees at one step.
+
+  Attributes:
+    student: the student's outputs: ``"logits"`` ``[B, K]`` and named features.
+    teacher: ``"logits"`` ``[n, B, K]`` (the teacher, then its assistants) and the first
+      teacher's named features; ``None`` when no teacher is consulted.
+    labels: integer labels ``[B]`` or ``None``.
+    key: a PRNG key for this term and step.
+  """
+
+  student: Mapping[str, jax.Array]
+  teacher: Mapping[str, jax.Array] | None
+  labels: jax.Array | None
+  key: jax.Array
+
+  @property
+  def student_logits(self) -> jax.Array:
+    return self.student[networks.LOGITS]
+
+  @property
+  def teacher_logits(self) -> jax.Array:
+    """The (first) teacher's logits ``[B, K]``."""
+    return self.teacher[networks.LOGITS][0]
+
+  @property
+  def all_teacher_logits(self) -> jax.Array:
+    """Every teacher's logits ``[n, B, K]``."""
+    return self.teacher[networks.LOGITS]
+
+
+@dataclasses.dataclass(frozen=True)
+class TermDefinition:
+  """A registered loss term.
+
+  Attributes:
+    fn: ``(inputs: TermInputs, hyperparameters) -> per-example values [B]``; the mapping
+      holds the resolved schedulable hyperparameters and the static options.
+    hyperparameters: schedulable hyperparameters: name → (default or required, the keyword
+      arguments of ``kdjax.schedules.check_range`` that bound it).
+    options: static options: name → default (or required).
+    teacher: ``"none"``, ``"one"`` (the first teacher) or ``"all"`` (the stacked teachers).
+    needs_labels: ``options -> bool``.
+    needs_key: whether the term is stochastic.
+    student_features: ``options -> names`` of student outputs the term reads.
+    teacher_features: ``options -> names`` of teacher features the term reads.
+    check: ``options -> None``, raising ``ValueError`` on a bad option.
+  """
+
+  fn: Callable[[TermInputs, Mapping[str, Any]], jax.Array]
+  hyperparameters: Mapping[str, tuple[Any, Mapping[str, Any]]]
+  options: Mapping[str, Any]
+  teacher: str
+  needs_labels: Callable[[Mapping[str, Any]], bool] = lambda options: False
+  needs_key: bool = False
+  student_features: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
+  teacher_features: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
+  check: Callable[[Mapping[str, Any]], None] = lambda options: None
+
+
+def _check_class_reduction(options):
+  _validation.check_choice("class_reduction", options["class_reduction"],
+                           _validation.CLASS_REDUCTIONS)
+
+
+def _check_ce(options):
+  smoothing = options["label_smoothing"]
+  if not 0.0 <= smoothing < 1.0:
+    raise ValueError(f"label_smoothing={smoothing} must lie in [0, 1).")
+
+
+def _check_dkp(options):
+  pruning.check_arguments(1.0, 0.0, options["variant"], options["top_k"])
+  _check_class_reduction(options)
+
+
+def _check_dgkd(options):
+  _check_class_reduction(options)
+  mode, drop_num = options["mode"], options["drop_num"]
+  _validation.check_choice("DGKD drop mode", mode, multi_teacher.DROP_MODES)
+  if mode == "paper":
+    _validation.check_in_range("keep_prob", options["keep_prob"], 0.0, 1.0, low_open=True)
+  # drop_num's upper bound, the number of teaching networks, is checked at the first call.
+  if mode == "code" and (isinstance(drop_num, bool) or not isinstance(drop_num, int)
+                         or drop_num < 0):
+    raise ValueError(f"drop_num={drop_num!r} must be a non-negative integer.")
+
+
+def _check_names(what: str, names) -> None:
+  if isinstance(names, str):
+    names = (names,)
+  if not names or not all(isinstance(n, str) and n for n in names):
+    raise ValueError(f"{what}={names!r} must be one or more non-empty feature names.")
+
+
+def _check_hint(options):
+  _check_names("student_feature", options["student_feature"])
+  _check_names("teacher_feature", options["teacher_feature"])
+
+
+def _attention_names(options) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  student = tuple(options["student_features"])
+  teacher = tuple(options["teacher_features"] or student)
+  return student, teacher
+
+
+def _check_attention(options):
+  if isinstance(options["student_features"], str):
+    raise ValueError("attention's student_features must be a sequence of stage names, e.g. "
+                     "('stage1', 'stage2', 'stage3').")
+  student, teacher = _attention_names(options)
+  _check_names("student_features", student)
+  _check_names("teacher_features", teacher)
+  if len(student) != len(teacher):
+    raise ValueError(f"attention pairs stages one to one; got student_features={student} and "
+                     f"teacher_features={teacher}.")
+
+
+def _dkp(x: TermInputs, h) -> jax.Array:
+  labels = x.labels if h["variant"] == "tail" else None
+  scale = _validation.class_reduction_scale(h["class_reduction"], x.student_logits.shape[-1])
+  return scale * losses.dkp(x.student_logits, x.teacher_logits, h["temperature"], h["gamma"],
+                            h["variant"], labels=labels, top_k=h["top_k"])
+
+
+def _dgkd(x: TermInputs, h) -> jax.Array:
+  return losses.dgkd(x.student_logits, x.all_teacher_logits, x.key, h["temperature"],
+                     mode=h["mode"], keep_prob=h["keep_prob"], drop_num=h["drop_num"],
+                     drop_teacher=h["drop_teacher"], class_reduction=h["class_reduction"])
+
+
+def _attention(x: TermInputs, h) -> jax.Array:
+  student, teacher = _attention_names(h)
+  return losses.attention_transfer([x.student[f] for f in student],
+                                   [x.teacher[f] for f in teacher])
+
+
+TERMS: Mapping[str, TermDefinition] = {
+    "ce": TermDefinition(
+        fn=lambda x, h: losses.cross_entropy(x.student_logits, x.labels,
+                                             label_smoothing=h["label_smoothing"]),
+        hyperparameters={}, options={"label_smoothing": 0.0}, teacher="none",
+        needs_labels=lambda options: True, check=_check_ce),
+    "kd": TermDefinition(
+        fn=lambda x, h: losses.kd(x.student_logits, x.teacher_logits, h["temperature"],
+                                  class_reduction=h["class_reduction"]),
+        hyperparameters={"temperature": (4.0, _POSITIVE)},
+        options={"class_reduction": "sum"}, teacher="one", check=_check_class_reduction),
+    "logits_matching": TermDefinition(
+        fn=lambda x, h: losses.logits_matching(x.student_logits, x.teacher_logits,
+                                               centered=h["centered"]),
+        hyperparameters={}, options={"centered": False}, teacher="one"),
+    "annealing": TermDefinition(
+        fn=lambda x, h: losses.annealing(x.student_logits, x.teacher_logits, h["phi"]),
+        hyperparameters={"phi": (_REQUIRED, {"low": 0.0, "low_open": True, "high": 1.0})},
+        options={}, teacher="one"),
+    "dkp": TermDefinition(
+        fn=_dkp,
+        hyperparameters={"temperature": (4.0, _POSITIVE), "gamma": (_REQUIRED, _UNIT)},
+        options={"variant": "uniform", "top_k": None, "class_reduction": "sum"},
+        teacher="one", needs_labels=lambda options: options["variant"] == "tail",
+        check=_check_dkp),
+    "dkd": TermDefinition(
+        fn=lambda x, h: losses.dkd(x.student_logits, x.teacher_logits, x.labels, h["alpha"],
+                                   h["beta"], h["temperature"]),
+        hyperparameters={"alpha": (1.0, _NON_NEGATIVE), "beta": (8.0, _NON_NEGATIVE),
+                         "temperature": (4.0, _POSITIVE)},
+        options={}, teacher="one", needs_labels=lambda options: True),
+    "hint": TermDefinition(
+        fn=lambda x, h: losses.hint(x.student[h["student_feature"]],
+                                    x.teacher[h["teacher_feature"]]),
+        hyperparameters={}, options={"student_feature": _REQUIRED, "teacher_feature": _REQUIRED},
+        teacher="one", student_features=lambda options: (options["student_feature"],),
+        teacher_features=lambda options: (options["teacher_feature"],), check=_check_hint),
+    "attention": TermDefinition(
+        fn=_attention, hyperparameters={},
+        options={"student_features": _REQUIRED, "teacher_features": None}, teacher="one",
+        student_features=lambda options: _attention_names(options)[0],
+        teacher_features=lambda options: _attention_names(options)[1], check=_check_attention),
+    "dgkd": TermDefinition(
+        fn=_dgkd, hyperparameters={"temperature": (5.0, _POSITIVE)},
+        options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "drop_teacher": False,
+                 "class_reduction": "sum"},
+        teacher="all", needs_key=True, check=_check_dgkd),
+    "ensemble": TermDefinition(
+        fn=lambda x, h: losses.ensemble_kd(x.student_logits, x.all_teacher_logits,
+                                           h["temperature"],
+                                           class_reduction=h["class_reduction"]),
+        hyperparameters={"temperature": (4.0, _POSITIVE)},
+        options={"class_reduction": "sum"}, teacher="all", check=_check_class_reduction),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """One weighted term of an objective; build it with ``term``.
+
+  Attributes:
+    name: the registered term (a key of ``TERMS``).
+    weight: a scalar or schedule, >= 0.
+    arguments: its hyperparameters (scalars or schedules) and static options.
+    label: the name used in metrics; the term's name by default.
+  """
+
+  name: str
+  weight: schedules.ScalarOrSchedule
+  arguments: Mapping[str, Any]
+  label: str
+
+
+def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | None = None,
+         **arguments: Any) -> Term:
+  """Declares a loss term of an objective.
+
+  Registered terms, their hyperparameters (schedulable) and options (static):
+
+  - ``"ce"``: cross-entropy with labels; ``label_smoothing=0``.
+  - ``"kd"``: Hinton KD; ``temperature=4``; ``class_reduction="sum"``.
+  - ``"logits_matching"``: ``centered=False``.
+  - ``"annealing"``: Annealing-KD stage I; ``phi`` (required, e.g.
+    ``kdjax.schedules.annealing_phi``).
+  - ``"dkp"``: the DKP term, added to a ``"kd"`` term of the same weight and temperature;
+    ``temperature=4``, ``gamma`` (required); ``variant="uniform"``, ``top_k=None``,
+    ``class_reduction="sum"``; ``"tail"`` needs labels.
+  - ``"dkd"``: decoupled KD with labels; ``alpha=1``, ``beta=8``, ``temperature=4``.
+  - ``"hint"``: FitNets; ``student_feature`` (usually an aux head's output) and
+    ``teacher_feature`` (both required).
+  - ``"attention"``: attention transfer; ``student_features`` (required),
+    ``teacher_features`` (default: the same names).
+  - ``"dgkd"``: densely guided KD over every teacher; ``temperature=5``; ``mode="code"``,
+    ``keep_prob=0.75``, ``drop_num=1``, ``drop_teacher=False``, ``class_reduction="sum"``.
+  - ``"ensemble"``: KD toward the teachers' mean probabilities; ``temperature=4``;
+    ``class_reduction="sum"``.
+
+  Args:
+    name: the term's registered name.
+    weight: its weight, a scalar or schedule (>= 0).
+    label: its name in metrics and hyperparameter overrides (default ``name``); give one to
+      use a term twice.
+    **arguments: hyperparameters and options, as listed above.
+
+  Returns:
+    A ``Term``.
+
+  Raises:
+    ValueError: on an unknown name (listing the valid ones), an unknown or missing argument,
+      a bad static option, or a label containing ``/``.
+  """
+  if name not in TERMS:
+    raise ValueError(f"unknown loss term {name!r}; valid: {', '.join(map(repr, TERMS))}.")
+  definition = TERMS[name]
+  known = {**definition.hyperparameters, **definition.options}
+  unknown = sorted(set(arguments) - set(known))
+  if unknown:
+    raise ValueError(f"loss term {name!r} takes no argument(s) {unknown}; valid: "
+                     f"{sorted(known) or 'none'}.")
+  resolved = {k: v[0] for k, v in definition.hyperparameters.items()}
+  resolved |= dict(definition.options)
+  resolved |= arguments
+  missing = sorted(k for k, v in resolved.items() if v is _REQUIRED)
+  if missing:
+    raise ValueError(f"loss term {name!r} needs argument(s) {missing}.")
+  definition.check(resolved)
+  label = name if label is None else label
+  if not isinstance(label, str) or not label or "/" in label:
+    raise ValueError(f"label={label!r} must be a non-empty string without '/'.")
+  return Term(name=name, weight=weight, arguments=resolved, label=label)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """A weighted sum of loss terms, validated when built.
+
+  Attributes:
+    terms: the terms, with distinct labels.
+    num_steps: the training length over which schedules are range-checked.
+  """
+
+  terms: tuple[Term, ...]
+  num_steps: int = 1
+
+  def __post_init__(self):
+    object.__setattr__(self, "terms", tuple(self.terms))
+    if not self.terms or not all(isinstance(t, Term) for t in self.terms):
+      raise ValueError(f"an Objective needs one or more Terms (from objective.term); got "
+                       f"{self.terms!r}.")
+    labels = [t.label for t in self.terms]
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicates:
+      raise ValueError(f"terms share the label(s) {duplicates}; pass label= to tell them apart.")
+    if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or (
+        self.num_steps < 1):
+      raise ValueError(f"num_steps={self.num_steps!r} must be an integer >= 1.")
+    for name, (value, bounds) in self._bounded_schedules().items():
+      schedules.check_range(name, value, num_steps=self.num_steps, **bounds)
+
+  def _bounded_schedules(self) -> dict[str, tuple[schedules.ScalarOrSchedule, Mapping]]:
+    """Every scalar-or-schedule by metric name, with the bounds it must respect."""
+    out = {}
+    for t in self.terms:
+      out[f"weight/{t.label}"] = (t.weight, _NON_NEGATIVE)
+      for h, (_, bounds) in TERMS[t.name].hyperparameters.items():
+        out[f"{t.label}/{h}"] = (t.arguments[h], bounds)
+    return out
+
+  @property
+  def hyperparameter_names(self) -> tuple[str, ...]:
+    """Names of the weights and schedulable hyperparameters, e.g. ``"kd/temperature"``."""
+    return tuple(self._bounded_schedules())
+
+  def terms_needing(self, what: str) -> tuple[str, ...]:
+    """Labels of the terms that need ``"labels"``, ``"teacher"`` or ``"key"``."""
+    if what not in ("labels", "teacher", "key"):
+      raise ValueError(f"unknown requirement {what!r}; valid: 'labels', 'teacher', 'key'.")
+    needs = {
+        "labels": lambda d, t: d.needs_labels(t.arguments),
+        "teacher": lambda d, t: d.teacher != "none",
+        "key": lambda d, t: d.needs_key,
+    }[what]
+    return tuple(t.label for t in self.terms if needs(TERMS[t.name], t))
+
+  @property
+  def student_features(self) -> tuple[str, ...]:
+    """Names of the student outputs (besides logits) the terms read."""
+    return _unique(f for t in self.terms for f in TERMS[t.name].student_features(t.arguments))
+
+  @property
+  def teacher_features(self) -> tuple[str, ...]:
+    """Names of the (first) teacher's features the terms read."""
+    return _unique(f for t in self.terms for f in TERMS[t.name].teacher_features(t.arguments))
+
+  def overrides(self, values: Mapping[str, float]) -> dict[str, jax.Array]:
+    """Validates per-student hyperparameter overrides, for ``TrainState.hparams``.
+
+    An override replaces a weight's or hyperparameter's schedule by a constant; stacked
+    over students (``kdjax.sweep``), it is how one compiled program trains students with
+    different temperatures, gammas or weights.
+
+    Args:
+      values: metric name → value, e.g. ``{"kd/temperature": 8.0, "weight/kd": 0.5}``.
+
+    Returns:
+      The same mapping with float32 scalar arrays.
+
+    Raises:
+      ValueError: on an unknown name (listing the valid ones) or an out-of-range value.
+    """
+    bounded = self._bounded_schedules()
+    out = {}
+    for name, value in values.items():
+      if name not in bounded:
+        raise ValueError(f"unknown hyperparameter {name!r}; valid: "
+                         f"{', '.join(map(repr, bounded))}.")
+      if callable(value) or np.ndim(value) != 0:
+        raise ValueError(f"override {name}={value!r} must be a scalar (schedules belong in the "
+                         f"term).")
+      schedules.check_range(name, float(value), **bounded[name][1])
+      out[name] = jnp.asarray(value, jnp.float32)
+    return out
+
+  def schedule_values(self, step: jax.typing.ArrayLike,
+                      overrides: Mapping[str, jax.Array] | None = None
+                      ) -> dict[str, jax.Array]:
+    """Every weight and hyperparameter at ``step``, by metric name.
+
+    Args:
+      step: the step counter.
+      overrides: per-student constants that replace schedules (``TrainState.hparams``).
+
+    Returns:
+      ``{"weight/<label>": w, "<label>/<hyperparameter>": value, ...}`` of float32 scalars.
+
+    Raises:
+      ValueError: on an override name that is not a hyperparameter of this objective.
+    """
+    overrides = dict(overrides or {})
+    bounded = self._bounded_schedules()
+    unknown = sorted(set(overrides) - set(bounded))
+    if unknown:
+      raise ValueError(f"hyperparameter overrides {unknown} match no term of the objective; "
+                       f"valid: {', '.join(map(repr, bounded))}.")
+    return {name: (jnp.asarray(overrides[name], jnp.float32) if name in overrides
+                   else schedules.resolve(value, step))
+            for name, (value, _) in bounded.items()}
+
+  def check_inputs(self, labels: jax.Array | None,
+                   teacher: Mapping[str, jax.Array] | None) -> None:
+    """Checks, at trace time, that the terms get what they need.
+
+    Raises:
+      ValueError: when labels or teacher outputs are missing, or DGKD's dropping arguments do
+        not fit the number of teachers.
+    """
+    need_labels = self.terms_needing("labels")
+    if need_labels and labels is None:
+      raise ValueError(f"loss term(s) {list(need_labels)} need labels, but the batch has no "
+                       f"'label' entry.")
+    need_teacher = self.terms_needing("teacher")
+    if need_teacher and teacher is None:
+      raise ValueError(f"loss term(s) {list(need_teacher)} need teacher outputs: pass a teacher "
+                       f"to the step builder or 'teacher_logits' in the batch.")
+    for t in self.terms:
+      if t.name == "dgkd":
+        num_teachers = teacher[networks.LOGITS].shape[0]
+        a = t.arguments
+        multi_teacher.check_drop_arguments(num_teachers, a["mode"], a["keep_prob"],
+                                           a["drop_num"])
+
+  def loss(self, student: Mapping[str, jax.Array], teacher: Mapping[str, jax.Array] | None,
+           labels: jax.Array | None, mask: jax.Array | None, values: Mapping[str, jax.Array],
+           key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The objective's value and each term's (unweighted) batch mean.
+
+    Args:
+      student: student outputs, ``"logits"`` ``[B, K]`` and features.
+      teacher: ``"logits"`` ``[n, B, K]`` and the first teacher's features, or ``None``.
+      labels: integer labels ``[B]`` or ``None``.
+      mask: boolean ``[B]`` (False marks padding) or ``None``.
+      values: ``schedule_values`` at this step.
+      key: a PRNG key for stochastic terms (one key per term is folded from it).
+
+    Returns:
+      ``(total, {"loss/<label>": mean})``.
+    """
+    self.check_inputs(labels, teacher)
+    total = jnp.zeros([], jnp.float32)
+    per_term = {}
+    for i, t in enumerate(self.terms):
+      definition = TERMS[t.name]
+      arguments = dict(t.arguments)
+      for h in definition.hyperparameters:
+        arguments[h] = values[f"{t.label}/{h}"]
+      inputs = TermInputs(student, teacher, labels, jax.random.fold_in(key, i))
+      value = losses.reduce_mean(definition.fn(inputs, arguments), mask=mask)
+      per_term[f"loss/{t.label}"] = value
+      total = total + values[f"weight/{t.label}"] * value
+    return total, per_term
+
+
+def _unique(names) -> tuple[str, ...]:
+  return tuple(dict.fromkeys(names))
+

@@ -1,0 +1,192 @@
+r"""Schedules for every hyperparameter that moves during distillation.
+
+Each factory returns an ``optax.Schedule`` (a function of the integer step) built on optax's
+own schedules, after validating its arguments in Python. Anything that accepts a
+hyperparameter accepts a scalar or a schedule; ``resolve`` turns either into its value at a
+step, and ``check_range`` validates a schedule's values once, when an objective is built.
+"""
+
+from collections.abc import Mapping, Sequence
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+ScalarOrSchedule = float | int | jax.Array | optax.Schedule
+
+
+def _check_finite(name: str, value) -> None:
+  if not math.isfinite(float(value)):
+    raise ValueError(f"{name}={value} must be finite.")
+
+
+def _check_steps(name: str, steps, minimum: int = 1) -> None:
+  if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < minimum:
+    raise ValueError(f"{name}={steps!r} must be an integer >= {minimum}.")
+
+
+def annealing_phi(max_temperature: int, steps_per_level: int) -> optax.Schedule:
+  r"""Annealing-KD's stage-I factor :math:`\Phi` as a staircase schedule.
+
+  .. math::
+     T(n) = \max\big(T_{\max} - \lfloor n / s \rfloor,\ 1\big),\qquad
+     \Phi(n) = 1 - \frac{T(n) - 1}{T_{\max}}
+
+  so :math:`\Phi` takes the values :math:`1/T_{\max}, 2/T_{\max}, \dots, 1`, each for
+  ``steps_per_level`` steps, and stays at 1 afterwards (the official code's counter can
+  overshoot 1 when the epochs are not a multiple of :math:`T_{\max}`; here it is clamped).
+
+  Args:
+    max_temperature: :math:`T_{\max}`, an integer >= 1 (10 in the paper).
+    steps_per_level: steps spent at each level, an integer >= 1; stage I lasts
+      ``max_temperature * steps_per_level`` steps.
+
+  Returns:
+    An ``optax.Schedule`` with values in ``(0, 1]``.
+
+  Raises:
+    ValueError: if either argument is not a positive integer.
+
+  References:
+    Jafari et al., "Annealing Knowledge Distillation", EACL 2021.
+
+  Example:
+    >>> phi = annealing_phi(max_temperature=4, steps_per_level=10)
+    >>> [float(phi(n)) for n in (0, 9, 10, 35, 1000)]
+    [0.25, 0.25, 0.5, 1.0, 1.0]
+  """
+  _check_steps("max_temperature", max_temperature)
+  _check_steps("steps_per_level", steps_per_level)
+
+  def schedule(step):
+    level = jnp.minimum(jnp.asarray(step) // steps_per_level, max_temperature - 1)
+    return (level + 1).astype(jnp.float32) / max_temperature
+
+  return schedule
+
+
+def constant(value: float) -> optax.Schedule:
+  """A constant schedule (``optax.constant_schedule``) with a finite value."""
+  _check_finite("value", value)
+  return optax.constant_schedule(value)
+
+
+def linear(init_value: float, end_value: float, transition_steps: int,
+           transition_begin: int = 0) -> optax.Schedule:
+  r"""Linear ramp from ``init_value`` to ``end_value`` (``optax.linear_schedule``).
+
+  .. math:: v(n) = v_0 + (v_1 - v_0)\,\mathrm{clip}\big((n - n_0)/N,\ 0,\ 1\big)
+
+  DKD's loss warm-up ``min(epoch / 20, 1)`` is ``linear(0, 1, 20 * steps_per_epoch)``.
+
+  Raises:
+    ValueError: on non-finite values, ``transition_steps < 1`` or ``transition_begin < 0``.
+  """
+  _check_finite("init_value", init_value)
+  _check_finite("end_value", end_value)
+  _check_steps("transition_steps", transition_steps)
+  _check_steps("transition_begin", transition_begin, minimum=0)
+  return optax.linear_schedule(init_value, end_value, transition_steps, transition_begin)
+
+
+def cosine(init_value: float, end_value: float, decay_steps: int) -> optax.Schedule:
+  r"""Cosine interpolation from ``init_value`` to ``end_value`` over ``decay_steps``.
+
+  .. math:: v(n) = v_1 + \tfrac12 (v_0 - v_1)\big(1 + \cos(\pi \min(n, N)/N)\big)
+
+  Works for rising as well as falling values (e.g. a temperature annealed downwards).
+
+  Raises:
+    ValueError: on non-finite values or ``decay_steps < 1``.
+  """
+  _check_finite("init_value", init_value)
+  _check_finite("end_value", end_value)
+  _check_steps("decay_steps", decay_steps)
+
+  def schedule(step):
+    fraction = jnp.minimum(jnp.asarray(step, jnp.float32), decay_steps) / decay_steps
+    return end_value + 0.5 * (init_value - end_value) * (1.0 + jnp.cos(jnp.pi * fraction))
+
+  return schedule
+
+
+def piecewise_constant(init_value: float, boundaries_and_values: Mapping[int, float]
+                       ) -> optax.Schedule:
+  """A staircase with absolute values: ``init_value`` until the first boundary, and so on.
+
+  Unlike ``optax.piecewise_constant_schedule`` (which multiplies by scales), the mapping
+  gives the value taken *from* each boundary step on, e.g. ``{100: 2.0, 200: 1.0}``.
+
+  Raises:
+    ValueError: on non-finite values or boundaries that are not non-negative integers.
+  """
+  _check_finite("init_value", init_value)
+  boundaries = sorted(boundaries_and_values)
+  values = [init_value] + [boundaries_and_values[b] for b in boundaries]
+  for b in boundaries:
+    _check_steps("boundary", b, minimum=0)
+  for i, value in enumerate(values):
+    _check_finite(f"values[{i}]", value)
+  boundaries_arr = jnp.asarray(boundaries, jnp.int32)
+  values_arr = jnp.asarray(values, jnp.float32)
+
+  def schedule(step):
+    return values_arr[jnp.sum(jnp.asarray(step) >= boundaries_arr)]
+
+  return schedule
+
+
+def join(schedules: Sequence[optax.Schedule], boundaries: Sequence[int]) -> optax.Schedule:
+  """Runs ``schedules[i]`` from ``boundaries[i-1]`` on, each restarted at step 0.
+
+  A thin, validated ``optax.join_schedules``.
+
+  Raises:
+    ValueError: unless ``len(boundaries) == len(schedules) - 1`` and the boundaries are
+      strictly increasing positive integers.
+  """
+  if len(boundaries) != len(schedules) - 1:
+    raise ValueError(
+        f"join needs len(boundaries) == len(schedules) - 1; got {len(boundaries)} boundaries "
+        f"for {len(schedules)} schedules.")
+  for b in boundaries:
+    _check_steps("boundary", b)
+  if list(boundaries) != sorted(set(boundaries)):
+    raise ValueError(f"boundaries={list(boundaries)} must be strictly increasing.")
+  return optax.join_schedules(list(schedules), list(boundaries))
+
+
+def resolve(value: ScalarOrSchedule, step: jax.typing.ArrayLike) -> jax.Array:
+  """The value of a scalar-or-schedule at ``step``, as a float32 ``jax.Array``."""
+  if callable(value):
+    return jnp.asarray(value(step), jnp.float32)
+  return jnp.asarray(value, jnp.float32)
+
+
+def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
+                high: float = math.inf, low_open: bool = False, num_steps: int = 1,
+                samples: int = 1001) -> None:
+  """Checks that a scalar or schedule stays within ``[low, high]`` over ``num_steps`` steps.
+
+  A schedule is evaluated at ``samples`` evenly spaced steps plus both ends, in one
+  vectorised call; piecewise-linear and staircase schedules reach their extremes at their
+  knots, which the sampling catches to within ``num_steps / samples`` steps.
+
+  Raises:
+    ValueError: naming ``name``, the offending value and the step where it occurs.
+  """
+  if callable(value):
+    steps = np.unique(np.linspace(0, max(num_steps - 1, 0), samples).astype(np.int64))
+    values = np.asarray(jax.vmap(value)(jnp.asarray(steps)), np.float64).reshape(-1)
+  else:
+    steps, values = np.zeros(1, np.int64), np.asarray([float(value)])
+  bad_low = values <= low if low_open else values < low
+  bad = ~np.isfinite(values) | bad_low | (values > high)
+  if bad.any():
+    i = int(np.argmax(bad))
+    bracket = "(" if low_open else "["
+    raise ValueError(
+        f"{name} must lie in {bracket}{low}, {high}]; it is {values[i]} at step {steps[i]}.")
+

@@ -1,0 +1,115 @@
+"""The student-only train state: everything that trains, nothing that is frozen.
+
+Teacher variables are never part of it: they are an explicit argument of every step (see
+``kdjax.step``), so they are neither checkpointed with the student nor donated with it.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from flax import struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdjax import heads as heads_lib
+from kdjax import networks
+
+
+class TrainState(struct.PyTreeNode):
+  """What a distillation step updates.
+
+  The optimizer acts on ``trainables`` = ``{"student": params, "aux": aux_params}``, so
+  auxiliary heads (FitNets regressors) train with the student while ``params`` stays
+  exactly the student's exportable parameters. Write ``optax.masked`` / ``multi_transform``
+  labels for that structure.
+
+  Attributes:
+    step: the step counter, an int32 scalar; every schedule is a function of it.
+    params: the student's parameters.
+    model_state: the student's other variables (BatchNorm ``batch_stats``, ...).
+    opt_state: the optimizer's state over ``trainables``.
+    output_tx_state: the state of the transformation of output gradients.
+    rng: the base PRNG key; step ``n`` uses ``fold_in(rng, n)``, so the key never changes.
+    aux_params: auxiliary heads' parameters, by head name.
+    aux_state: auxiliary heads' other variables, by head name.
+    hparams: per-student constants that replace objective schedules, e.g.
+      ``{"kd/temperature": 8.0}`` (see ``Objective.overrides``); stacked across students,
+      they make hyperparameter sweeps one compiled program.
+  """
+
+  step: jax.Array
+  params: Any
+  model_state: Any
+  opt_state: optax.OptState
+  output_tx_state: optax.OptState
+  rng: jax.Array
+  aux_params: dict[str, Any]
+  aux_state: dict[str, Any]
+  hparams: dict[str, jax.Array]
+
+  @property
+  def trainables(self) -> dict[str, Any]:
+    """The pytree the optimizer updates: ``{"student": params, "aux": aux_params}``."""
+    return {"student": self.params, "aux": self.aux_params}
+
+
+def create_train_state(student: networks.Network | Any,
+                       variables: Any,
+                       optimizer: optax.GradientTransformation,
+                       rng: jax.Array,
+                       *,
+                       output_tx: optax.GradientTransformation | None = None,
+                       aux_heads: Mapping[str, heads_lib.AuxHead] | None = None,
+                       sample_inputs: jax.typing.ArrayLike | None = None,
+                       hparams: Mapping[str, jax.typing.ArrayLike] | None = None) -> TrainState:
+  """Builds the initial state of a student.
+
+  The student's arrays are copied, so the state never aliases arrays the caller still
+  holds: donating the state to a step (``donate_argnums=0``) can then never invalidate, say,
+  the teacher's variables when the student starts as a copy of the teacher.
+
+  Args:
+    student: a ``kdjax.networks.Network`` or a Linen module.
+    variables: the student's variables (e.g. ``module.init(...)``).
+    optimizer: the optax optimizer, over ``{"student": params, "aux": aux_params}``.
+    rng: a PRNG key; the state's key and the heads' initialisation are split from it.
+    output_tx: the transformation of output gradients the step will use (``None``: none).
+      Its ``init`` receives ``None``: its state must not depend on output shapes.
+    aux_heads: name → ``kdjax.heads.AuxHead``, initialised on ``sample_inputs``' features.
+    sample_inputs: a batch of inputs (only its shape and dtype matter); needed with
+      ``aux_heads``.
+    hparams: validated objective overrides (``Objective.overrides``).
+
+  Returns:
+    A ``TrainState`` at step 0.
+
+  Raises:
+    ValueError: if ``aux_heads`` are given without ``sample_inputs``.
+  """
+  student = networks.as_network(student)
+  heads = heads_lib.check_heads(aux_heads or {})
+  params, model_state = student.split(variables)
+  params, model_state = jax.tree.map(lambda x: jnp.array(x, copy=True), (params, model_state))
+  init_rng, state_rng = jax.random.split(rng)
+  aux_params, aux_state = {}, {}
+  if heads:
+    if sample_inputs is None:
+      raise ValueError(f"aux heads {sorted(heads)} need sample_inputs to be initialised.")
+    sources = tuple(dict.fromkeys(h.source for h in heads.values()))
+    features = jax.eval_shape(
+        lambda p, s, x: student.apply(p, s, x, train=False, features=sources)[0],
+        params, model_state, jnp.asarray(sample_inputs))
+    aux_params, aux_state = heads_lib.init_heads(heads, features, init_rng)
+  output_tx = output_tx or optax.identity()
+  return TrainState(
+      step=jnp.zeros([], jnp.int32),
+      params=params,
+      model_state=model_state,
+      opt_state=optimizer.init({"student": params, "aux": aux_params}),
+      output_tx_state=output_tx.init(None),
+      rng=state_rng,
+      aux_params=aux_params,
+      aux_state=aux_state,
+      hparams={k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()},
+  )

@@ -1,0 +1,97 @@
+"""DKP as an optax transformation of the gradient with respect to the student's logits."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdjax import losses
+from kdjax import schedules
+from kdjax.losses import pruning
+from kdjax.losses import _validation
+from kdjax.transforms import _outputs
+
+
+class DKPState(NamedTuple):
+  """Step count of the schedules (temperature, gamma, weight)."""
+  count: jax.Array
+
+
+def dkp(temperature: schedules.ScalarOrSchedule,
+        gamma: schedules.ScalarOrSchedule,
+        variant: str = "uniform",
+        *,
+        top_k: int | None = None,
+        weight: schedules.ScalarOrSchedule = 1.0,
+        class_reduction: str = "sum",
+        num_steps: int = 1) -> optax.GradientTransformationExtraArgs:
+  r"""Dark Knowledge Pruning applied to the gradient with respect to the student's logits.
+
+  Adds the gradient of the batch-mean DKP term to the incoming logit gradient:
+
+  .. math::
+     g_s \leftarrow g_s + w\,\nabla_s\,\frac{1}{\sum_i m_i}\sum_i m_i\,
+     \mathrm{DKP}(s_i, t_i;\ T, \gamma)
+
+  so that an objective containing ``w · mean(kd)`` followed by this transformation gives the
+  same parameter gradients as the objective ``w · mean(kd + dkp)``. Because it acts on
+  output gradients it composes with ``optax.chain``, ``optax.masked`` and any optimizer; the
+  step pulls the transformed gradient back through the network once.
+
+  Args:
+    temperature: T > 0 of the accompanying KD term (scalar or schedule).
+    gamma: strength in [0, 1] (scalar or schedule).
+    variant: ``"uniform"``, ``"mean"`` or ``"tail"``; see ``kdjax.losses.dkp``.
+    top_k: the ``"tail"`` variant's number of leading non-target classes.
+    weight: the weight ``w`` of the KD term in the objective (scalar or schedule).
+    class_reduction: ``"sum"`` or ``"mean"``, as the accompanying KD term.
+    num_steps: the number of steps over which schedules are validated at construction.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update(updates, state, params, *,
+    teacher_logits, labels=None, mask=None)`` takes ``params`` = the student's outputs (the
+    logits, or a dict with ``"logits"``), ``teacher_logits`` ``[B, K]`` and, for
+    ``"tail"``, integer ``labels`` ``[B]``; ``mask`` ``[B]`` marks real examples.
+
+  Raises:
+    ValueError: on a temperature or gamma out of range anywhere in ``[0, num_steps)``, an
+      unknown variant or class reduction, or ``"tail"`` without a valid ``top_k``.
+
+  Example:
+    >>> tx = dkp(temperature=4.0, gamma=0.5)
+    >>> s, t = jnp.zeros((2, 3)), jnp.array([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> g, _ = tx.update(jnp.zeros_like(s), tx.init(s), s, teacher_logits=t)
+    >>> g.shape
+    (2, 3)
+  """
+  pruning.check_arguments(1.0, 0.0, variant, top_k)
+  _validation.check_choice("class_reduction", class_reduction, _validation.CLASS_REDUCTIONS)
+  schedules.check_range("temperature", temperature, low=0.0, low_open=True, num_steps=num_steps)
+  schedules.check_range("gamma", gamma, low=0.0, high=1.0, num_steps=num_steps)
+  schedules.check_range("weight", weight, num_steps=num_steps)
+
+  def init_fn(params):
+    del params
+    return DKPState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None, *, teacher_logits, labels=None, mask=None,
+                **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("dkp transformation needs params= the student's outputs (logits).")
+    logits = _outputs.get_logits(params)
+    t = schedules.resolve(temperature, state.count)
+    g = schedules.resolve(gamma, state.count)
+    w = schedules.resolve(weight, state.count)
+    scale = _validation.class_reduction_scale(class_reduction, logits.shape[-1])
+
+    def mean_term(s):
+      term = losses.dkp(s, teacher_logits, t, g, variant, labels=labels, top_k=top_k)
+      return w * scale * losses.reduce_mean(term, mask=mask)
+
+    grad = jax.grad(mean_term)(logits)
+    new_updates = _outputs.replace_logits(updates, _outputs.get_logits(updates) + grad)
+    return new_updates, DKPState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
