@@ -82,13 +82,18 @@ class DatasetInfo:
 def default_data_dir() -> str:
   """Returns the data directory used when none is given.
 
-  ``$KDJAX_DATA_DIR`` when set, else ``~/tensorflow_datasets`` (TFDS's own default).
+  Returns:
+    ``$KDJAX_DATA_DIR`` when set, else ``~/tensorflow_datasets`` (TFDS's own default).
   """
   return os.environ.get(DATA_DIR_ENV) or os.path.expanduser("~/tensorflow_datasets")
 
 
 def supported_datasets() -> tuple[str, ...]:
-  """Returns the names :func:`train_iterator` and :func:`eval_batches` accept."""
+  """Returns the dataset names :func:`train_iterator` and :func:`eval_batches` accept.
+
+  Returns:
+    kdjax's names; each dataset's TFDS builder name is accepted too.
+  """
   return tuple(_REGISTRY)
 
 
@@ -135,7 +140,8 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike | None = None,
   Args:
     name: ``"digits"``, ``"cifar10"`` or ``"cifar100"`` (or its TFDS builder name).
     data_dir: TFDS data directory; :func:`default_data_dir` when ``None``.
-    download: whether TFDS may download and prepare a missing dataset.
+    download: whether TFDS may download and prepare a missing dataset (digits is always
+      prepared locally, without network).
 
   Returns:
     The dataset's static facts, split sizes read from the prepared copy.
@@ -151,7 +157,7 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike | None = None,
                      num_test=splits["test"].num_examples, mean=spec.mean, std=spec.std)
 
 
-class _Augment(grain.transforms.RandomMap):
+class _DrawAugmentation(grain.transforms.RandomMap):
   """Draws one example's crop offsets and flip from grain's per-example generator.
 
   The pipeline shuffles example indices, not examples: this turns an index into the
@@ -213,20 +219,20 @@ class _ReadEvalBatch(grain.transforms.Map):
   """Reads one process's batch of evaluation examples by position, padding past the end."""
 
   def __init__(self, reader: _ReadBatch, *, num_examples: int, process_index: int,
-               process_count: int):
+               process_count: int, image_shape: tuple[int, int, int]):
     self._reader = reader
     self._num_examples = num_examples
     self._process_index = process_index
     self._process_count = process_count
+    self._image_shape = image_shape
 
   def map(self, positions: np.ndarray) -> dict[str, np.ndarray]:
     index = self._process_index + positions.astype(np.int64) * self._process_count
     mask = index < self._num_examples
-    real_images, real_labels = self._reader.read(index[mask])
-    images = np.zeros((len(index), *real_images.shape[1:]), np.uint8)
-    images[mask] = real_images
+    images = np.zeros((len(index), *self._image_shape), np.uint8)
     labels = np.zeros(len(index), np.int32)
-    labels[mask] = real_labels
+    if mask.any():
+      images[mask], labels[mask] = self._reader.read(index[mask])
     return {"image": self._reader.normalize(images), "label": labels,
             "index": np.where(mask, index, -1), "mask": mask}
 
@@ -249,8 +255,9 @@ def _split_source(builder: tfds.core.DatasetBuilder, key: str,
 
 
 def _check_positive(**values: int) -> None:
+  """Raises ValueError naming the first of ``values`` that is not a positive integer."""
   for name, value in values.items():
-    if not isinstance(value, int) or value <= 0:
+    if not isinstance(value, int | np.integer) or value <= 0:
       raise ValueError(f"{name}={value!r} must be a positive integer.")
 
 
@@ -275,7 +282,7 @@ def train_iterator(
     download: bool = False,
     process_index: int | None = None,
     process_count: int | None = None,
-    num_threads: int = 2,
+    num_threads: int = 1,
     prefetch_batches: int = 4,
     worker_count: int = 0,
 ) -> grain.DatasetIterator:
@@ -297,11 +304,16 @@ def train_iterator(
     augmentation: ``"none"``, ``"flip"`` (horizontal, p=1/2) or ``"crop_flip"`` (zero-pad
       by 4 pixels for CIFAR, 1 for digits, random crop back to size, then flip).
     split: TFDS split expression, e.g. ``"train"`` or ``"train[:90%]"``.
-    download: whether TFDS may download and prepare a missing dataset.
+    download: whether TFDS may download and prepare a missing dataset (digits is always
+      prepared locally, without network).
     process_index: this process's shard; ``jax.process_index()`` when ``None``.
     process_count: number of shards; ``jax.process_count()`` when ``None``.
-    num_threads: grain threads decoding and augmenting batches in parallel.
-    prefetch_batches: batches grain keeps ready ahead of the consumer.
+    num_threads: grain threads decoding and augmenting batches; decoding holds the GIL, so
+      more than one thread rarely helps.
+    prefetch_batches: batches grain keeps ready ahead of the consumer (per worker).
+    worker_count: grain worker processes (``mp_prefetch``); 0 decodes in this process.
+      Workers need absl flags parsed (an absl app does). The batches are the same for any
+      count, but a state restores only into an iterator with the same ``worker_count``.
 
   Returns:
     A ``grain.DatasetIterator`` over dicts ``{"image": float32 [B, H, W, C],
@@ -321,8 +333,10 @@ def train_iterator(
   if augmentation not in AUGMENTATIONS:
     raise ValueError(f"Unknown {augmentation=}; choose from {', '.join(AUGMENTATIONS)}.")
   _check_positive(batch_size=batch_size)
-  if not isinstance(seed, int) or not 0 <= seed < 2**32:
+  if not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
     raise ValueError(f"{seed=} must be an integer in [0, 2**32).")
+  if worker_count < 0:
+    raise ValueError(f"{worker_count=} must be >= 0.")
   process_index, process_count = _process(process_index, process_count)
   key, spec, builder = _builder(name, data_dir, download)
   source = _split_source(builder, key, split)
@@ -334,10 +348,10 @@ def train_iterator(
 
   crop_padding = spec.crop_padding if augmentation == "crop_flip" else 0
   reader = _ReadBatch(source, crop_padding=crop_padding, mean=spec.mean, std=spec.std)
-  ds = grain.MapDataset.range(len(source)).seed(seed).shuffle()
+  ds = grain.MapDataset.range(len(source)).seed(int(seed)).shuffle()
   # Augmentation parameters are drawn before sharding, so each example's generator is keyed
   # by its global stream position and no two processes augment alike.
-  ds = ds.random_map(_Augment(crop_padding=crop_padding, flip=augmentation != "none"))
+  ds = ds.random_map(_DrawAugmentation(crop_padding=crop_padding, flip=augmentation != "none"))
   # Slices are epoch-aware: index k of a later epoch maps into that epoch's permutation.
   ds = ds[:per_process * process_count][process_index::process_count]
   ds = ds.batch(batch_size, drop_remainder=True).map(reader).repeat()
@@ -359,7 +373,7 @@ def eval_batches(
     download: bool = False,
     process_index: int | None = None,
     process_count: int | None = None,
-    num_threads: int = 2,
+    num_threads: int = 1,
     prefetch_batches: int = 4,
 ) -> grain.IterDataset:
   """Returns this process's evaluation batches: every example once, padding masked.
@@ -373,7 +387,8 @@ def eval_batches(
     data_dir: TFDS data directory; :func:`default_data_dir` when ``None``.
     split: TFDS split expression, e.g. ``"test"`` or ``"train[90%:]"``.
     batch_size: examples per batch on this process.
-    download: whether TFDS may download and prepare a missing dataset.
+    download: whether TFDS may download and prepare a missing dataset (digits is always
+      prepared locally, without network).
     process_index: this process's shard; ``jax.process_index()`` when ``None``.
     process_count: number of shards; ``jax.process_count()`` when ``None``.
     num_threads: grain threads decoding batches in parallel.
@@ -395,7 +410,7 @@ def eval_batches(
   num_batches = -(-per_process // batch_size)
   reader = _ReadBatch(source, crop_padding=0, mean=spec.mean, std=spec.std)
   read_eval = _ReadEvalBatch(reader, num_examples=len(source), process_index=process_index,
-                             process_count=process_count)
+                             process_count=process_count, image_shape=spec.image_shape)
   ds = grain.MapDataset.range(num_batches * batch_size).batch(batch_size).map(read_eval)
   read_options = grain.ReadOptions(num_threads=num_threads,
                                    prefetch_buffer_size=prefetch_batches)

@@ -1,0 +1,106 @@
+"""Every field of a kdjax run, with its default.
+
+Experiment configs import this file, call ``get_config()`` and override a few fields. A
+run is a sequence of *stages* (``config.stages``, in order): each trains one network — a
+teacher, an assistant or a student — with one method, possibly distilling from the
+networks of earlier stages. Stages are keyed by name; a stage's output lives in
+``WORKDIR/stages/NAME`` and a finished stage is reused, not retrained.
+
+Run the defaults (a teacher and a KD student on the bundled digits data):
+
+  python -m launch.train --config=configs/base.py --workdir=workdir/base
+"""
+
+import ml_collections
+
+
+def optimizer(**overrides) -> ml_collections.ConfigDict:
+  """Optimizer and learning-rate schedule of a stage."""
+  config = ml_collections.ConfigDict({
+      "name": "sgd",  # sgd | adam | adamw
+      "learning_rate": 0.1,  # peak learning rate
+      "momentum": 0.9,  # sgd momentum (0 for plain SGD)
+      "nesterov": False,  # sgd Nesterov momentum
+      "weight_decay": 5e-4,  # L2 (sgd, adam: added to the gradient) or decoupled (adamw)
+      "schedule": "step",  # constant | step | cosine
+      "decay_at": (0.5, 0.75),  # step: fractions of the stage where the LR is multiplied...
+      "decay_factor": 0.1,  # ...by this factor each time
+      "warmup_steps": 0,  # linear warm-up from 0 before the schedule
+  })
+  config.update(overrides)
+  return config
+
+
+def loss(**overrides) -> ml_collections.ConfigDict:
+  """Loss hyperparameters of a stage; each method reads the fields it needs."""
+  config = ml_collections.ConfigDict({
+      "temperature": 4.0,  # softmax temperature T of KD-style terms
+      "ce_weight": 0.1,  # weight of cross-entropy with labels in KD-style methods
+      "kd_weight": 0.9,  # weight of the distillation term
+      "class_reduction": "sum",  # sum (batchmean KL) | mean (PyTorch KLDivLoss() default)
+      "label_smoothing": 0.0,  # of the cross-entropy term
+      "gamma": 0.5,  # dkp: strength of Dark Knowledge Pruning, in [0, 1]
+      "dkp_variant": "uniform",  # dkp: uniform | mean | tail
+      "dkp_top_k": 2,  # dkp tail: the teacher's leading non-target classes kept whole
+      "dkp_form": "transform",  # dkp: transform (optax output transform) | loss (loss term)
+      "max_temperature": 10,  # annealing: T_max; Phi steps 1/T_max, ..., 1 over the stage
+      "dkd_alpha": 1.0,  # dkd: TCKD weight
+      "dkd_beta": 8.0,  # dkd: NCKD weight
+      "dkd_warmup_fraction": 0.0,  # dkd: fraction of the stage over which its weight ramps up
+      "dgkd_mode": "code",  # dgkd: code (drop drop_num terms) | paper (Bernoulli) | none
+      "dgkd_keep_prob": 0.75,  # dgkd paper mode: keep probability of each teaching network
+      "dgkd_drop_num": 1,  # dgkd code mode: terms removed per batch
+      "hint_weight": 100.0,  # fitnets: weight of the hint loss
+      "hint_feature": "stage2",  # fitnets: the guided student / hint teacher feature
+      "at_weight": 1000.0,  # attention transfer: weight
+      "at_features": ("stage1", "stage2", "stage3"),  # attention transfer: stages compared
+  })
+  config.update(overrides)
+  return config
+
+
+def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
+          num_steps: int = 1000, **overrides) -> ml_collections.ConfigDict:
+  """One stage of a run: the network it trains, how, and from which teachers."""
+  config = ml_collections.ConfigDict({
+      "model": model,  # a kdjax.models name
+      # scratch | kd | dkp | annealing | logits_matching | dkd | dgkd | ensemble | fitnets |
+      # attention | function_matching
+      "method": method,
+      "teachers": tuple(teachers),  # earlier stages (or config.teacher_dirs keys), largest first
+      "num_steps": num_steps,  # training steps of the stage
+      "init_from": "",  # stage whose best network initializes this one (Annealing-KD stage II)
+      "zero_mean_head": False,  # equal-mean classifier initialization (Chen et al.)
+      "cache_teacher": True,  # precompute teacher logits when augmentation is off
+      "num_seeds": 0,  # students trained at once (vmapped); 0: config.num_seeds
+      "optimizer": optimizer(),
+      "loss": loss(),
+  })
+  config.update(overrides)
+  return config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # seed of initialization, data order, augmentation and teacher dropping
+  config.num_seeds = 1  # students per stage trained at once (vmapped): seeds seed, seed+1, ...
+  config.dataset = ml_collections.ConfigDict({
+      "name": "digits",  # digits (bundled) | cifar10 | cifar100 | any TFDS image dataset
+      "data_dir": "",  # TFDS data_dir; "" uses KDJAX_DATA_DIR or ~/tensorflow_datasets
+      "download": False,  # let TFDS download and prepare a missing dataset (needs network)
+      "augmentation": "none",  # none | flip | crop_flip
+      "batch_size": 128,  # global training batch size
+      "eval_batch_size": 500,  # evaluation batch size (the last batch is padded and masked)
+  })
+  config.stages = ml_collections.ConfigDict({
+      "teacher": stage("resnet8", "scratch", num_steps=1000),
+      "kd": stage("mlp", "kd", teachers=("teacher",), num_steps=1000),
+  })
+  config.teacher_dirs = ml_collections.ConfigDict()  # name -> exported network directory
+  config.eval_every_steps = 500  # evaluate the student on the test split this often
+  config.log_every_steps = 50  # write training metrics this often
+  config.checkpoint_every_steps = 500  # save a resumable checkpoint this often
+  config.nonfinite = "stop"  # stop | skip: what a NaN/Inf loss or gradient does
+  config.compilation_cache_dir = "~/.cache/kdjax/jax"  # persistent XLA cache; "" disables
+  config.progress_bar = True  # a progress bar with throughput and ETA on the terminal
+  return config

@@ -1,0 +1,160 @@
+"""Checkpoints of a training stage (orbax) and exported networks with a provenance record.
+
+Two kinds of files, kept apart on purpose:
+
+* *run checkpoints* (``RunCheckpoints``): everything needed to resume a stage exactly —
+  the student train state and the input iterator's state — managed by an orbax
+  ``CheckpointManager`` (atomic renames, so a crash mid-save leaves the previous one intact);
+* *exports* (``export_network`` / ``load_network``): a trained network's variables with a
+  ``provenance.json`` (model name, class count, dataset, a hash of the parameters) that is
+  checked whenever the network is loaded as a teacher.
+"""
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PROVENANCE_FILE = "provenance.json"
+_VARIABLES_DIR = "variables"
+
+
+class RunCheckpoints:
+  """Orbax-managed checkpoints of one stage: the train state and the data iterator's state."""
+
+  def __init__(self, directory: str, *, max_to_keep: int = 2):
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
+        item_names=("state", "data"))
+
+  def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
+    """Saves ``state`` and the JSON-serialisable ``data_state`` at ``step`` (synchronously)."""
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                data=ocp.args.JsonSave(data_state)),
+        force=True)
+    self._manager.wait_until_finished()
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore_latest(self, template: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    """Restores the newest readable checkpoint, falling back to older ones.
+
+    Args:
+      template: a pytree with the structure, shapes and dtypes of the saved state.
+
+    Returns:
+      ``(step, state, data_state)``, or ``None`` when the directory holds no checkpoint.
+
+    Raises:
+      RuntimeError: if checkpoints exist but none of them can be read.
+    """
+    steps = self.steps()
+    for step in reversed(steps):
+      try:
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(template),
+                                    data=ocp.args.JsonRestore()))
+      except Exception as error:  # pylint: disable=broad-except
+        # Orbax raises many types for truncated or corrupted files; all mean "unreadable".
+        logging.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one.",
+                        step, type(error).__name__, error)
+        continue
+      return step, restored["state"], restored["data"]
+    if steps:
+      raise RuntimeError(f"no readable checkpoint among steps {steps} in {self._manager.directory}")
+    return None
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def parameter_hash(variables: Any) -> str:
+  """SHA-256 over every leaf's path, dtype, shape and bytes: identifies a trained network."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    array = np.asarray(leaf)
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(f"{array.dtype}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()
+
+
+def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -> None:
+  """Writes a network's variables and its provenance record to ``directory``.
+
+  Args:
+    directory: a new or existing directory; an earlier export there is replaced.
+    variables: the Flax variables (``params`` and e.g. ``batch_stats``).
+    provenance: JSON-serialisable facts about the network (``model``, ``num_classes``,
+      ``dataset``, ...); the parameter hash is added.
+  """
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  record = {**provenance, "parameter_hash": parameter_hash(variables)}
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(directory, _VARIABLES_DIR), jax.device_get(variables),
+                    force=True)
+  checkpointer.wait_until_finished()
+  # Written last: its presence marks a complete export.
+  tmp = os.path.join(directory, PROVENANCE_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(record, f, indent=2, sort_keys=True)
+  os.replace(tmp, os.path.join(directory, PROVENANCE_FILE))
+
+
+def read_provenance(directory: str) -> dict[str, Any]:
+  """Reads the provenance record of an export.
+
+  Raises:
+    FileNotFoundError: naming the directory, if it holds no complete export.
+  """
+  path = os.path.join(os.path.abspath(directory), PROVENANCE_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"no exported network in {directory!r} (missing {PROVENANCE_FILE}); train it first "
+        f"or point to the directory of a finished stage.")
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_network(directory: str, template: Any, expected: dict[str, Any]) -> Any:
+  """Loads exported variables after checking their provenance.
+
+  Args:
+    directory: an ``export_network`` directory.
+    template: a pytree with the expected structure, shapes and dtypes of the variables.
+    expected: provenance fields that must match (e.g. ``model``, ``num_classes``,
+      ``dataset``).
+
+  Returns:
+    The variables.
+
+  Raises:
+    FileNotFoundError: if ``directory`` holds no export.
+    ValueError: if a provenance field differs from ``expected``, or the loaded parameters do
+      not hash to the recorded value (a corrupted or substituted file).
+  """
+  record = read_provenance(directory)
+  mismatched = {k: (record.get(k), v) for k, v in expected.items() if record.get(k) != v}
+  if mismatched:
+    details = "; ".join(f"{k}: found {found!r}, expected {want!r}"
+                        for k, (found, want) in mismatched.items())
+    raise ValueError(f"network in {directory!r} does not match: {details}.")
+  variables = ocp.StandardCheckpointer().restore(
+      os.path.join(os.path.abspath(directory), _VARIABLES_DIR), jax.device_get(template))
+  if parameter_hash(variables) != record["parameter_hash"]:
+    raise ValueError(
+        f"network in {directory!r} fails its integrity check: the parameters do not hash to "
+        f"the value in {PROVENANCE_FILE}.")
+  return variables

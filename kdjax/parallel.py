@@ -1,0 +1,158 @@
+"""Data-parallel forms of a step: ``jax.pmap``, and ``jax.jit`` over a device mesh.
+
+Every form gives the numbers of the single-device step on the global batch (to float
+rounding):
+
+- **Mesh** (the form that scales to multi-host pods): ``mesh_step`` jits the step as
+  written (``axis_name=None``) with the batch sharded on the mesh's ``"data"`` axis and the
+  state and teacher variables replicated; XLA inserts the collectives. The step is
+  written for the global batch, so BatchNorm statistics are global batch statistics with no
+  help from the model. Each process feeds its own slice of the batch through
+  ``shard_batch`` (``jax.make_array_from_process_local_data``) after
+  ``jax.distributed.initialize()``; state and teacher variables go through ``replicate``.
+- **pmap**: ``pmap_step`` maps a step built with ``axis_name`` over a leading device axis
+  of the batch; the step averages gradients, BatchNorm statistics and metrics with
+  ``lax.pmean``. BatchNorm normalises with device-local statistics unless the model's
+  BatchNorm layers take the same ``axis_name`` (synchronised BatchNorm): build models with
+  it to get the single-device numbers. State and teacher variables are passed unmapped
+  (``in_axes=None``) and the state comes back replicated (``out_axes=None``).
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+from kdjax import batch as batch_lib
+
+DATA_AXIS = "data"
+PMAP_AXIS = "batch"
+
+Step = Callable[..., Any]
+
+
+def pmap_step(step: Step,
+              *,
+              axis_name: str = PMAP_AXIS,
+              devices: Sequence[jax.Device] | None = None,
+              donate_state: bool = True) -> Step:
+  """Wraps a train or eval step built with ``axis_name`` in ``jax.pmap``.
+
+  The returned function takes the same ``(state, teacher_vars, batch)`` as the step, with
+  ``batch`` the whole (per-process) batch: it is split into ``[num_devices, B / num_devices,
+  ...]`` here. ``state`` and ``teacher_vars`` are broadcast to every device; the outputs
+  come back replicated.
+
+  Args:
+    step: from ``kdjax.step.make_train_step(..., axis_name=axis_name)`` or
+      ``make_eval_step(..., axis_name=axis_name)``; a step built without the axis name would
+      not average its gradients.
+    axis_name: the collective axis the step was built with.
+    devices: the local devices to map over (default: all).
+    donate_state: donate the state's buffers (train steps); teacher variables never are.
+
+  Returns:
+    The pmapped step.
+  """
+  devices = list(devices or jax.local_devices())
+  mapped = jax.pmap(step, axis_name=axis_name, in_axes=(None, None, 0), out_axes=None,
+                    devices=devices, donate_argnums=(0,) if donate_state else ())
+  num_devices = len(devices)
+
+  def pmapped_step(state, teacher_vars, batch):
+    batch_lib.check_divisible(batch, num_devices, f"{num_devices} devices")
+    split = jax.tree.map(
+        lambda x: np.reshape(x, (num_devices, -1, *np.shape(x)[1:])), dict(batch))
+    return mapped(state, teacher_vars, split)
+
+  return pmapped_step
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None,
+              axis_name: str = DATA_AXIS) -> jax.sharding.Mesh:
+  """A one-axis mesh over ``devices`` (default: every device of every process).
+
+  The axis is ``Auto`` (``jax.make_mesh`` defaults to ``Explicit`` axes in current JAX):
+  the step is written for global shapes and XLA partitions it.
+  """
+  devices = list(devices or jax.devices())
+  return jax.make_mesh((len(devices),), (axis_name,),
+                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Places every array of ``tree`` on every device of ``mesh`` (state, teacher variables).
+
+  Works across processes (where ``jax.device_put`` cannot reach other processes' devices):
+  each process must pass the same values, and provides them to its own devices.
+  """
+  sharding = NamedSharding(mesh, P())
+
+  def put(x):
+    if jax.dtypes.issubdtype(jax.numpy.asarray(x).dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
+
+
+def shard_batch(local_batch: batch_lib.Batch, mesh: jax.sharding.Mesh,
+                axis_name: str = DATA_AXIS) -> dict[str, jax.Array]:
+  """Assembles global batch arrays, sharded on ``axis_name``, from this process's slice.
+
+  On one process the local batch is the global batch. On several, each passes its own
+  rows (process ``i`` holding the ``i``-th slice of the global batch, in device order).
+
+  Args:
+    local_batch: this process's batch, a dict of host arrays ``[B_local, ...]``.
+    mesh: the mesh, e.g. ``data_mesh()``.
+    axis_name: the mesh axis the batch is sharded on.
+
+  Returns:
+    A dict of global ``jax.Array`` s of leading size ``B_local * process_count``.
+
+  Raises:
+    ValueError: if ``B_local`` is not divisible by this process's devices in the mesh.
+  """
+  sharding = NamedSharding(mesh, P(axis_name))
+  local_devices = len(mesh.local_devices)
+  batch_lib.check_divisible(local_batch, local_devices, f"this process's {local_devices} "
+                            f"devices")
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items()}
+
+
+def mesh_step(step: Step,
+              mesh: jax.sharding.Mesh,
+              *,
+              axis_name: str = DATA_AXIS,
+              donate_state: bool = True) -> Step:
+  """Jits a step (built with ``axis_name=None``) over ``mesh``: batch sharded, rest replicated.
+
+  Args:
+    step: a train or eval step from ``kdjax.step``.
+    mesh: the device mesh, e.g. ``data_mesh()``.
+    axis_name: the mesh axis the batch is sharded on.
+    donate_state: donate the state's buffers (train steps); teacher variables never are.
+
+  Returns:
+    ``(state, teacher_vars, batch) -> outputs``; on several processes pass ``replicate``-d
+    state and teacher variables and a ``shard_batch``-ed batch.
+  """
+  replicated = NamedSharding(mesh, P())
+  jitted = jax.jit(step,
+                   in_shardings=(replicated, replicated, NamedSharding(mesh, P(axis_name))),
+                   out_shardings=replicated,
+                   donate_argnums=(0,) if donate_state else ())
+  num_shards = mesh.shape[axis_name]
+
+  def sharded_step(state, teacher_vars, batch):
+    batch_lib.check_divisible(batch, num_shards, f"the mesh's {num_shards} {axis_name!r} "
+                              f"shards")
+    return jitted(state, teacher_vars, batch)
+
+  return sharded_step

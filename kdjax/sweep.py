@@ -1,0 +1,89 @@
+"""Many students, one compiled program: ``jax.vmap`` over stacked train states.
+
+Students that differ in seed (``rng``, initial params) or in objective hyperparameters
+(``TrainState.hparams``, e.g. one temperature or DKP gamma per student) train together on
+the same batches. The teacher runs once per step, outside the vmap, and its outputs are
+shared: a sweep of N students costs one teacher forward plus N student steps, batched into
+the same kernels.
+
+Example:
+  >>> obj = objective.Objective((objective.term("kd", temperature=4.0),))
+  >>> states = stack_states([
+  ...     create_train_state(student, variables[i], opt, jax.random.key(i),
+  ...                        hparams=obj.overrides({"kd/temperature": t}))
+  ...     for i, t in enumerate((2.0, 4.0, 8.0))])  # doctest: +SKIP
+  >>> step = jax.jit(make_sweep_train_step(student, obj, opt, teacher=teacher))
+  >>> states, metrics = step(states, teacher_vars, batch)  # metrics["loss"]: [3]
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flax import linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdjax import batch as batch_lib
+from kdjax import heads as heads_lib
+from kdjax import networks
+from kdjax import objective as objective_lib
+from kdjax import step as step_lib
+from kdjax.state import TrainState
+
+
+def stack_states(states: Sequence[TrainState]) -> TrainState:
+  """Stacks states of identical structure along a new leading student axis.
+
+  Raises:
+    ValueError: if ``states`` is empty or their structures (or hparams keys) differ.
+  """
+  if not states:
+    raise ValueError("stack_states needs at least one state.")
+  structures = {jax.tree.structure(s) for s in states}
+  if len(structures) != 1:
+    raise ValueError("states to stack must share one structure (same model, optimizer, aux "
+                     "heads and hparams keys); they differ.")
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def unstack_states(states: TrainState) -> list[TrainState]:
+  """Splits stacked states back into one state per student."""
+  num_students = jax.tree.leaves(states)[0].shape[0]
+  return [jax.tree.map(lambda x, i=i: x[i], states) for i in range(num_students)]
+
+
+def make_sweep_train_step(student: networks.Network | nn.Module,
+                          objective: objective_lib.Objective,
+                          optimizer: optax.GradientTransformation,
+                          *,
+                          teacher: step_lib.Teacher | None = None,
+                          teacher_dtype: jnp.dtype | None = None,
+                          output_tx: optax.GradientTransformation | None = None,
+                          aux_heads: Mapping[str, heads_lib.AuxHead] | None = None,
+                          axis_name: str | None = None,
+                          student_dtype: jnp.dtype | None = None,
+                          log_schedules: Mapping[str, optax.Schedule] | None = None
+                          ) -> step_lib.TrainStep:
+  """Builds ``(states, teacher_vars, batch) -> (states, metrics)`` for stacked students.
+
+  Arguments as in ``kdjax.step.make_train_step``. ``states`` has a leading student axis
+  (``stack_states``); ``teacher_vars`` and ``batch`` are shared; every metric gains the
+  student axis.
+
+  Returns:
+    The sweep train step, to ``jax.jit`` (or ``jax.pmap`` with ``axis_name``).
+  """
+  teacher_forward = step_lib.make_teacher_forward(
+      teacher, features=objective.teacher_features, dtype=teacher_dtype)
+  update = step_lib.make_student_update(
+      student, objective, optimizer, output_tx=output_tx, aux_heads=aux_heads,
+      axis_name=axis_name, student_dtype=student_dtype, log_schedules=log_schedules)
+  update_all = jax.vmap(update, in_axes=(0, None, None))
+
+  def sweep_step(states: TrainState, teacher_vars: Any,
+                 batch: batch_lib.Batch) -> tuple[TrainState, step_lib.Metrics]:
+    # Computed here, outside the vmap: the teacher forward appears once in the program.
+    return update_all(states, teacher_forward(teacher_vars, batch), batch)
+
+  return sweep_step

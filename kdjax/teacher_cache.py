@@ -1,0 +1,95 @@
+"""Teacher-output cache: compute every example's teacher logits once, then train from them.
+
+When augmentation is off, or deterministic per example (the TAKD/DGKD protocols), the
+teacher's logits for an example never change, so a pass over the dataset replaces a
+teacher forward in every step: a step built with ``teacher=None`` reads
+``batch["teacher_logits"]`` and costs a student step alone. Never cache when teacher and
+student must see the same random view (function matching, crop/flip/mixup augmentation).
+
+Example:
+  >>> cache = compute_teacher_logits(teacher, teacher_vars, eval_batches, num_examples)
+  >>> step = make_train_step(student, obj, opt)  # teacher=None: reads the cache
+  >>> state, metrics = step(state, None, add_teacher_logits(batch, cache))  # doctest: +SKIP
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax import batch as batch_lib
+from kdjax import step as step_lib
+
+
+def compute_teacher_logits(teacher: step_lib.Teacher,
+                           teacher_vars: Any,
+                           batches: Iterable[batch_lib.Batch],
+                           num_examples: int,
+                           *,
+                           dtype: jnp.dtype | None = None) -> np.ndarray:
+  """Runs the teacher(s) in eval mode over a dataset and stores the logits by example index.
+
+  Args:
+    teacher: a teacher (network or Linen module) or a sequence of teacher and assistants,
+      as for ``kdjax.step.make_train_step``.
+    teacher_vars: its variables (a sequence of them for a sequence of teachers).
+    batches: batches with ``"image"`` and ``"index"`` (the example's position in
+      ``[0, num_examples)``); padding (``"mask"`` False, or index -1) is skipped.
+    num_examples: the dataset size N.
+    dtype: run the teachers in this dtype (e.g. ``jnp.bfloat16``); logits are float32.
+
+  Returns:
+    float32 ``[N, K]`` for one teacher, ``[N, n, K]`` for a sequence of n teachers.
+
+  Raises:
+    ValueError: on a batch without ``"index"``, an index outside ``[0, N)``, or examples
+      that no batch covered.
+  """
+  if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+    raise ValueError(f"num_examples={num_examples!r} must be a positive integer.")
+  forward = jax.jit(step_lib.make_teacher_forward(teacher, dtype=dtype))
+  single = not isinstance(teacher, Sequence)
+  cache, seen = None, np.zeros(num_examples, bool)
+  for batch in batches:
+    if batch_lib.INDEX not in batch:
+      raise ValueError(f"teacher-output caching needs batch[{batch_lib.INDEX!r}]; the batch "
+                       f"has keys {sorted(batch)}.")
+    batch_lib.batch_size(batch)
+    logits = np.asarray(forward(teacher_vars, {batch_lib.IMAGE: batch[batch_lib.IMAGE]})[
+        "logits"])
+    logits = logits[0] if single else np.moveaxis(logits, 0, 1)
+    index = np.asarray(batch[batch_lib.INDEX])
+    real = index >= 0
+    if batch_lib.MASK in batch:
+      real &= np.asarray(batch[batch_lib.MASK], bool)
+    if (index[real] >= num_examples).any():
+      raise ValueError(f"example index {index[real].max()} is outside [0, {num_examples}).")
+    if cache is None:
+      cache = np.zeros((num_examples, *logits.shape[1:]), np.float32)
+    cache[index[real]] = logits[real]
+    seen[index[real]] = True
+  if not seen.all():
+    missing = np.flatnonzero(~seen)
+    raise ValueError(f"{missing.size} of {num_examples} examples never appeared in the batches "
+                     f"(first missing index: {missing[0]}).")
+  return cache
+
+
+def add_teacher_logits(batch: batch_lib.Batch, cache: np.ndarray) -> dict[str, Any]:
+  """Returns ``batch`` with ``"teacher_logits"`` looked up by ``batch["index"]``.
+
+  Padding entries (index -1) get row 0; their mask keeps them out of every loss.
+
+  Raises:
+    ValueError: on a batch without ``"index"`` or an index beyond the cache.
+  """
+  if batch_lib.INDEX not in batch:
+    raise ValueError(f"add_teacher_logits needs batch[{batch_lib.INDEX!r}]; the batch has keys "
+                     f"{sorted(batch)}.")
+  index = np.asarray(batch[batch_lib.INDEX])
+  if index.size and index.max() >= len(cache):
+    raise ValueError(f"example index {index.max()} is beyond the cache of {len(cache)} "
+                     f"examples.")
+  return {**batch, batch_lib.TEACHER_LOGITS: cache[np.maximum(index, 0)]}
