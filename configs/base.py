@@ -80,6 +80,11 @@ def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
   return config
 
 
+def stages() -> ml_collections.ConfigDict:
+  """An empty stage list; stages run in the order they are added (not sorted by name)."""
+  return ml_collections.ConfigDict(sort_keys=False)
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # seed of initialization, data order, augmentation and teacher dropping
@@ -92,15 +97,13 @@ def get_config() -> ml_collections.ConfigDict:
       "batch_size": 128,  # global training batch size
       "eval_batch_size": 500,  # evaluation batch size (the last batch is padded and masked)
   })
-  config.stages = ml_collections.ConfigDict({
-      "teacher": stage("resnet8", "scratch", num_steps=1000),
-      "kd": stage("mlp", "kd", teachers=("teacher",), num_steps=1000),
-  })
+  config.stages = stages()
+  config.stages.teacher = stage("resnet8", "scratch", num_steps=1000)
+  config.stages.kd = stage("mlp", "kd", teachers=("teacher",), num_steps=1000)
   config.teacher_dirs = ml_collections.ConfigDict()  # name -> exported network directory
   config.eval_every_steps = 500  # evaluate the student on the test split this often
   config.log_every_steps = 50  # write training metrics this often
   config.checkpoint_every_steps = 500  # save a resumable checkpoint this often
-  config.nonfinite = "stop"  # stop | skip: what a NaN/Inf loss or gradient does
   config.compilation_cache_dir = "~/.cache/kdjax/jax"  # persistent XLA cache; "" disables
   config.progress_bar = True  # a progress bar with throughput and ETA on the terminal
   return config

@@ -152,7 +152,7 @@ def load_network(directory: str, template: Any, expected: dict[str, Any]) -> Any
                         for k, (found, want) in mismatched.items())
     raise ValueError(f"network in {directory!r} does not match: {details}.")
   variables = ocp.StandardCheckpointer().restore(
-      os.path.join(os.path.abspath(directory), _VARIABLES_DIR), jax.device_get(template))
+      os.path.join(os.path.abspath(directory), _VARIABLES_DIR), template)
   if parameter_hash(variables) != record["parameter_hash"]:
     raise ValueError(
         f"network in {directory!r} fails its integrity check: the parameters do not hash to "

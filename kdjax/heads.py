@@ -95,7 +95,8 @@ def init_heads(heads: Mapping[str, AuxHead], features: Mapping[str, Any],
   aux_params, aux_state = {}, {}
   for i, (name, head) in enumerate(sorted(heads.items())):
     feature = features[head.source]
-    variables = head.module.init(jax.random.fold_in(rng, i),
-                                 jnp.zeros(feature.shape, feature.dtype), train=False)
+    # Jitted: an op-by-op init compiles every random initialiser separately.
+    init = jax.jit(lambda key, x, module=head.module: module.init(key, x, train=False))
+    variables = init(jax.random.fold_in(rng, i), jnp.zeros(feature.shape, feature.dtype))
     aux_params[name], aux_state[name] = head.network.split(variables)
   return aux_params, aux_state

@@ -149,14 +149,12 @@ def from_nnx(graphdef: nnx.GraphDef) -> Network:
 
   def apply(params, model_state, inputs, *, train, features=(), rng=None):
     del rng
-    model = nnx.merge(graphdef, params, model_state)
+    model = nnx.merge(graphdef, params, model_state, copy=True)  # never mutate the inputs
     model = nnx.view(model, deterministic=not train, use_running_average=not train,
                      raise_if_not_found=False)
-    if features:
-      out, intermediates = nnx.capture(model, nnx.Intermediate)(inputs)
-      intermediates = nnx.to_pure_dict(intermediates)
-    else:
-      out, intermediates = model(inputs), {}
+    # Capturing always keeps sown values out of the model state, requested or not.
+    out, intermediates = nnx.capture(model, nnx.Intermediate)(inputs)
+    intermediates = nnx.to_pure_dict(intermediates) if features else {}
     new_state = nnx.split(model, nnx.Param, ...)[2] if train else model_state
     return _outputs(name, out, intermediates, features), new_state
 

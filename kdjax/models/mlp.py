@@ -81,4 +81,4 @@ class MLP(nn.Module):
 
 
 # Architecture arguments of each registered name (see `kdjax.models.get`).
-VARIANTS: dict[str, dict[str, Any]] = {"mlp": {}}
+VARIANTS: dict[str, dict[str, Any]] = {"mlp": {}, "mlp_tiny": {"hidden_sizes": (16,)}}

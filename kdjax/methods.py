@@ -1,0 +1,184 @@
+"""Distillation methods by name: what a training stage's ``method`` turns into.
+
+A method maps a stage's ``loss`` config onto the pieces of a train step: an objective
+(weighted loss terms), an optional transformation of the output gradients, optional
+auxiliary heads, and how many teaching networks it reads. The registry (``METHODS``) is the
+one place where method names meet code; a miss lists the valid names.
+"""
+
+from collections.abc import Callable, Mapping
+import dataclasses
+import math
+from typing import Any
+
+import optax
+
+from kdjax import heads
+from kdjax import objective as objective_lib
+from kdjax import schedules
+from kdjax import transforms
+
+HINT_HEAD = "hint_regressor"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """The step ingredients of a method.
+
+  Attributes:
+    objective: the loss terms.
+    output_tx: transformation of the gradient with respect to the student's outputs.
+    aux_heads: trainable heads on student features (FitNets' regressor).
+  """
+
+  objective: objective_lib.Objective
+  output_tx: optax.GradientTransformationExtraArgs | None = None
+  aux_heads: Mapping[str, heads.AuxHead] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A registered method.
+
+  Attributes:
+    build: ``(loss_config, num_steps, teacher_feature_shapes) -> Recipe``.
+    teachers: ``"none"``, ``"one"`` or ``"many"`` (one or more) teaching networks.
+    cacheable: whether teacher logits may be precomputed when augmentation is off (False
+      when the method reads teacher features, or teacher and student must share a view).
+    description: one line for docs and errors.
+  """
+
+  build: Callable[[Mapping[str, Any], int, Mapping[str, tuple[int, ...]]], Recipe]
+  teachers: str
+  cacheable: bool
+  description: str
+
+
+def _ce(loss: Mapping[str, Any], weight: float | None = None) -> objective_lib.Term:
+  return objective_lib.term("ce", loss["ce_weight"] if weight is None else weight,
+                            label_smoothing=loss["label_smoothing"])
+
+
+def _kd(loss: Mapping[str, Any]) -> objective_lib.Term:
+  return objective_lib.term("kd", loss["kd_weight"], temperature=loss["temperature"],
+                            class_reduction=loss["class_reduction"])
+
+
+def _scratch(loss, num_steps, shapes):
+  del shapes
+  return Recipe(objective_lib.Objective((_ce(loss, 1.0),), num_steps))
+
+
+def _hinton(loss, num_steps, shapes):
+  del shapes
+  return Recipe(objective_lib.Objective((_ce(loss), _kd(loss)), num_steps))
+
+
+def _dkp(loss, num_steps, shapes):
+  del shapes
+  variant = loss["dkp_variant"]
+  top_k = loss["dkp_top_k"] if variant == "tail" else None
+  if loss["dkp_form"] == "loss":
+    dkp_term = objective_lib.term("dkp", loss["kd_weight"], temperature=loss["temperature"],
+                                  gamma=loss["gamma"], variant=variant, top_k=top_k,
+                                  class_reduction=loss["class_reduction"])
+    return Recipe(objective_lib.Objective((_ce(loss), _kd(loss), dkp_term), num_steps))
+  if loss["dkp_form"] != "transform":
+    raise ValueError(f"unknown loss.dkp_form {loss['dkp_form']!r}; valid: 'transform', 'loss'.")
+  tx = transforms.dkp(loss["temperature"], loss["gamma"], variant, top_k=top_k,
+                      weight=loss["kd_weight"], class_reduction=loss["class_reduction"],
+                      num_steps=num_steps)
+  return Recipe(objective_lib.Objective((_ce(loss), _kd(loss)), num_steps), output_tx=tx)
+
+
+def _annealing(loss, num_steps, shapes):
+  del shapes
+  max_temperature = int(loss["max_temperature"])
+  phi = schedules.annealing_phi(max_temperature, max(1, math.ceil(num_steps / max_temperature)))
+  return Recipe(objective_lib.Objective((objective_lib.term("annealing", 1.0, phi=phi),),
+                                        num_steps))
+
+
+def _logits_matching(loss, num_steps, shapes):
+  del shapes
+  matching = objective_lib.term("logits_matching", loss["kd_weight"])
+  return Recipe(objective_lib.Objective((_ce(loss), matching), num_steps),
+                output_tx=transforms.zero_mean_logit_gradients())
+
+
+def _dkd(loss, num_steps, shapes):
+  del shapes
+  warmup = round(float(loss["dkd_warmup_fraction"]) * num_steps)
+  weight = schedules.linear(0.0, 1.0, warmup) if warmup > 0 else 1.0
+  dkd = objective_lib.term("dkd", weight, alpha=loss["dkd_alpha"], beta=loss["dkd_beta"],
+                           temperature=loss["temperature"])
+  return Recipe(objective_lib.Objective((_ce(loss, 1.0), dkd), num_steps))
+
+
+def _dgkd(loss, num_steps, shapes):
+  del shapes
+  dgkd = objective_lib.term("dgkd", loss["kd_weight"], temperature=loss["temperature"],
+                            mode=loss["dgkd_mode"], keep_prob=loss["dgkd_keep_prob"],
+                            drop_num=loss["dgkd_drop_num"],
+                            class_reduction=loss["class_reduction"])
+  return Recipe(objective_lib.Objective((_ce(loss), dgkd), num_steps))
+
+
+def _ensemble(loss, num_steps, shapes):
+  del shapes
+  ensemble = objective_lib.term("ensemble", loss["kd_weight"], temperature=loss["temperature"],
+                                class_reduction=loss["class_reduction"])
+  return Recipe(objective_lib.Objective((_ce(loss), ensemble), num_steps))
+
+
+def _fitnets(loss, num_steps, shapes):
+  feature = loss["hint_feature"]
+  if feature not in shapes:
+    raise ValueError(f"loss.hint_feature={feature!r} is not a teacher feature; available: "
+                     f"{sorted(shapes)}.")
+  regressor = heads.AuxHead(heads.ConvRegressor(features=shapes[feature][-1]), source=feature)
+  hint = objective_lib.term("hint", loss["hint_weight"], student_feature=HINT_HEAD,
+                            teacher_feature=feature)
+  return Recipe(objective_lib.Objective((_ce(loss, 1.0), hint), num_steps),
+                aux_heads={HINT_HEAD: regressor})
+
+
+def _attention(loss, num_steps, shapes):
+  del shapes
+  attention = objective_lib.term("attention", loss["at_weight"],
+                                 student_features=tuple(loss["at_features"]))
+  return Recipe(objective_lib.Objective((_ce(loss, 1.0), attention), num_steps))
+
+
+def _function_matching(loss, num_steps, shapes):
+  del shapes
+  return Recipe(objective_lib.Objective((_kd(loss),), num_steps))
+
+
+METHODS: Mapping[str, Method] = {
+    "scratch": Method(_scratch, "none", True, "cross-entropy on labels, no teacher"),
+    "kd": Method(_hinton, "one", True, "Hinton KD: ce_weight·CE + kd_weight·T²·KL"),
+    "dkp": Method(_dkp, "one", True, "KD + Dark Knowledge Pruning (gamma, dkp_variant)"),
+    "annealing": Method(_annealing, "one", True,
+                        "Annealing-KD stage I: MSE to Φ·teacher logits, no labels"),
+    "logits_matching": Method(_logits_matching, "one", True,
+                              "CE + logits matching with zero-mean logit gradients"),
+    "dkd": Method(_dkd, "one", True, "decoupled KD: CE + α·TCKD + β·NCKD"),
+    "dgkd": Method(_dgkd, "many", True, "densely guided KD from the teacher and every assistant"),
+    "ensemble": Method(_ensemble, "many", True, "KD toward the teachers' mean probabilities"),
+    "fitnets": Method(_fitnets, "one", False, "CE + FitNets hint with a learned regressor"),
+    "attention": Method(_attention, "one", False, "CE + attention transfer over stages"),
+    "function_matching": Method(_function_matching, "one", False,
+                                "KD only, teacher and student on the same augmented view"),
+}
+
+
+def get(name: str) -> Method:
+  """The registered method ``name``.
+
+  Raises:
+    ValueError: listing the valid names.
+  """
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}.")
+  return METHODS[name]
