@@ -22,13 +22,13 @@ Adapters: ``from_linen`` (a Linen module), ``from_nnx`` (an NNX graph definition
 variables from ``nnx.split``) and ``from_function`` (a plain ``apply_fn(params, inputs)``).
 """
 
-from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 from flax import linen as nn
 from flax import nnx
-import jax
 
 LOGITS = "logits"
 
@@ -78,6 +78,7 @@ def from_linen(module: nn.Module,
     A ``Network`` whose variables are the dict returned by ``module.init``.
 
   Example:
+    >>> import jax.numpy as jnp
     >>> net = from_linen(nn.Dense(3), train_argument=None)
     >>> variables = nn.Dense(3).init(jax.random.key(0), jnp.ones((1, 2)))
     >>> params, state = net.split(variables)
@@ -132,6 +133,7 @@ def from_nnx(graphdef: nnx.GraphDef) -> Network:
     A ``Network``.
 
   Example:
+    >>> import jax.numpy as jnp
     >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
     >>> graphdef, variables = nnx.split(model)
     >>> net = from_nnx(graphdef)
@@ -175,6 +177,7 @@ def from_function(apply_fn: Callable[[Any, jax.Array], Any], name: str = "functi
     A ``Network``.
 
   Example:
+    >>> import jax.numpy as jnp
     >>> net = from_function(lambda w, x: x @ w)
     >>> params, state = net.split(jnp.ones((2, 3)))
     >>> net.apply(params, state, jnp.ones((4, 2)), train=True)[0]["logits"].shape

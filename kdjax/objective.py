@@ -20,20 +20,16 @@ Example:
   ['kd/temperature', 'weight/ce', 'weight/kd']
 """
 
-from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax import losses
-from kdjax import networks
-from kdjax import schedules
-from kdjax.losses import _validation
-from kdjax.losses import multi_teacher
-from kdjax.losses import pruning
+from kdjax import losses, networks, schedules
+from kdjax.losses import _validation, multi_teacher, pruning
 
 _REQUIRED = object()
 _POSITIVE = {"low": 0.0, "low_open": True}

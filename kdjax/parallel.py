@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import numpy as np
 
 from kdjax import batch as batch_lib
 
@@ -44,7 +44,9 @@ def pmap_step(step: Step,
   The returned function takes the same ``(state, teacher_vars, batch)`` as the step, with
   ``batch`` the whole (per-process) batch: it is split into ``[num_devices, B / num_devices,
   ...]`` here. ``state`` and ``teacher_vars`` are broadcast to every device; the outputs
-  come back replicated.
+  come back replicated over the mapped devices, so after the first call the state moves no
+  more; pass teacher variables already replicated there (``replicate(teacher_vars,
+  data_mesh(devices))``) or they are broadcast again at every call.
 
   Args:
     step: from ``kdjax.step.make_train_step(..., axis_name=axis_name)`` or
@@ -65,7 +67,7 @@ def pmap_step(step: Step,
   def pmapped_step(state, teacher_vars, batch):
     batch_lib.check_divisible(batch, num_devices, f"{num_devices} devices")
     split = jax.tree.map(
-        lambda x: np.reshape(x, (num_devices, -1, *np.shape(x)[1:])), dict(batch))
+        lambda x: x.reshape(num_devices, -1, *x.shape[1:]), dict(batch))
     return mapped(state, teacher_vars, split)
 
   return pmapped_step

@@ -39,17 +39,15 @@ global batch, so BatchNorm statistics are global with no help from the model.
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 
 from kdjax import batch as batch_lib
 from kdjax import heads as heads_lib
-from kdjax import losses
-from kdjax import networks
+from kdjax import losses, networks, schedules
 from kdjax import objective as objective_lib
-from kdjax import schedules
 from kdjax.state import TrainState
 
 Metrics = dict[str, jax.Array]
@@ -180,8 +178,10 @@ def make_student_update(student: networks.Network | nn.Module,
       params, images = _cast_floating((params, images), student_dtype)
     outputs, new_model_state = student.apply(params, model_state, images, train=True,
                                              features=student_features, rng=key)
-    new_model_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_model_state,
-                                   model_state)
+    if student_dtype is not None:  # statistics computed in low precision keep their dtype
+      new_model_state = jax.tree.map(
+          lambda new, old: new.astype(old.dtype) if jnp.issubdtype(old.dtype, jnp.floating)
+          else new, new_model_state, model_state)
     outputs = {k: v.astype(jnp.float32) for k, v in outputs.items()}
     new_aux_state = {}
     for name, head in sorted(heads.items()):
@@ -290,12 +290,16 @@ def make_train_step(student: networks.Network | nn.Module,
     ValueError: at build time for teacher features requested from cached logits, clashing
       metric names, or bad aux heads.
 
-  Example:
-    >>> obj = objective.Objective((objective.term("ce", 0.1),
-    ...                            objective.term("kd", 0.9, temperature=4.0)))
-    >>> step = jax.jit(make_train_step(student_module, obj, optax.sgd(0.1),
-    ...                                teacher=teacher_module), donate_argnums=0)
-    >>> state, metrics = step(state, teacher_variables, batch)  # doctest: +SKIP
+  Example::
+
+    obj = objective.Objective((objective.term("ce", 0.1),
+                               objective.term("kd", 0.9, temperature=4.0)))
+    opt = optax.sgd(0.1, momentum=0.9)
+    state = create_train_state(student_module, student_variables, opt, jax.random.key(0))
+    step = jax.jit(make_train_step(student_module, obj, opt, teacher=teacher_module),
+                   donate_argnums=0)
+    for batch in batches:
+      state, metrics = step(state, teacher_variables, batch)
   """
   teacher_forward = make_teacher_forward(teacher, features=objective.teacher_features,
                                          dtype=teacher_dtype)

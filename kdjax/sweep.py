@@ -6,23 +6,24 @@ the same batches. The teacher runs once per step, outside the vmap, and its outp
 shared: a sweep of N students costs one teacher forward plus N student steps, batched into
 the same kernels.
 
-Example:
-  >>> obj = objective.Objective((objective.term("kd", temperature=4.0),))
-  >>> states = stack_states([
-  ...     create_train_state(student, variables[i], opt, jax.random.key(i),
-  ...                        hparams=obj.overrides({"kd/temperature": t}))
-  ...     for i, t in enumerate((2.0, 4.0, 8.0))])  # doctest: +SKIP
-  >>> step = jax.jit(make_sweep_train_step(student, obj, opt, teacher=teacher))
-  >>> states, metrics = step(states, teacher_vars, batch)  # metrics["loss"]: [3]
+Example::
+
+  obj = objective.Objective((objective.term("kd", temperature=4.0),))
+  states = stack_states([
+      create_train_state(student, variables[i], opt, jax.random.key(i),
+                         hparams=obj.overrides({"kd/temperature": t}))
+      for i, t in enumerate((2.0, 4.0, 8.0))])
+  step = jax.jit(make_sweep_train_step(student, obj, opt, teacher=teacher))
+  states, metrics = step(states, teacher_vars, batch)  # metrics["loss"]: [3]
 """
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 
 from kdjax import batch as batch_lib
 from kdjax import heads as heads_lib

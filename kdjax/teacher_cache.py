@@ -6,10 +6,12 @@ teacher forward in every step: a step built with ``teacher=None`` reads
 ``batch["teacher_logits"]`` and costs a student step alone. Never cache when teacher and
 student must see the same random view (function matching, crop/flip/mixup augmentation).
 
-Example:
-  >>> cache = compute_teacher_logits(teacher, teacher_vars, eval_batches, num_examples)
-  >>> step = make_train_step(student, obj, opt)  # teacher=None: reads the cache
-  >>> state, metrics = step(state, None, add_teacher_logits(batch, cache))  # doctest: +SKIP
+Example::
+
+  cache = compute_teacher_logits(teacher, teacher_vars, eval_batches, num_examples)
+  step = jax.jit(make_train_step(student, obj, opt))  # no teacher: reads the cache
+  for batch in batches:
+    state, metrics = step(state, None, add_teacher_logits(batch, cache))
 """
 
 from collections.abc import Iterable, Sequence

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kdjax import objective
-from kdjax import parallel
+from kdjax import objective, parallel
 from kdjax import state as state_lib
 from kdjax import step as step_lib
 

@@ -6,9 +6,8 @@ Usage: python tests/multihost_worker.py PROCESS_ID PORT OUTPUT_NPZ
 import sys
 
 import jax
-import numpy as np
-
 import kd_testlib
+import numpy as np
 
 
 def main(process_id: int, port: int, output: str) -> None:

@@ -1,13 +1,13 @@
 """Tests for kdjax.networks: Linen, NNX and plain-function models behind one interface."""
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
+import kd_testlib as lib
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
-import kd_testlib as lib
 from kdjax import networks
 from kdjax import step as step_lib
 from kdjax.objective import Objective, term

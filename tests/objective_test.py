@@ -5,9 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import losses
-from kdjax import objective
-from kdjax import schedules
+from kdjax import losses, objective, schedules
 from kdjax.objective import Objective, term
 
 REQUIRED_TERMS = {"ce", "kd", "logits_matching", "annealing", "dkp", "dkd", "hint", "attention",

@@ -8,12 +8,11 @@ import sys
 
 import chex
 import jax
+import kd_testlib as lib
 import numpy as np
 import pytest
 
-import kd_testlib as lib
-from kdjax import heads
-from kdjax import parallel
+from kdjax import heads, parallel
 from kdjax import step as step_lib
 from kdjax.objective import Objective, term
 from kdjax.state import create_train_state

@@ -1,11 +1,11 @@
 """Tests for kdjax.state: the student-only train state."""
 
 import jax
+import kd_testlib as lib
 import numpy as np
 import optax
 import pytest
 
-import kd_testlib as lib
 from kdjax import heads
 from kdjax.state import create_train_state
 

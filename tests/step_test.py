@@ -5,16 +5,13 @@ import itertools
 import chex
 import jax
 import jax.numpy as jnp
+import kd_testlib as lib
 import numpy as np
 import optax
 import pytest
 
-import kd_testlib as lib
-from kdjax import heads
-from kdjax import losses
-from kdjax import schedules
+from kdjax import heads, losses, schedules, transforms
 from kdjax import step as step_lib
-from kdjax import transforms
 from kdjax.objective import Objective, term
 from kdjax.state import create_train_state
 

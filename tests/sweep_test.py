@@ -3,13 +3,12 @@
 import chex
 import jax
 import jax.extend.core
+import kd_testlib as lib
 import numpy as np
 import pytest
 
-import kd_testlib as lib
-from kdjax import networks
+from kdjax import networks, sweep
 from kdjax import step as step_lib
-from kdjax import sweep
 from kdjax.objective import Objective, term
 from kdjax.state import create_train_state
 

@@ -3,10 +3,10 @@
 import chex
 import jax
 import jax.numpy as jnp
+import kd_testlib as lib
 import numpy as np
 import pytest
 
-import kd_testlib as lib
 from kdjax import step as step_lib
 from kdjax import teacher_cache
 from kdjax.objective import Objective, term

@@ -1,0 +1,281 @@
+"""End-to-end tests of the trainer and the training binary on the bundled digits data.
+
+Tiny models and a few steps: these check the plumbing (stages, teachers, checkpoints,
+resume, reports, refusals), not accuracy. Tests run on 8 virtual CPU devices, so the
+trainer takes its device-mesh path.
+"""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import base
+from kdjax import checkpoints
+from kdjax import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _tiny_config(data_dir: str) -> ml_collections.ConfigDict:
+  config = base.get_config()
+  config.dataset.data_dir = data_dir
+  config.dataset.batch_size = 32
+  config.dataset.eval_batch_size = 200
+  config.num_seeds = 2
+  config.eval_every_steps = 10
+  config.log_every_steps = 5
+  config.checkpoint_every_steps = 10
+  config.progress_bar = False
+  config.compilation_cache_dir = ""
+  adam = base.optimizer(name="adam", learning_rate=3e-3, weight_decay=0.0, schedule="cosine")
+  config.stages = base.stages()
+  config.stages.teacher = base.stage("mlp", "scratch", num_steps=30, num_seeds=1, optimizer=adam)
+  config.stages.assistant = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=10,
+                                       num_seeds=1, optimizer=adam)
+  config.stages.dkp = base.stage("mlp_tiny", "dkp", ("teacher",), num_steps=10, optimizer=adam)
+  config.stages.dkp.loss.dkp_variant = "tail"
+  config.stages.annealing_1 = base.stage("mlp_tiny", "annealing", ("teacher",), num_steps=10,
+                                         optimizer=adam)
+  config.stages.annealing_2 = base.stage("mlp_tiny", "scratch", num_steps=10,
+                                         init_from="annealing_1", optimizer=adam)
+  config.stages.dgkd = base.stage("mlp_tiny", "dgkd", ("teacher", "assistant"), num_steps=10,
+                                  optimizer=adam)
+  return config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  config = _tiny_config(data_dir)
+  results = trainer.train_and_evaluate(config, workdir)
+  return config, workdir, results
+
+
+class TestEndToEnd:
+
+  def test_every_stage_reports_accuracies_per_seed(self, finished_run):
+    config, _, results = finished_run
+    assert [r["stage"] for r in results] == list(config.stages)
+    for r in results:
+      seeds = config.stages[r["stage"]].num_seeds or config.num_seeds
+      assert len(r["last_accuracy"]) == len(r["best_accuracy"]) == seeds
+      assert all(0.0 <= a <= 1.0 for a in r["last_accuracy"] + r["best_accuracy"])
+      assert all(b >= a for a, b in zip(r["last_accuracy"], r["best_accuracy"]))
+    # The teacher trained for real: far above chance (10 %) on the test split.
+    assert results[0]["last_accuracy"][0] > 0.5
+
+  def test_teachers_are_checked_and_cached(self, finished_run):
+    _, _, results = finished_run
+    by_stage = {r["stage"]: r for r in results}
+    teacher_accuracy = by_stage["teacher"]["last_accuracy"][0]
+    # The sanity check re-evaluates the exported best network of the teacher stage.
+    assert by_stage["dkp"]["teacher_accuracy"]["teacher"] == pytest.approx(
+        by_stage["teacher"]["best_accuracy"][0], abs=1e-6)
+    assert teacher_accuracy <= by_stage["teacher"]["best_accuracy"][0]
+    assert set(by_stage["dgkd"]["teacher_accuracy"]) == {"teacher", "assistant"}
+    assert by_stage["dkp"]["teacher_cache"]  # augmentation is off: logits precomputed
+
+  def test_summary_plot_metrics_and_exports_are_written(self, finished_run):
+    config, workdir, _ = finished_run
+    text = open(os.path.join(workdir, "summary.md")).read()
+    for name in config.stages:
+      assert f"| {name} |" in text
+    with open(os.path.join(workdir, "accuracy.png"), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    records = [json.loads(line) for line in
+               open(os.path.join(workdir, "stages", "dkp", "metrics.jsonl"))]
+    train = [r for r in records if r["split"] == "train"]
+    assert {"loss", "loss/kd", "kd/temperature", "learning_rate", "agreement",
+            "images_per_second"} <= set(train[0])
+    assert glob.glob(os.path.join(workdir, "stages", "dkp", "events.out.tfevents.*"))
+    for seed in range(2):
+      provenance = checkpoints.read_provenance(
+          trainer.export_dir(workdir, "dkp", seed, "last"))
+      assert provenance["model"] == "mlp_tiny" and provenance["dataset"] == "digits"
+
+  def test_annealing_stage_two_starts_from_each_seeds_stage_one(self, finished_run):
+    _, workdir, _ = finished_run
+    hashes = [checkpoints.read_provenance(trainer.export_dir(workdir, "annealing_1", i))[
+        "parameter_hash"] for i in range(2)]
+    assert hashes[0] != hashes[1]
+
+  def test_rerun_reuses_complete_stages(self, finished_run):
+    config, workdir, results = finished_run
+    again = trainer.train_and_evaluate(config, workdir)
+    assert again == json.loads(json.dumps(results))
+
+
+def test_every_other_method_trains(tmp_path, data_dir):
+  """One short stage of each method the fixture run does not cover, with augmentation on."""
+  config = _tiny_config(data_dir)
+  config.num_seeds = 1
+  config.dataset.augmentation = "crop_flip"
+  config.stages = base.stages()
+  config.stages.teacher = base.stage("resnet8", "scratch", num_steps=4)
+  for method in ("fitnets", "attention"):
+    config.stages[method] = base.stage("resnet8", method, ("teacher",), num_steps=4)
+  config.stages.attention.loss.at_features = ("stage2", "stage3")
+  for method in ("dkd", "ensemble", "logits_matching", "function_matching"):
+    config.stages[method] = base.stage("mlp_tiny", method, ("teacher",), num_steps=4)
+  config.stages.dkd.loss.dkd_warmup_fraction = 0.5
+  results = trainer.train_and_evaluate(config, str(tmp_path))
+  assert [r["stage"] for r in results] == list(config.stages)
+  assert not any(r["teacher_cache"] for r in results)  # augmentation on: online teachers
+  records = [json.loads(line) for line in
+             open(os.path.join(trainer.stage_dir(str(tmp_path), "fitnets"), "metrics.jsonl"))]
+  assert "loss/hint" in records[0]
+  # The hint regressor trains with the student but is not exported: the export loads into
+  # the plain resnet8's variable structure.
+  loaded = checkpoints.load_network(
+      trainer.export_dir(str(tmp_path), "fitnets"),
+      trainer._abstract_variables(trainer.models.get("resnet8", 10), np.zeros((1, 8, 8, 1))),
+      {"model": "resnet8"})
+  assert "hint_regressor" not in loaded["params"]
+
+
+class TestResume:
+
+  def test_interrupted_stage_resumes_to_the_uninterrupted_result(self, tmp_path, data_dir,
+                                                                 monkeypatch):
+    config = _tiny_config(data_dir)
+    config.num_seeds = 1
+    config.stages = base.stages()
+    config.stages.student = base.stage("mlp_tiny", "scratch", num_steps=30,
+                                       optimizer=base.optimizer(name="sgd", learning_rate=0.05))
+    reference = trainer.train_and_evaluate(config, str(tmp_path / "reference"))
+
+    original = trainer._Run.train_iterator
+    calls = {"batches": 0}
+
+    class _Interrupting:
+      def __init__(self, inner):
+        self.inner = inner
+
+      def __next__(self):
+        calls["batches"] += 1
+        if calls["batches"] > 25:
+          raise KeyboardInterrupt("simulated interruption")
+        return next(self.inner)
+
+      def get_state(self):
+        return self.inner.get_state()
+
+      def set_state(self, state):
+        self.inner.set_state(state)
+
+    monkeypatch.setattr(trainer._Run, "train_iterator",
+                        lambda self: _Interrupting(original(self)))
+    workdir = str(tmp_path / "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+      trainer.train_and_evaluate(config, workdir)
+    assert checkpoints.RunCheckpoints(
+        os.path.join(trainer.stage_dir(workdir, "student"), "checkpoints")).steps()[-1] == 20
+    monkeypatch.setattr(trainer._Run, "train_iterator", original)
+
+    resumed = trainer.train_and_evaluate(config, workdir)
+    assert resumed[0]["last_accuracy"] == reference[0]["last_accuracy"]
+    assert resumed[0]["curve"] == reference[0]["curve"]
+    same = checkpoints.read_provenance(trainer.export_dir(workdir, "student", 0, "last"))
+    ref = checkpoints.read_provenance(
+        trainer.export_dir(str(tmp_path / "reference"), "student", 0, "last"))
+    assert same["parameter_hash"] == ref["parameter_hash"]  # bit for bit
+
+
+class TestRefusals:
+
+  def test_workdir_with_another_config_is_refused_and_left_alone(self, finished_run):
+    config, workdir, _ = finished_run
+    changed = ml_collections.ConfigDict(config.to_dict())
+    changed.stages = base.stages()
+    for name in config.stages:
+      changed.stages[name] = ml_collections.ConfigDict(config.stages[name].to_dict())
+    changed.stages.dkp.loss.gamma = 0.9
+    before = sorted(glob.glob(os.path.join(workdir, "**"), recursive=True))
+    with pytest.raises(ValueError, match=r"different config \(stage.loss.gamma: 0.5 → 0.9\)"):
+      trainer.train_and_evaluate(changed, workdir)
+    assert sorted(glob.glob(os.path.join(workdir, "**"), recursive=True)) == before
+
+  def test_missing_teacher_export_stops_before_training(self, tmp_path, data_dir):
+    config = _tiny_config(data_dir)
+    config.teacher_dirs.external = ml_collections.ConfigDict(
+        {"directory": str(tmp_path / "nowhere"), "model": "mlp"})
+    config.stages = base.stages()
+    config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=5)
+    with pytest.raises(FileNotFoundError, match="no exported network in .*nowhere"):
+      trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(os.path.join(trainer.stage_dir(str(tmp_path / "run"), "kd"),
+                                           "checkpoints"))
+
+  def test_teacher_of_another_architecture_is_refused(self, tmp_path, data_dir, finished_run):
+    _, workdir, _ = finished_run
+    config = _tiny_config(data_dir)
+    config.teacher_dirs.external = ml_collections.ConfigDict(
+        {"directory": trainer.export_dir(workdir, "teacher"), "model": "resnet8"})
+    config.stages = base.stages()
+    config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=5)
+    with pytest.raises(ValueError, match="model: found 'mlp', expected 'resnet8'"):
+      trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+  @pytest.mark.parametrize("edit, match", [
+      (lambda c: setattr(c.stages.kd, "model", "resnet9"), r"stages.kd.model='resnet9'"),
+      (lambda c: setattr(c.stages.kd, "method", "distil"), r"stages.kd.method: unknown method"),
+      (lambda c: setattr(c.stages.kd, "teachers", ("ghost",)), r"names 'ghost'"),
+      (lambda c: setattr(c.stages.kd, "teachers", ()), "takes exactly one teacher"),
+      (lambda c: setattr(c.stages.kd, "num_steps", 0), r"stages.kd.num_steps=0"),
+      (lambda c: setattr(c.stages.kd.loss, "gamma", 1.5), "gamma"),
+      (lambda c: setattr(c.stages.kd.loss, "temperature", -1.0), "temperature"),
+      (lambda c: setattr(c.stages.kd.optimizer, "name", "lamb"), "unknown optimizer.name 'lamb'"),
+      (lambda c: setattr(c.stages.kd.optimizer, "learning_rate", 0.0), "learning_rate=0.0"),
+      (lambda c: setattr(c.dataset, "augmentation", "mixup"), "augmentation='mixup'"),
+      (lambda c: setattr(c.dataset, "batch_size", 0), "batch_size=0"),
+      (lambda c: setattr(c.stages.kd, "init_from", "kd"), "init_from='kd'"),
+  ])
+  def test_invalid_config_values_name_the_field(self, data_dir, edit, match):
+    config = _tiny_config(data_dir)
+    config.stages = base.stages()
+    config.stages.teacher = base.stage("mlp", "scratch", num_steps=5)
+    config.stages.kd = base.stage("mlp_tiny", "dkp", ("teacher",), num_steps=5)
+    edit(config)
+    with pytest.raises(ValueError, match=match):
+      trainer.validate(config)
+
+
+def _load_config(path: str) -> ml_collections.ConfigDict:
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+_CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                       if not p.endswith("__init__.py"))
+
+
+@pytest.mark.parametrize("path", _CONFIG_FILES, ids=os.path.basename)
+def test_every_config_loads_and_validates(path):
+  config = _load_config(path)
+  trainer.validate(config)
+  assert "python -m launch.train --config=configs/" in open(path).read()
+
+
+def test_binary_refuses_a_misspelled_config_key(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.train", "--config=configs/quickstart.py",
+       f"--workdir={tmp_path}", "--config.stages.kd.loss.temprature=2.0"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "temprature" in result.stderr
+  assert not os.listdir(tmp_path)
+
