@@ -29,11 +29,15 @@ class Recipe:
     objective: the loss terms.
     output_tx: transformation of the gradient with respect to the student's outputs.
     aux_heads: trainable heads on student features (FitNets' regressor).
+    log_schedules: hyperparameters outside the objective (those of ``output_tx``), reported
+      in the step's metrics under these names.
   """
 
   objective: objective_lib.Objective
   output_tx: optax.GradientTransformationExtraArgs | None = None
   aux_heads: Mapping[str, heads.AuxHead] = dataclasses.field(default_factory=dict)
+  log_schedules: Mapping[str, schedules.ScalarOrSchedule] = dataclasses.field(
+      default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +92,8 @@ def _dkp(loss, num_steps, shapes):
   tx = transforms.dkp(loss["temperature"], loss["gamma"], variant, top_k=top_k,
                       weight=loss["kd_weight"], class_reduction=loss["class_reduction"],
                       num_steps=num_steps)
-  return Recipe(objective_lib.Objective((_ce(loss), _kd(loss)), num_steps), output_tx=tx)
+  return Recipe(objective_lib.Objective((_ce(loss), _kd(loss)), num_steps), output_tx=tx,
+                log_schedules={"dkp/gamma": loss["gamma"], "dkp/temperature": loss["temperature"]})
 
 
 def _annealing(loss, num_steps, shapes):

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax import losses, networks, schedules
-from kdjax.losses import _validation, multi_teacher, pruning
+from kdjax.losses import multi_teacher, pruning, validation
 
 _REQUIRED = object()
 _POSITIVE = {"low": 0.0, "low_open": True}
@@ -98,8 +98,8 @@ class TermDefinition:
 
 
 def _check_class_reduction(options):
-  _validation.check_choice("class_reduction", options["class_reduction"],
-                           _validation.CLASS_REDUCTIONS)
+  validation.check_choice("class_reduction", options["class_reduction"],
+                           validation.CLASS_REDUCTIONS)
 
 
 def _check_ce(options):
@@ -116,9 +116,9 @@ def _check_dkp(options):
 def _check_dgkd(options):
   _check_class_reduction(options)
   mode, drop_num = options["mode"], options["drop_num"]
-  _validation.check_choice("DGKD drop mode", mode, multi_teacher.DROP_MODES)
+  validation.check_choice("DGKD drop mode", mode, multi_teacher.DROP_MODES)
   if mode == "paper":
-    _validation.check_in_range("keep_prob", options["keep_prob"], 0.0, 1.0, low_open=True)
+    validation.check_in_range("keep_prob", options["keep_prob"], 0.0, 1.0, low_open=True)
   # drop_num's upper bound, the number of teaching networks, is checked at the first call.
   if mode == "code" and (isinstance(drop_num, bool) or not isinstance(drop_num, int)
                          or drop_num < 0):
@@ -157,7 +157,7 @@ def _check_attention(options):
 
 def _dkp(x: TermInputs, h) -> jax.Array:
   labels = x.labels if h["variant"] == "tail" else None
-  scale = _validation.class_reduction_scale(h["class_reduction"], x.student_logits.shape[-1])
+  scale = validation.class_reduction_scale(h["class_reduction"], x.student_logits.shape[-1])
   return scale * losses.dkp(x.student_logits, x.teacher_logits, h["temperature"], h["gamma"],
                             h["variant"], labels=labels, top_k=h["top_k"])
 

@@ -348,7 +348,7 @@ def _run_stage(run: _Run, name: str) -> dict[str, Any]:
   train_fn = run.compile(sweep.make_sweep_train_step(
       module, recipe.objective, optimizer, teacher=None if cache is not None else teacher_modules,
       output_tx=recipe.output_tx, aux_heads=recipe.aux_heads,
-      log_schedules={"learning_rate": learning_rate}), donate_state=True)
+      log_schedules={"learning_rate": learning_rate, **recipe.log_schedules}), donate_state=True)
   eval_fn = run.compile(jax.vmap(step_lib.make_eval_step(module, teacher=teacher_modules),
                                  (0, None, None)), donate_state=False)
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax.losses import _validation as v
+from kdjax.losses import validation as v
 
 
 def dkd(student_logits: jax.typing.ArrayLike,

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses import _validation as v
+from kdjax.losses import validation as v
 
 
 def _check_batched(name: str, x: jax.Array) -> None:

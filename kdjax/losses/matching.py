@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses import _validation as v
+from kdjax.losses import validation as v
 
 
 def logits_matching(student_logits: jax.typing.ArrayLike,

@@ -35,7 +35,7 @@ KD exactly):
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses import _validation as v
+from kdjax.losses import validation as v
 
 VARIANTS = ("uniform", "mean", "tail")
 

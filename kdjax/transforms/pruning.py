@@ -9,7 +9,7 @@ import optax
 from kdjax import losses
 from kdjax import schedules
 from kdjax.losses import pruning
-from kdjax.losses import _validation
+from kdjax.losses import validation
 from kdjax.transforms import _outputs
 
 
@@ -66,7 +66,7 @@ def dkp(temperature: schedules.ScalarOrSchedule,
     (2, 3)
   """
   pruning.check_arguments(1.0, 0.0, variant, top_k)
-  _validation.check_choice("class_reduction", class_reduction, _validation.CLASS_REDUCTIONS)
+  validation.check_choice("class_reduction", class_reduction, validation.CLASS_REDUCTIONS)
   schedules.check_range("temperature", temperature, low=0.0, low_open=True, num_steps=num_steps)
   schedules.check_range("gamma", gamma, low=0.0, high=1.0, num_steps=num_steps)
   schedules.check_range("weight", weight, num_steps=num_steps)
@@ -84,7 +84,7 @@ def dkp(temperature: schedules.ScalarOrSchedule,
     t = schedules.resolve(temperature, state.count)
     g = schedules.resolve(gamma, state.count)
     w = schedules.resolve(weight, state.count)
-    scale = _validation.class_reduction_scale(class_reduction, logits.shape[-1])
+    scale = validation.class_reduction_scale(class_reduction, logits.shape[-1])
 
     def mean_term(s):
       term = losses.dkp(s, teacher_logits, t, g, variant, labels=labels, top_k=top_k)

@@ -1,4 +1,4 @@
-"""Argument checks shared by the loss functions.
+"""Argument checks shared by the loss functions, objectives and transforms.
 
 Shapes, ranks and dtypes are static under ``jax.jit``, so they are checked on every call.
 Values (temperature, gamma, phi) are checked only when concrete: inside a traced step they
