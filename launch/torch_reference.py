@@ -103,9 +103,9 @@ def make_kd_step(student: nn.Module,
                  temperature: float = 4.0):
   """Returns ``step(images, labels) -> loss``: one SGD step of Hinton KD.
 
-  With several teachers (DGKD's teacher and assistants) the KD term is summed over them,
-  as DGKD's objective does with no teacher dropped. With none, the step is plain CE
-  training (``kd_weight`` ignored, CE weight 1).
+  With several teachers (DGKD's teacher and assistants) the KD term is summed over them, as
+  DGKD's objective does when no teacher is dropped. With none, the step is plain CE
+  training (weight 1).
 
   Args:
     student: the student, put in train mode.
@@ -119,41 +119,42 @@ def make_kd_step(student: nn.Module,
   Returns:
     The step function; it returns the loss as a detached tensor.
   """
-  student.train()
   for t in teachers:
     t.eval()
-  optimizer = torch.optim.SGD(student.parameters(), lr=learning_rate, momentum=momentum)
+  cached_step = make_cached_kd_step(student, learning_rate=learning_rate, momentum=momentum,
+                                    ce_weight=ce_weight if teachers else 1.0,
+                                    kd_weight=kd_weight, temperature=temperature)
 
   def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
       teacher_logits = [t(images) for t in teachers]
-    logits = student(images)
-    if teachers:
-      loss = ce_weight * F.cross_entropy(logits, labels)
-      loss = loss + kd_weight * sum(kd_loss(logits, t, temperature) for t in teacher_logits)
-    else:
-      loss = F.cross_entropy(logits, labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+    return cached_step(images, labels, teacher_logits)
 
   return step
 
 
-def make_cached_kd_step(student: nn.Module, **kwargs):
-  """Returns ``step(images, labels, teacher_logits) -> loss``: KD from cached logits."""
-  student.train()
-  optimizer = torch.optim.SGD(student.parameters(), lr=kwargs.get("learning_rate", 0.1),
-                              momentum=kwargs.get("momentum", 0.9))
-  ce_weight = kwargs.get("ce_weight", 0.1)
-  kd_weight = kwargs.get("kd_weight", 0.9)
-  temperature = kwargs.get("temperature", 4.0)
+def make_cached_kd_step(student: nn.Module,
+                        *,
+                        learning_rate: float = 0.1,
+                        momentum: float = 0.9,
+                        ce_weight: float = 0.1,
+                        kd_weight: float = 0.9,
+                        temperature: float = 4.0):
+  """Returns ``step(images, labels, teacher_logits) -> loss``: KD from given teacher logits.
 
-  def step(images, labels, teacher_logits):
+  ``teacher_logits`` is a sequence of ``[B, K]`` tensors (one per teacher, e.g. read from a
+  cache); the KD term is summed over them; an empty sequence trains with CE alone. Other
+  arguments as in ``make_kd_step``.
+  """
+  student.train()
+  optimizer = torch.optim.SGD(student.parameters(), lr=learning_rate, momentum=momentum)
+
+  def step(images: torch.Tensor, labels: torch.Tensor,
+           teacher_logits: Sequence[torch.Tensor]) -> torch.Tensor:
     logits = student(images)
-    loss = (ce_weight * F.cross_entropy(logits, labels)
-            + kd_weight * kd_loss(logits, teacher_logits, temperature))
+    loss = ce_weight * F.cross_entropy(logits, labels)
+    for t in teacher_logits:
+      loss = loss + kd_weight * kd_loss(logits, t, temperature)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -1,0 +1,367 @@
+r"""Speed of kdjax's steps against the physical limit and against PyTorch, in one process.
+
+  python -m launch.benchmark [--pairs=resnet56:resnet8,resnet110:resnet8] [--dgkd] \
+      [--steps=20] [--warmup=3] [--torch] [--json=PATH]
+
+For every teacher → student pair (and with ``--dgkd`` for DGKD's chain, teacher resnet26 and
+assistants resnet20, resnet14 → student resnet8), on random CIFAR-shaped data at batch 128:
+
+* (a) ``teacher``: the teacher forward in eval mode (``kdjax.step.make_teacher_forward``);
+* (b) ``student``: the student train step with cross-entropy only (``make_train_step``);
+  ``naive``: the same step written by hand with ``flax.linen`` and ``optax``, for scale;
+* (c) ``kd``: kdjax's fused distillation step (teacher forward + student step, one program);
+* (d) ``cached``: the step reading cached teacher logits from the batch (``teacher=None``);
+* (e) ``sweep``: ``--num_students`` students sharing one teacher (``kdjax.sweep``), against
+  that many fused steps;
+* (f) ``pipeline``: the CIFAR-10 input pipeline alone (``kdjax.data.train_iterator``, crop +
+  flip), on ``--data_dir`` (skipped with a message when the data is absent);
+
+and with ``--torch`` the same models and the same KD step in PyTorch (``launch/
+torch_reference.py``, CPU, 2 threads). The physical limit of a distillation step is
+(a) + (b): a fused step can at best cost one teacher forward plus one student step.
+
+Measurement. Steps are timed one at a time with ``block_until_ready``, after ``--warmup``
+untimed calls (the first call, compilation included, is reported separately as
+``compile_s``). Steps of one case are *interleaved*: each round runs every step once, so a
+burst of load from elsewhere slows all of them alike and the ratios stay meaningful on a
+shared machine. Each round also records the CPU time that other processes took meanwhile
+(``/proc/stat`` minus this process); rounds where it exceeds ``--max_foreign_load`` of the
+machine are discarded and replaced, up to ``--max_rounds`` rounds per case, and the table
+flags a case whose clean rounds ran out. The table shows medians; the JSON holds every
+figure (median, quartiles, min, max, every round's times and foreign load).
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_PAIRS = flags.DEFINE_list("pairs", ["resnet56:resnet8", "resnet110:resnet8"],
+                           "teacher:student pairs of kdjax.models names.")
+_DGKD = flags.DEFINE_bool("dgkd", False, "Also time DGKD's chain resnet26, resnet20, resnet14 "
+                          "→ resnet8 with the 'dgkd' objective term.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed rounds per case (each round runs every step).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed rounds after the first (compiling) call.")
+_TORCH = flags.DEFINE_bool("torch", False, "Also time the PyTorch reference (needs torch).")
+_JSON = flags.DEFINE_string("json", None, "Write every figure to this JSON file.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per step.")
+_NUM_STUDENTS = flags.DEFINE_integer("num_students", 4, "Students of the vmapped sweep (e).")
+_MEASURE = flags.DEFINE_list(
+    "measure", ["teacher", "student", "naive", "kd", "cached", "sweep", "pipeline"],
+    "Which steps to time: teacher, student, naive, kd, cached, sweep, pipeline.")
+_TEACHER_DTYPE = flags.DEFINE_enum("teacher_dtype", "float32", ["float32", "bfloat16"],
+                                   "Computation dtype of the teachers in (a), (c) and (e).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "TFDS data directory of CIFAR-10 for (f); default "
+    "<repo>/../shared/data/tensorflow_datasets.")
+_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 60,
+                                         "Batches the input pipeline (f) is timed over.")
+_PERFORMANCE_DEFAULTS = flags.DEFINE_bool(
+    "performance_defaults", True, "Apply kdjax.performance.configure() at startup, as the "
+    "trainer does (--noperformance_defaults: plain JAX defaults).")
+_DEVICES = flags.DEFINE_integer(
+    "devices", None, "Number of (virtual) CPU devices to split the batch over with "
+    "kdjax.parallel.mesh_step; default: kdjax.performance's choice (or 1 with "
+    "--noperformance_defaults).")
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None, "JAX persistent compilation cache directory (to time a "
+    "second process's compile); default: none.")
+_MAX_FOREIGN_LOAD = flags.DEFINE_float(
+    "max_foreign_load", 0.15, "Discard a round when other processes used more than this "
+    "fraction of the machine's CPU time during it.")
+_MAX_ROUNDS = flags.DEFINE_integer("max_rounds", 0, "Most rounds per case when replacing "
+                                   "noisy ones (0: 3 × --steps).")
+
+_MS = 1e3
+_STEP_NAMES = {
+    "teacher": "(a) teacher forward (eval)",
+    "student": "(b) student train step (CE)",
+    "naive": "    hand-written flax+optax step (CE)",
+    "kd": "(c) fused KD step",
+    "cached": "(d) KD step, cached teacher logits",
+    "sweep": "(e) {n} vmapped students, one teacher",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing.
+
+
+def _cpu_jiffies() -> tuple[float, float] | None:
+  """(busy, total) CPU seconds of the whole machine since boot, or None off Linux."""
+  try:
+    with open("/proc/stat") as f:
+      fields = [float(v) for v in f.readline().split()[1:]]
+  except OSError:
+    return None
+  hz = os.sysconf("SC_CLK_TCK")
+  idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+  return (sum(fields) - idle) / hz, sum(fields) / hz
+
+
+def _own_cpu() -> float:
+  times = os.times()
+  return times.user + times.system
+
+
+class _LoadMeter:
+  """The fraction of the machine's CPU time that other processes used over an interval."""
+
+  def __init__(self):
+    self._start = (_cpu_jiffies(), _own_cpu())
+
+  def foreign(self) -> float:
+    (start, own_start), end = self._start, _cpu_jiffies()
+    if start is None or end is None or end[1] <= start[1]:
+      return 0.0
+    busy = end[0] - start[0]
+    own = _own_cpu() - own_start
+    return max(0.0, (busy - own) / (end[1] - start[1]))
+
+
+@dataclasses.dataclass
+class Timing:
+  """Per-round times (seconds) of one step."""
+
+  times: list[float]
+
+  def summary(self) -> dict[str, float]:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    t = np.asarray(self.times) * _MS
+    if not t.size:
+      return {}
+    q25, median, q75 = np.percentile(t, [25, 50, 75])
+    return {"median_ms": float(median), "q25_ms": float(q25), "q75_ms": float(q75),
+            "min_ms": float(t.min()), "max_ms": float(t.max()), "rounds": int(t.size)}
+
+
+def _block(x: Any) -> Any:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.block_until_ready(x)
+
+
+def time_interleaved(steps: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int,
+                     max_foreign_load: float, max_rounds: int
+                     ) -> tuple[dict[str, Timing], dict[str, Any]]:
+  """Times ``steps`` in rounds (each round calls each step once), after first calls.
+
+  Args:
+    steps: name → a call that runs one step (its outputs are blocked on).
+    rounds: the clean rounds wanted.
+    warmup: untimed rounds after the first calls.
+    max_foreign_load: a round during which other processes used more than this fraction of
+      the machine's CPU is discarded.
+    max_rounds: stop after this many rounds, clean or not.
+
+  Returns:
+    ``(timings, info)``: the clean rounds' times per step (every round's if fewer than
+    half were clean) and ``{"first_call_s": {...}, "foreign_load": [...], "clean": bool}``.
+  """
+  first = {}
+  for name, fn in steps.items():
+    start = time.perf_counter()
+    _block(fn())
+    first[name] = time.perf_counter() - start
+  for _ in range(warmup):
+    for fn in steps.values():
+      _block(fn())
+  all_times = {name: [] for name in steps}
+  loads = []
+  while sum(l <= max_foreign_load for l in loads) < rounds and len(loads) < max_rounds:
+    meter = _LoadMeter()
+    for name, fn in steps.items():
+      start = time.perf_counter()
+      _block(fn())
+      all_times[name].append(time.perf_counter() - start)
+    loads.append(meter.foreign())
+  keep = [l <= max_foreign_load for l in loads]
+  clean = sum(keep) >= max(1, rounds // 2)
+  if not clean:
+    keep = [True] * len(loads)
+  timings = {name: Timing([t for t, k in zip(ts, keep) if k]) for name, ts in all_times.items()}
+  return timings, {"first_call_s": first, "foreign_load": loads, "clean": clean,
+                   "rounds_run": len(loads)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The JAX side.
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """A distillation setting: teacher (and assistants) → student."""
+
+  name: str
+  teachers: tuple[str, ...]
+  student: str
+  term: str  # "kd" or "dgkd"
+
+
+def _objectives(term: str):
+  from kdjax import objective  # pylint: disable=g-import-not-at-top
+  ce = objective.Objective((objective.term("ce"),))
+  if term == "dgkd":
+    kd = objective.Objective((objective.term("ce", 0.1),
+                              objective.term("dgkd", 0.9, temperature=4.0)))
+  else:
+    kd = objective.Objective((objective.term("ce", 0.1),
+                              objective.term("kd", 0.9, temperature=4.0)))
+  return ce, kd
+
+
+class _Stateful:
+  """A jitted step and the state it threads through calls (donated each call)."""
+
+  def __init__(self, fn, state, teacher_vars, batch):
+    self.fn, self.state, self.teacher_vars, self.batch = fn, state, teacher_vars, batch
+
+  def __call__(self):
+    self.state, metrics = self.fn(self.state, self.teacher_vars, self.batch)
+    return self.state, metrics
+
+
+def jax_steps(case: Case, measure: Sequence[str], *, batch_size: int, num_students: int,
+              teacher_dtype) -> dict[str, Callable[[], Any]]:
+  """Builds the jitted JAX steps of ``case`` on random CIFAR-10-shaped data.
+
+  With several devices the steps run under ``kdjax.parallel.mesh_step`` (batch sharded,
+  state and teachers replicated), as the trainer runs them.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from flax import linen as nn  # pylint: disable=g-import-not-at-top,unused-import
+  from kdjax import models, parallel, state as state_lib, step as step_lib, sweep  # pylint: disable=g-import-not-at-top,g-multiple-import
+
+  num_classes = 10
+  key = jax.random.key(0)
+  images = jax.random.normal(jax.random.fold_in(key, 0), (batch_size, 32, 32, 3), jnp.float32)
+  labels = jax.random.randint(jax.random.fold_in(key, 1), (batch_size,), 0, num_classes)
+  sample = images[:1]
+  student = models.get(case.student, num_classes)
+  teachers = tuple(models.get(t, num_classes) for t in case.teachers)
+  teacher_arg = teachers[0] if len(teachers) == 1 else teachers
+  teacher_vars = tuple(t.init(jax.random.fold_in(key, 10 + i), sample, train=False)
+                       for i, t in enumerate(teachers))
+  teacher_vars = teacher_vars[0] if len(teachers) == 1 else teacher_vars
+  student_vars = [student.init(jax.random.fold_in(key, 100 + i), sample, train=False)
+                  for i in range(num_students)]
+  optimizer = optax.sgd(0.1, momentum=0.9)
+  ce, kd = _objectives(case.term)
+
+  mesh = parallel.data_mesh() if jax.device_count() > 1 else None
+  batch = {"image": images, "label": labels}
+  forward = step_lib.make_teacher_forward(teacher_arg, dtype=teacher_dtype)
+  if mesh is None:
+    place, place_batch = (lambda tree: tree), (lambda b: b)
+    compile_step = lambda fn: jax.jit(fn, donate_argnums=0)  # noqa: E731
+    jit_forward = jax.jit(forward)
+  else:
+    place = lambda tree: parallel.replicate(tree, mesh)  # noqa: E731
+    place_batch = lambda b: parallel.shard_batch(jax.device_get(b), mesh)  # noqa: E731
+    compile_step = lambda fn: parallel.mesh_step(fn, mesh)  # noqa: E731
+    jit_forward = parallel.mesh_step(lambda _, tv, b: forward(tv, b), mesh, donate_state=False)
+  teacher_vars = place(teacher_vars)
+  device_batch = place_batch(batch)
+
+  def new_state(i=0):
+    return place(state_lib.create_train_state(student, student_vars[i], optimizer,
+                                              jax.random.fold_in(key, 200 + i)))
+
+  steps = {}
+  if "teacher" in measure:
+    if mesh is None:
+      steps["teacher"] = lambda: jit_forward(teacher_vars, device_batch)
+    else:
+      steps["teacher"] = lambda: jit_forward(None, teacher_vars, device_batch)
+  if "student" in measure:
+    steps["student"] = _Stateful(compile_step(step_lib.make_train_step(student, ce, optimizer)),
+                                 new_state(), None, device_batch)
+  if "naive" in measure:
+    steps["naive"] = _naive_step(student, student_vars[0], optimizer, place, device_batch,
+                                 compile_step)
+  if "kd" in measure:
+    steps["kd"] = _Stateful(compile_step(step_lib.make_train_step(
+        student, kd, optimizer, teacher=teacher_arg, teacher_dtype=teacher_dtype)),
+                            new_state(), teacher_vars, device_batch)
+  if "cached" in measure:
+    logits = jax.jit(step_lib.make_teacher_forward(teacher_arg))(
+        jax.device_get(teacher_vars), batch)["logits"]
+    cached = jnp.moveaxis(logits, 0, 1) if len(teachers) > 1 else logits[0]
+    steps["cached"] = _Stateful(compile_step(step_lib.make_train_step(student, kd, optimizer)),
+                                new_state(), None,
+                                place_batch({**batch, "teacher_logits": cached}))
+  if "sweep" in measure:
+    states = sweep.stack_states([jax.device_get(new_state(i)) for i in range(num_students)])
+    steps["sweep"] = _Stateful(compile_step(sweep.make_sweep_train_step(
+        student, kd, optimizer, teacher=teacher_arg, teacher_dtype=teacher_dtype)),
+                               place(states), teacher_vars, device_batch)
+  return steps
+
+
+def _naive_step(student, variables, optimizer, place, batch, compile_step):
+  """The CE train step as a user would write it with flax.linen and optax alone."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  def train_step(state, _, batch):
+    params, batch_stats, opt_state = state
+
+    def loss_fn(params):
+      logits, updates = student.apply({"params": params, "batch_stats": batch_stats},
+                                      batch["image"], train=True, mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+      return loss, updates["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), batch_stats, opt_state), {"loss": loss}
+
+  params = jax.tree.map(lambda x: x.copy(), variables["params"])
+  state = (params, jax.tree.map(lambda x: x.copy(), variables["batch_stats"]),
+           optimizer.init(params))
+  return _Stateful(compile_step(train_step), place(state), None, batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# The PyTorch side.
+
+
+def torch_steps(case: Case, measure: Sequence[str], *, batch_size: int
+                ) -> dict[str, Callable[[], Any]]:
+  """The PyTorch reference's steps of ``case``, named ``torch_<step>``."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from launch import torch_reference as ref  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(0)
+  images = torch.randn(batch_size, 3, 32, 32)
+  labels = torch.randint(0, 10, (batch_size,))
+  teachers = [ref.get(t).eval() for t in case.teachers]
+
+  def forward():
+    with torch.no_grad():
+      return [t(images) for t in teachers]
+
+  steps = {}
+  if "teacher" in measure:
+    steps["torch_teacher"] = forward
+  if "student" in measure:
+    student_step = ref.make_kd_step(ref.get(case.student), [])
+    steps["torch_student"] = lambda: student_step(images, labels)
+  if "kd" in measure:
+    kd_step = ref.make_kd_step(ref.get(case.student), teachers)
+    steps["torch_kd"] = lambda: kd_step(images, labels)
+  if "cached" in measure:
+    cached_logits = forward()
+    cached_step = ref.make_cached_kd_step(ref.get(case.student))
+    steps["torch_cached"] = lambda: cached_step(images, labels, cached_logits)
+  return steps

@@ -1,0 +1,29 @@
+"""The README's promises: its Python examples run, and its Quickstart holds two commands."""
+
+import os
+import re
+
+import pytest
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def _blocks(language: str) -> list[str]:
+  with open(README) as f:
+    return re.findall(rf"^```{language}\n(.*?)^```", f.read(), flags=re.S | re.M)
+
+
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_python_example_runs(index):
+  exec(compile(_blocks("python")[index], f"README.md python block {index}", "exec"), {})
+
+
+def test_quickstart_has_exactly_two_commands():
+  with open(README) as f:
+    text = f.read()
+  quickstart = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+  commands = re.findall(r"^```bash\n(.*?)^```", quickstart, flags=re.S | re.M)
+  assert len(commands) == 2
+  assert all(len(c.strip().splitlines()) == 1 for c in commands)
+  assert "launch.train --config=configs/quickstart.py" in commands[0]
+  assert "pytest" in commands[1]
