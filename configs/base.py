@@ -104,6 +104,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 500  # evaluate the student on the test split this often
   config.log_every_steps = 50  # write training metrics this often
   config.checkpoint_every_steps = 500  # save a resumable checkpoint this often
+  # NaN/Inf in teacher outputs, losses or gradients: stop (name the step and the term; no
+  # checkpoint records it) | skip (leave the student as it was and count the step)
+  config.nonfinite = "stop"
   config.compilation_cache_dir = "~/.cache/kdjax/jax"  # persistent XLA cache; "" disables
   config.progress_bar = True  # a progress bar with throughput and ETA on the terminal
   return config

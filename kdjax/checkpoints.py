@@ -8,11 +8,23 @@ Two kinds of files, kept apart on purpose:
 * *exports* (``export_network`` / ``load_network``): a trained network's variables with a
   ``provenance.json`` (model name, class count, dataset, a hash of the parameters) that is
   checked whenever the network is loaded as a teacher.
+
+Crash safety: a process killed at any moment leaves either the previous complete checkpoint
+or export, or the new one, never a half-written file that passes for complete. Orbax writes
+each checkpoint to ``<step>.orbax-checkpoint-tmp`` and renames it when complete; leftovers of
+a killed save are removed when the next ``RunCheckpoints`` opens the directory. An export
+removes its ``provenance.json`` first and writes it back last, so a half-written export
+reads as missing. A checkpoint damaged after it was written (a truncated or corrupted file)
+is detected on restore: ``restore_latest`` falls back to the newest readable one and moves
+the unreadable ones aside, to ``<directory>.unreadable/``, for inspection.
 """
 
+from collections.abc import Callable
+import glob
 import hashlib
 import json
 import os
+import shutil
 from typing import Any
 
 from absl import logging
@@ -21,18 +33,43 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 PROVENANCE_FILE = "provenance.json"
+UNREADABLE_SUFFIX = ".unreadable"
 _VARIABLES_DIR = "variables"
+_ORBAX_TMP = "*.orbax-checkpoint-tmp*"
+
+
+class UnreadableCheckpointsError(RuntimeError):
+  """Every checkpoint of a directory failed to restore."""
 
 
 class RunCheckpoints:
-  """Orbax-managed checkpoints of one stage: the train state and the data iterator's state."""
+  """Orbax-managed checkpoints of one stage: the train state and the data iterator's state.
+
+  Args:
+    directory: where the checkpoints live (created if missing).
+    max_to_keep: how many of the newest checkpoints to keep; at least 2, so that a latest
+      checkpoint found damaged on restore always leaves an older one to resume from.
+
+  Raises:
+    ValueError: if ``max_to_keep`` is below 2.
+  """
 
   def __init__(self, directory: str, *, max_to_keep: int = 2):
+    if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 2:
+      raise ValueError(f"{max_to_keep=} must be an integer >= 2: the previous checkpoint is "
+                       f"the fallback when the latest one turns out to be unreadable.")
+    self._directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        self._directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+            cleanup_tmp_directories=True),
         item_names=("state", "data"))
+
+  @property
+  def unreadable_directory(self) -> str:
+    """Where ``restore_latest`` moves checkpoints it could not read."""
+    return self._directory + UNREADABLE_SUFFIX
 
   def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
     """Saves ``state`` and the JSON-serialisable ``data_state`` at ``step`` (synchronously)."""
@@ -46,19 +83,33 @@ class RunCheckpoints:
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def restore_latest(self, template: Any) -> tuple[int, Any, dict[str, Any]] | None:
+  def latest_step(self) -> int | None:
+    """The newest checkpoint's step, or ``None`` when there is none."""
+    steps = self.steps()
+    return steps[-1] if steps else None
+
+  def restore_latest(
+      self, template: Any, *, on_unreadable: Callable[[int, Exception], None] | None = None
+  ) -> tuple[int, Any, dict[str, Any]] | None:
     """Restores the newest readable checkpoint, falling back to older ones.
+
+    Checkpoints newer than the one restored were unreadable: they are moved to
+    ``unreadable_directory`` (never deleted), so that the resumed run can save those steps
+    again. When none is readable, nothing is moved.
 
     Args:
       template: a pytree with the structure, shapes and dtypes of the saved state.
+      on_unreadable: called with the step and the error of each unreadable checkpoint, to
+        report it (each is also logged as a warning).
 
     Returns:
       ``(step, state, data_state)``, or ``None`` when the directory holds no checkpoint.
 
     Raises:
-      RuntimeError: if checkpoints exist but none of them can be read.
+      UnreadableCheckpointsError: if checkpoints exist but none of them can be read.
     """
     steps = self.steps()
+    unreadable = []
     for step in reversed(steps):
       try:
         restored = self._manager.restore(
@@ -69,11 +120,29 @@ class RunCheckpoints:
         # Orbax raises many types for truncated or corrupted files; all mean "unreadable".
         logging.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one.",
                         step, type(error).__name__, error)
+        if on_unreadable is not None:
+          on_unreadable(step, error)
+        unreadable.append(step)
         continue
+      for bad in unreadable:
+        self._set_aside(bad)
+      if unreadable:
+        self._manager.reload()
       return step, restored["state"], restored["data"]
     if steps:
-      raise RuntimeError(f"no readable checkpoint among steps {steps} in {self._manager.directory}")
+      raise UnreadableCheckpointsError(
+          f"no readable checkpoint among steps {steps} in {self._directory}; move that "
+          f"directory away to train the stage from scratch.")
     return None
+
+  def _set_aside(self, step: int) -> None:
+    os.makedirs(self.unreadable_directory, exist_ok=True)
+    target = os.path.join(self.unreadable_directory, str(step))
+    suffix = 0
+    while os.path.exists(target):
+      suffix += 1
+      target = os.path.join(self.unreadable_directory, f"{step}.{suffix}")
+    os.replace(os.path.join(self._directory, str(step)), target)
 
   def close(self) -> None:
     self._manager.close()
@@ -93,6 +162,10 @@ def parameter_hash(variables: Any) -> str:
 def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -> None:
   """Writes a network's variables and its provenance record to ``directory``.
 
+  Crash-safe: the provenance record marks a complete export, so it is removed before the
+  variables are replaced and written back, atomically, after them. A process killed in
+  between leaves an export that reads as missing, never one that loads the wrong values.
+
   Args:
     directory: a new or existing directory; an earlier export there is replaced.
     variables: the Flax variables (``params`` and e.g. ``batch_stats``).
@@ -102,15 +175,21 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
   directory = os.path.abspath(directory)
   os.makedirs(directory, exist_ok=True)
   record = {**provenance, "parameter_hash": parameter_hash(variables)}
+  final = os.path.join(directory, PROVENANCE_FILE)
+  if os.path.exists(final):
+    os.remove(final)
+  for leftover in glob.glob(os.path.join(directory, _ORBAX_TMP)):  # of a killed export
+    shutil.rmtree(leftover)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(directory, _VARIABLES_DIR), jax.device_get(variables),
                     force=True)
   checkpointer.wait_until_finished()
-  # Written last: its presence marks a complete export.
-  tmp = os.path.join(directory, PROVENANCE_FILE + ".tmp")
+  tmp = final + ".tmp"
   with open(tmp, "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, PROVENANCE_FILE))
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, final)
 
 
 def read_provenance(directory: str) -> dict[str, Any]:

@@ -15,14 +15,30 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
   complete stage is reused, not retrained.
 
 At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every stage.
+
+Reliability. A run killed at any moment (``kill -9``, a lost machine) and started again with
+the same command ends with the parameters, curves and exports of an uninterrupted run, bit
+for bit: the stage resumes from its last checkpoint (train state, input iterator state and
+the progress record together), ``metrics.jsonl`` is cut back to that step, every file that
+marks completion (``stage_config.json``, ``result.json``, exports' ``provenance.json``) is
+written atomically and after what it describes, and exports are redone by the resumed run.
+SIGTERM and SIGINT (preemption, Ctrl-C) stop training between two steps, save a checkpoint at
+the current step and raise ``Preempted``; a second Ctrl-C aborts at once. A latest
+checkpoint that cannot be read is reported and set aside, and the stage resumes from the
+previous one. Non-finite values (in teacher outputs, losses or gradients) are detected at
+every step on the device and stop training (``config.nonfinite = "stop"``) before any
+checkpoint or export records the bad state, or are skipped (``"skip"``) and counted.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import dataclasses
 import json
 import os
+import signal
+import tempfile
+import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 import jax
@@ -38,6 +54,7 @@ from kdjax import initializers
 from kdjax import methods
 from kdjax import metric_writers
 from kdjax import models
+from kdjax import networks
 from kdjax import optimizers
 from kdjax import parallel
 from kdjax import state as state_lib
@@ -49,6 +66,27 @@ from kdjax import teacher_cache
 STAGES_DIR = "stages"
 STAGE_CONFIG_FILE = "stage_config.json"
 RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.jsonl"
+NONFINITE_MODES = ("stop", "skip")
+# Names under which non-finite teacher outputs and updated student variables are reported.
+TEACHER_OUTPUTS = "teacher_logits"
+STUDENT_VARIABLES = "student_variables"
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM or SIGINT, after saving a checkpoint at the current step.
+
+  Running the same command again resumes from that checkpoint. ``launch/train.py`` exits
+  with ``128 + signum`` (143 for SIGTERM, 130 for SIGINT), the shell's code for a process
+  ended by that signal, so that job schedulers retry it.
+
+  Attributes:
+    signum: the number of the signal that stopped training.
+  """
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signum = signum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +122,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("num_seeds", "eval_every_steps", "log_every_steps", "checkpoint_every_steps"):
     if not (isinstance(config[field], int) and config[field] >= 1):
       raise ValueError(f"{field}={config[field]!r} must be a positive integer.")
+  if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
+    raise ValueError(f"seed={config.seed!r} must be an integer in [0, 2**32).")
+  if config.nonfinite not in NONFINITE_MODES:
+    raise ValueError(f"nonfinite={config.nonfinite!r} is unknown; valid: "
+                     f"{', '.join(NONFINITE_MODES)}.")
   if not config.stages:
     raise ValueError("config.stages is empty: nothing to train.")
   for name, td in config.teacher_dirs.items():
@@ -175,15 +218,64 @@ def _claim_stage_dir(directory: str, record: dict[str, Any]) -> None:
           f"Use a new --workdir, or restore the config; nothing was changed.")
     return
   os.makedirs(directory, exist_ok=True)
+  _write_json(path, record, sort_keys=True)
+
+
+def _write_json(path: str, value: Any, sort_keys: bool = False) -> None:
+  """Writes ``path`` atomically: a reader (or a killed writer) sees the old file or the new."""
   with open(path + ".tmp", "w") as f:
-    json.dump(record, f, indent=2, sort_keys=True)
+    json.dump(value, f, indent=2, sort_keys=sort_keys)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(path + ".tmp", path)
 
 
-def _write_json(path: str, value: Any) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + ".tmp", path)
+def _rewind_metrics(directory: str, step: int) -> None:
+  """Cuts ``metrics.jsonl`` back to the records of steps up to ``step``, where training resumes.
+
+  A killed run may have logged steps past its last checkpoint, and cut its last line short;
+  the resumed run logs those steps again, so the file ends as an uninterrupted run's would.
+  """
+  path = os.path.join(directory, METRICS_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if line.endswith("\n") and record["step"] <= step:
+      kept.append(line)
+  if kept != lines:
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
+def _check_writable(workdir: str) -> None:
+  """Creates ``workdir`` and writes a scratch file in it (``os.access`` cannot see all cases).
+
+  Raises:
+    ValueError: naming the directory, if it cannot be created or written.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as error:
+    raise ValueError(f"workdir={workdir!r} is not a writable directory: "
+                     f"{error.strerror or error}.") from error
+
+
+def _nonfinite_leaves(tree: Any) -> list[str]:
+  """Paths of the floating leaves of ``tree`` holding a NaN or an infinity."""
+  return [jax.tree_util.keystr(path)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+          if np.issubdtype(np.asarray(leaf).dtype, np.floating)
+          and not np.all(np.isfinite(leaf))]
 
 
 def _build_model(stage: ml_collections.ConfigDict, num_classes: int):
@@ -213,6 +305,10 @@ class _Run:
     if self.mesh is not None and ds.batch_size % jax.device_count():
       raise ValueError(f"dataset.batch_size={ds.batch_size} is not divisible by the "
                        f"{jax.device_count()} devices.")
+    per_process = self.info.num_train // jax.process_count()
+    if ds.batch_size > per_process:
+      raise ValueError(f"dataset.batch_size={ds.batch_size} exceeds the {per_process} training "
+                       f"examples of {self.info.name!r} per process.")
 
   # -- data ---------------------------------------------------------------------------------
 
@@ -250,6 +346,10 @@ class _Run:
     module = models.get(model, self.info.num_classes)
     variables = checkpoints.load_network(
         directory, _abstract_variables(module, self.sample), _provenance(model, self.info))
+    bad = _nonfinite_leaves(variables)
+    if bad:
+      raise ValueError(f"teacher {name!r} in {directory!r} has non-finite values in "
+                       f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; it cannot teach.")
     return _Teacher(name, model, module, variables)
 
   def evaluate(self, eval_fn, states, teacher_vars) -> dict[str, np.ndarray]:
@@ -281,15 +381,144 @@ def _report(message: str) -> None:
   tqdm.tqdm.write(message)
 
 
-def _finite_or_raise(step: int, metrics: Mapping[str, np.ndarray]) -> None:
-  bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
-  if bad:
-    raise FloatingPointError(
-        f"non-finite values at step {step} in {', '.join(bad)}; training stopped. The last "
-        f"checkpoint (written before this step) is intact.")
+class _StopRequests:
+  """Turns SIGTERM and SIGINT into a request that the training loop honours between steps.
+
+  The handlers only record the signal: the loop checks ``signum`` before each step, saves a
+  checkpoint and raises ``Preempted`` (saving inside a handler could interrupt a save in
+  progress). A second SIGINT raises ``KeyboardInterrupt`` at once, for a user who does not
+  want to wait. Handlers can only be installed from the main thread; elsewhere signals keep
+  their previous behaviour.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> "_StopRequests":
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    del frame
+    if signum == signal.SIGINT and self.signum == signal.SIGINT:
+      raise KeyboardInterrupt("second SIGINT: stopped without saving")
+    self.signum = self.signum or signum
+
+  @property
+  def name(self) -> str:
+    return signal.Signals(self.signum).name
 
 
-def _run_stage(run: _Run, name: str) -> dict[str, Any]:
+class _Health(NamedTuple):
+  """Non-finite steps since the host last looked, recorded on the device, per student.
+
+  Attributes:
+    count: int32 ``[S]``, steps whose checked values were not all finite.
+    first_step: int32 ``[S]``, the first such step (its 1-based number); 0 if none.
+    first_terms: bool ``[S, C]``, which of the C checked values (``checked_names``) were
+      non-finite at it.
+  """
+
+  count: jax.Array
+  first_step: jax.Array
+  first_terms: jax.Array
+
+
+def _healthy(num_students: int, num_checked: int) -> _Health:
+  return _Health(jnp.zeros(num_students, jnp.int32), jnp.zeros(num_students, jnp.int32),
+                 jnp.zeros((num_students, num_checked), bool))
+
+
+def checked_names(checked: Sequence[str]) -> tuple[str, ...]:
+  """The values ``guarded_train_step`` checks, in the order of ``_Health.first_terms``."""
+  return (TEACHER_OUTPUTS, *checked, STUDENT_VARIABLES)
+
+
+# What a skipped step leaves as it was: everything the update writes except the counter.
+_SKIPPED_FIELDS = ("params", "model_state", "opt_state", "output_tx_state", "aux_params",
+                   "aux_state")
+
+
+def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_lib.Update,
+                       checked: Sequence[str], *, skip: bool) -> Callable[..., Any]:
+  """Wraps a train step with a per-step finiteness check that needs no host sync.
+
+  The step becomes ``((states, health), teacher_vars, batch) -> ((states, health),
+  metrics)``: it computes the teacher outputs and the student update, then a flag per
+  student: are the teacher outputs, the ``checked`` metrics (the losses and ``grad_norm``,
+  whose non-finiteness is that of the gradients) and the updated student variables (an
+  update can overflow from finite gradients) all finite? ``health`` (a ``_Health``)
+  accumulates the count of bad steps and what went wrong at the first one.
+  With ``skip``, a bad step leaves the student's parameters, model and optimizer states as
+  they were (``jnp.where`` on the flag: no branch, no sync); the step counter still
+  advances, so schedules stay aligned with the data stream.
+
+  Trade-off: reading the flag on the host after every step would stop training at the
+  exact bad step, but forces a device-to-host sync per step, which serialises dispatch and
+  costs throughput on accelerators. Here the flags stay on the device and the host reads
+  ``health`` only where it synchronises anyway (log, eval, checkpoint, preemption): a bad
+  step is still named exactly, the host learns of it up to ``log_every_steps`` steps late,
+  and nothing derived from it (a checkpoint, an export, an evaluation) is ever written,
+  since the host checks before each of those. In "stop" mode the steps between the bad one
+  and its discovery are wasted work, at most one logging interval.
+
+  Args:
+    teacher_forward: from ``kdjax.step.make_teacher_forward``.
+    update: the student update, ``jax.vmap``-ed over stacked students
+      (``kdjax.step.make_student_update``); its metrics have a leading student axis.
+    checked: the metric names whose finiteness is checked, e.g. ``("loss", "loss/kd",
+      "grad_norm")``; ``health.first_terms`` follows ``checked_names(checked)``.
+    skip: whether to skip (rather than apply) updates with non-finite values.
+
+  Returns:
+    The guarded step, to jit with the carry ``(states, health)`` donated.
+  """
+
+  def step(carry, teacher_vars, batch):
+    states, health = carry
+    teacher_outputs = teacher_forward(teacher_vars, batch)
+    new_states, metrics = update(states, teacher_outputs, batch)
+    teacher_bad = jnp.zeros((), bool)
+    if teacher_outputs is not None:
+      teacher_bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                        for x in jax.tree.leaves(teacher_outputs)]))
+    student_axes = new_states.step.ndim
+
+    def leaf_bad(x):
+      return ~jnp.all(jnp.isfinite(x), axis=tuple(range(student_axes, x.ndim)))
+
+    variables_bad = jnp.any(jnp.stack(
+        [leaf_bad(x) for x in jax.tree.leaves((new_states.params, new_states.model_state))
+         if jnp.issubdtype(x.dtype, jnp.inexact)]), axis=0)
+    flags = jnp.stack([jnp.broadcast_to(teacher_bad, new_states.step.shape)]
+                      + [~jnp.isfinite(metrics[name]) for name in checked] + [variables_bad],
+                      axis=-1)
+    bad = jnp.any(flags, axis=-1)
+    if skip:
+      def keep(new, old):
+        return jnp.where(bad.reshape(bad.shape + (1,) * (new.ndim - bad.ndim)), old, new)
+      new_states = new_states.replace(**{
+          field: jax.tree.map(keep, getattr(new_states, field), getattr(states, field))
+          for field in _SKIPPED_FIELDS})
+    first = bad & (health.first_step == 0)
+    health = _Health(count=health.count + bad.astype(jnp.int32),
+                     first_step=jnp.where(first, new_states.step, health.first_step),
+                     first_terms=jnp.where(first[..., None], flags, health.first_terms))
+    return (new_states, health), metrics
+
+  return step
+
+
+def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   config, stage = run.config, run.config.stages[name]
   directory = stage_dir(run.workdir, name)
   _claim_stage_dir(directory, _stage_record(config, name))
@@ -342,21 +571,40 @@ def _run_stage(run: _Run, name: str) -> dict[str, Any]:
     start = time.perf_counter()
     cache = teacher_cache.compute_teacher_logits(
         teacher_modules, teacher_vars, run.eval_batches("train"), info.num_train)
+    bad = ~np.isfinite(cache).reshape(len(cache), -1).all(axis=1)
+    if bad.any():
+      raise ValueError(f"stage {name}: the teachers {', '.join(stage.teachers)} give non-finite "
+                       f"logits for {bad.sum()} of {len(cache)} training examples (the first: "
+                       f"example {np.flatnonzero(bad)[0]}); they cannot teach.")
     _report(f"stage {name}: cached the teacher logits of {info.num_train} examples in "
             f"{time.perf_counter() - start:.1f}s")
 
-  train_fn = run.compile(sweep.make_sweep_train_step(
-      module, recipe.objective, optimizer, teacher=None if cache is not None else teacher_modules,
-      output_tx=recipe.output_tx, aux_heads=recipe.aux_heads,
-      log_schedules={"learning_rate": learning_rate, **recipe.log_schedules}), donate_state=True)
+  # The sweep step of kdjax.sweep, with the teacher outputs exposed to the finiteness check.
+  teacher_forward = step_lib.make_teacher_forward(
+      None if cache is not None else teacher_modules, features=recipe.objective.teacher_features)
+  update = jax.vmap(step_lib.make_student_update(
+      module, recipe.objective, optimizer, output_tx=recipe.output_tx, aux_heads=recipe.aux_heads,
+      log_schedules={"learning_rate": learning_rate, **recipe.log_schedules}),
+                    in_axes=(0, None, None))
+  checked = ("loss", *(f"loss/{t.label}" for t in recipe.objective.terms), "grad_norm")
+  names = checked_names(checked)
+  train_fn = run.compile(guarded_train_step(teacher_forward, update, checked,
+                                            skip=config.nonfinite == "skip"), donate_state=True)
   eval_fn = run.compile(jax.vmap(step_lib.make_eval_step(module, teacher=teacher_modules),
                                  (0, None, None)), donate_state=False)
 
   iterator = run.train_iterator()
   ckpts = checkpoints.RunCheckpoints(os.path.join(directory, "checkpoints"))
   progress = {"best_accuracy": [-1.0] * num_seeds, "best_step": [0] * num_seeds,
-              "curve": {"step": [], "accuracy": []}}
-  restored = ckpts.restore_latest(states)
+              "curve": {"step": [], "accuracy": []}, "nonfinite_steps": [0] * num_seeds}
+
+  def unreadable(step: int, error: Exception) -> None:
+    reason = (str(error).strip().splitlines() or [""])[0][:160]
+    _report(f"stage {name}: the checkpoint at step {step} is unreadable "
+            f"({type(error).__name__}: {reason}); it is set aside in "
+            f"{ckpts.unreadable_directory} and the previous checkpoint is tried")
+
+  restored = ckpts.restore_latest(states, on_unreadable=unreadable)
   if restored is not None:
     step, states, saved = restored
     iterator.set_state(saved["iterator"])
@@ -364,7 +612,10 @@ def _run_stage(run: _Run, name: str) -> dict[str, Any]:
     _report(f"stage {name}: resumed from the checkpoint at step {step}")
   else:
     step = 0
+  _rewind_metrics(directory, step)
   states = run.place(states)
+  health = run.place(_healthy(num_seeds, len(names)))
+  checked_since = step
 
   provenance = {**_provenance(stage.model, info), "stage": name, "method": stage.method}
 
@@ -375,12 +626,34 @@ def _run_stage(run: _Run, name: str) -> dict[str, Any]:
                                {**provenance, "seed": seeds[i], "step": step,
                                 "accuracy": accuracy})
 
+  def check_health(step: int) -> None:
+    """Reads the device's record of non-finite steps: stops ("stop") or counts ("skip")."""
+    nonlocal health, checked_since
+    host = jax.device_get(health)
+    if host.count.any():
+      first = int(host.first_step[host.count > 0].min())
+      culprits = [i for i in range(num_seeds) if host.count[i] and host.first_step[i] == first]
+      terms = ", ".join(n for n, bad in zip(names, host.first_terms[culprits[0]]) if bad)
+      where = (f"step {first} in {terms} (seed{'s' if len(culprits) > 1 else ''} "
+               f"{', '.join(str(seeds[i]) for i in culprits)})")
+      if config.nonfinite == "stop":
+        latest = ckpts.latest_step()
+        kept = ("no checkpoint was written" if latest is None else
+                f"the last checkpoint, at step {latest}, predates it and is intact")
+        raise FloatingPointError(
+            f"stage {name}: non-finite values at {where}; training stopped and {kept}. Set "
+            f"config.nonfinite='skip' to skip such steps instead.")
+      for i in range(num_seeds):
+        progress["nonfinite_steps"][i] += int(host.count[i])
+      _report(f"stage {name}: skipped {int(host.count.sum())} update(s) with non-finite values "
+              f"in steps {checked_since + 1}-{step}, the first at {where}; "
+              f"{sum(progress['nonfinite_steps'])} so far")
+      health = run.place(_healthy(num_seeds, len(names)))
+    checked_since = step
+
   def save(step: int) -> None:
-    host_states = jax.device_get(states)
-    if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_states.params)):
-      raise FloatingPointError(f"non-finite student parameters at step {step}; the checkpoint "
-                               f"was not written, the previous one is intact.")
-    ckpts.save(step, host_states, {"iterator": iterator.get_state(), "progress": progress})
+    ckpts.save(step, jax.device_get(states),
+               {"iterator": iterator.get_state(), "progress": progress})
 
   writer = metric_writers.MetricWriter(directory)
   bar = tqdm.tqdm(total=num_steps, initial=step, desc=name, unit="step", dynamic_ncols=True,
@@ -389,24 +662,39 @@ def _run_stage(run: _Run, name: str) -> dict[str, Any]:
   window_start, window_steps = time.perf_counter(), 0
   try:
     while step < num_steps:
+      if stop.signum is not None:
+        check_health(step)
+        if step and ckpts.latest_step() != step:
+          save(step)
+        saved = (f"its checkpoint at step {step} is saved" if ckpts.latest_step() == step
+                 else "nothing was saved yet")
+        raise Preempted(stop.signum, f"{stop.name} received: stopped stage {name!r} at step "
+                        f"{step} of {num_steps}; {saved}. Run the same command again to "
+                        f"resume.")
       batch = next(iterator)
       if cache is not None:
         batch = teacher_cache.add_teacher_logits(batch, cache)
-      states, metrics = train_fn(states, teacher_vars, run.place_batch(batch))
+      (states, health), metrics = train_fn((states, health), teacher_vars,
+                                           run.place_batch(batch))
       step += 1
       window_steps += 1
       bar.update(1)
-      if step % config.log_every_steps == 0 or step == num_steps:
+      log_now = step % config.log_every_steps == 0 or step == num_steps
+      eval_now = step % config.eval_every_steps == 0 or step == num_steps
+      save_now = step % config.checkpoint_every_steps == 0 or step == num_steps
+      if log_now or eval_now or save_now:
+        check_health(step)  # before anything records this state
+      if log_now:
         host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-        _finite_or_raise(step, host)
         elapsed = time.perf_counter() - window_start
         train_metrics = {k: float(np.mean(v)) for k, v in host.items()}
         train_metrics["images_per_second"] = window_steps * images_per_step / elapsed
+        train_metrics["nonfinite_steps"] = float(sum(progress["nonfinite_steps"]))
         writer.write(step, "train", train_metrics)
         bar.set_postfix(loss=f"{train_metrics['loss']:.3f}",
                         img_s=f"{train_metrics['images_per_second']:.0f}")
         window_start, window_steps = time.perf_counter(), 0
-      if step % config.eval_every_steps == 0 or step == num_steps:
+      if eval_now:
         evaluated = run.evaluate(eval_fn, states, teacher_vars)
         accuracy = evaluated["accuracy"]
         writer.write(step, "eval", {k: float(np.mean(v)) for k, v in evaluated.items()})
@@ -418,12 +706,13 @@ def _run_stage(run: _Run, name: str) -> dict[str, Any]:
             export("best", i, states, step, float(a))
         _report(f"stage {name} step {step}: test accuracy "
                 f"{', '.join(f'{a:.4f}' for a in accuracy)}")
-      if step % config.checkpoint_every_steps == 0 or step == num_steps:
+      if save_now:
         save(step)
   finally:
     bar.close()
     writer.close()
 
+  # Redone by a run resumed from the final checkpoint: the exports come before result.json.
   last_accuracy = progress["curve"]["accuracy"][-1]
   for i, accuracy in enumerate(last_accuracy):
     export("last", i, states, step, accuracy)
@@ -433,7 +722,7 @@ def _run_stage(run: _Run, name: str) -> dict[str, Any]:
       "last_accuracy": last_accuracy, "best_accuracy": progress["best_accuracy"],
       "best_step": progress["best_step"], "curve": progress["curve"],
       "teacher_accuracy": teacher_accuracy, "num_steps": num_steps,
-      "teacher_cache": cache is not None,
+      "teacher_cache": cache is not None, "nonfinite_steps": progress["nonfinite_steps"],
   }
   _write_json(result_path, result)
   ckpts.close()
@@ -451,7 +740,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> list[dict[str, Any]]:
   """Runs every stage of ``config`` in ``workdir`` and writes the summary.
 
-  Complete stages are reused; an interrupted stage resumes from its last checkpoint.
+  Complete stages are reused; an interrupted stage resumes from its last checkpoint. While
+  it runs (from the main thread), SIGTERM and SIGINT stop training between two steps with a
+  checkpoint saved (see ``Preempted``).
 
   Args:
     config: a run config (see ``configs/base.py``).
@@ -461,19 +752,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     One result record per stage (what ``summary.md`` tabulates).
 
   Raises:
-    ValueError: on an invalid config, or a workdir holding a run with another config.
+    ValueError: on an invalid config, an unwritable workdir or one holding a run with
+      another config, or a teacher with non-finite parameters or outputs.
     FileNotFoundError: when the dataset or a teacher's export is missing.
-    FloatingPointError: when training produces a NaN or Inf.
+    FloatingPointError: when training produces a NaN or Inf (``config.nonfinite="stop"``).
+    Preempted: after SIGTERM or SIGINT, with the checkpoint saved.
+    kdjax.checkpoints.UnreadableCheckpointsError: when no checkpoint of a stage is readable.
   """
   validate(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-  if not os.access(workdir, os.W_OK):
-    raise PermissionError(f"workdir {workdir!r} is not writable.")
+  _check_writable(workdir)
   enable_compilation_cache(config.compilation_cache_dir)
-  run = _Run(config, workdir)
-  results = [_run_stage(run, name) for name in config.stages]
+  with _StopRequests() as stop:
+    run = _Run(config, workdir)
+    results = []
+    for name in config.stages:
+      if stop.signum is not None:
+        raise Preempted(stop.signum, f"{stop.name} received: stopped before stage {name!r}; "
+                        f"every earlier stage is complete. Run the same command again to "
+                        f"resume.")
+      results.append(_run_stage(run, name, stop))
   table = summary.write(results, workdir, title=f"kdjax run on {run.info.name}")
   print(table, flush=True)
   return results
-

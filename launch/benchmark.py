@@ -365,3 +365,234 @@ def torch_steps(case: Case, measure: Sequence[str], *, batch_size: int
     cached_step = ref.make_cached_kd_step(ref.get(case.student))
     steps["torch_cached"] = lambda: cached_step(images, labels, cached_logits)
   return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# The input pipeline.
+
+
+def time_pipeline(data_dir: str, *, batch_size: int, num_batches: int,
+                  warmup: int) -> dict[str, Any] | None:
+  """Times ``kdjax.data.train_iterator`` on CIFAR-10 with crop + flip; None without data."""
+  from kdjax import data  # pylint: disable=g-import-not-at-top
+  try:
+    iterator = data.train_iterator("cifar10", data_dir=data_dir, batch_size=batch_size, seed=0,
+                                   augmentation="crop_flip")
+  except FileNotFoundError as error:
+    print(f"(f) input pipeline skipped: CIFAR-10 is not in {data_dir} ({error}).")
+    return None
+  prefetch = 4  # train_iterator's default prefetch_batches
+  for _ in range(warmup + prefetch):
+    next(iterator)
+  meter = _LoadMeter()
+  times = []
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    t = time.perf_counter()
+    batch = next(iterator)
+    times.append(time.perf_counter() - t)
+  total = time.perf_counter() - start
+  assert batch["image"].shape == (batch_size, 32, 32, 3), batch["image"].shape
+  return {"images_per_s": num_batches * batch_size / total, "batches": num_batches,
+          "per_batch": Timing(times).summary(), "foreign_load": meter.foreign()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+  return None if a is None or b is None or b == 0 else a / b
+
+
+def case_ratios(medians: Mapping[str, float], num_students: int,
+                pipeline_images_per_s: float | None, batch_size: int) -> dict[str, float]:
+  """The headline ratios of one case from its medians (ms); missing inputs are skipped."""
+  m = medians.get
+  limit = None if m("teacher") is None or m("student") is None else m("teacher") + m("student")
+  ratios = {
+      "kd / (teacher + student)": _ratio(m("kd"), limit),
+      "kd / torch_kd": _ratio(m("kd"), m("torch_kd")),
+      "cached / torch_kd": _ratio(m("cached"), m("torch_kd")),
+      f"sweep / ({num_students} × kd)": _ratio(m("sweep"), None if m("kd") is None
+                                               else num_students * m("kd")),
+      "teacher / torch_teacher": _ratio(m("teacher"), m("torch_teacher")),
+      "student / torch_student": _ratio(m("student"), m("torch_student")),
+      "student / naive": _ratio(m("student"), m("naive")),
+      "cached / torch_cached": _ratio(m("cached"), m("torch_cached")),
+  }
+  if pipeline_images_per_s is not None and m("student"):
+    ratios["pipeline img/s / student img/s"] = pipeline_images_per_s / (
+        batch_size / (m("student") / _MS))
+  return {k: v for k, v in ratios.items() if v is not None}
+
+
+def _machine() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next((line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("model name")), platform.processor())
+  except OSError:
+    model = platform.processor()
+  return f"{model}, {os.cpu_count()} CPUs"
+
+
+def _versions(with_torch: bool) -> dict[str, str]:
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  versions = {"python": platform.python_version(), "jax": jax.__version__,
+              "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}
+  if with_torch:
+    import torch  # pylint: disable=g-import-not-at-top
+    versions["torch"] = torch.__version__
+  return versions
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+  """The human-readable table of medians and ratios."""
+  lines = []
+  n = results["settings"]["num_students"]
+  header = (f"{'step':<40} {'JAX ms':>8} {'IQR':>13} {'min-max':>13} {'torch ms':>9} "
+            f"{'JAX/torch':>9}")
+  for case_name, case in results["cases"].items():
+    lines += ["", f"== {case_name}  (rounds: {case['rounds_kept']} of {case['rounds_run']}"
+              f"{'' if case['clean'] else ', NOISY: too few quiet rounds'}; median foreign "
+              f"load {case['median_foreign_load']:.0%}; first call of (c) "
+              f"{case['compile_s'].get('kd', float('nan')):.1f} s)", header]
+    steps = case["steps"]
+    for name, label in _STEP_NAMES.items():
+      if name not in steps:
+        continue
+      s = steps[name]
+      t = steps.get(f"torch_{name}")
+      torch_ms = f"{t['median_ms']:9.1f}" if t else f"{'':9}"
+      ratio = f"{s['median_ms'] / t['median_ms']:9.2f}" if t else f"{'':9}"
+      lines.append(f"{label.format(n=n):<40} {s['median_ms']:8.1f} "
+                   f"{s['q25_ms']:6.1f}-{s['q75_ms']:<6.1f} {s['min_ms']:6.1f}-{s['max_ms']:<6.1f} "
+                   f"{torch_ms} {ratio}")
+    lines.append("ratios: " + "; ".join(f"{k} = {v:.2f}" for k, v in case["ratios"].items()))
+  pipeline = results.get("pipeline")
+  if pipeline:
+    lines += ["", f"(f) CIFAR-10 input pipeline (crop+flip, batch "
+              f"{results['settings']['batch_size']}): {pipeline['images_per_s']:.0f} img/s "
+              f"(median {pipeline['per_batch']['median_ms']:.1f} ms/batch over "
+              f"{pipeline['batches']} batches; foreign load {pipeline['foreign_load']:.0%})"]
+  return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main.
+
+
+def _cases() -> list[Case]:
+  cases = []
+  for pair in _PAIRS.value:
+    teacher, sep, student = pair.partition(":")
+    if not sep or not teacher or not student:
+      raise app.UsageError(f"--pairs entry {pair!r} must be teacher:student, e.g. "
+                           f"resnet56:resnet8.")
+    cases.append(Case(f"{teacher} -> {student}", (teacher,), student, "kd"))
+  if _DGKD.value:
+    cases.append(Case("dgkd resnet26+20+14 -> resnet8", ("resnet26", "resnet20", "resnet14"),
+                      "resnet8", "dgkd"))
+  return cases
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from kdjax import performance  # pylint: disable=g-import-not-at-top
+  if _PERFORMANCE_DEFAULTS.value:
+    applied = performance.configure(num_cpu_devices=_DEVICES.value)
+  else:
+    applied = performance.configure_devices_only(_DEVICES.value)
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if _COMPILATION_CACHE_DIR.value:
+    jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE_DIR.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+  measure = [m.strip() for m in _MEASURE.value]
+  unknown = sorted(set(measure) - {*_STEP_NAMES, "pipeline"})
+  if unknown:
+    raise app.UsageError(f"--measure names unknown steps {unknown}; valid: "
+                         f"{', '.join([*_STEP_NAMES, 'pipeline'])}.")
+  use_torch = _TORCH.value
+  if use_torch:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      print("--torch: PyTorch is not installed (pip install torch==2.13.0); skipping it.")
+      use_torch = False
+    else:
+      torch.set_num_threads(2)
+  teacher_dtype = jnp.bfloat16 if _TEACHER_DTYPE.value == "bfloat16" else None
+  batch_size, num_students = _BATCH_SIZE.value, _NUM_STUDENTS.value
+  max_rounds = _MAX_ROUNDS.value or 3 * _STEPS.value
+
+  results = {
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "machine": _machine(),
+      "versions": _versions(use_torch),
+      "command": " ".join([os.path.basename(sys.executable), "-m", "launch.benchmark",
+                           *sys.argv[1:]]),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "performance": applied,
+      "devices": [str(d) for d in jax.devices()],
+      "settings": {"batch_size": batch_size, "num_students": num_students,
+                   "steps": _STEPS.value, "warmup": _WARMUP.value,
+                   "teacher_dtype": _TEACHER_DTYPE.value, "measure": measure,
+                   "max_foreign_load": _MAX_FOREIGN_LOAD.value},
+      "cases": {},
+  }
+  pipeline = None
+  if "pipeline" in measure:
+    data_dir = _DATA_DIR.value or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir, "shared",
+        "data", "tensorflow_datasets")
+    pipeline = time_pipeline(os.path.normpath(data_dir), batch_size=batch_size,
+                             num_batches=_PIPELINE_BATCHES.value, warmup=_WARMUP.value)
+    results["pipeline"] = pipeline
+  for case in _cases():
+    logging.info("building %s", case.name)
+    steps = jax_steps(case, measure, batch_size=batch_size, num_students=num_students,
+                      teacher_dtype=teacher_dtype)
+    if use_torch:
+      steps.update(torch_steps(case, measure, batch_size=batch_size))
+    if not steps:
+      continue
+    timings, info = time_interleaved(steps, rounds=_STEPS.value, warmup=_WARMUP.value,
+                                     max_foreign_load=_MAX_FOREIGN_LOAD.value,
+                                     max_rounds=max_rounds)
+    summaries = {name: t.summary() for name, t in timings.items()}
+    medians = {name: s["median_ms"] for name, s in summaries.items()}
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    results["cases"][case.name] = {
+        "teachers": list(case.teachers), "student": case.student, "term": case.term,
+        "steps": summaries,
+        "times_ms": {name: [x * _MS for x in t.times] for name, t in timings.items()},
+        "ratios": case_ratios(medians, num_students,
+                              pipeline["images_per_s"] if pipeline else None, batch_size),
+        "compile_s": info["first_call_s"],
+        "foreign_load": info["foreign_load"],
+        "median_foreign_load": float(np.median(info["foreign_load"])),
+        "rounds_run": info["rounds_run"],
+        "rounds_kept": len(next(iter(timings.values())).times),
+        "clean": info["clean"],
+    }
+    del steps
+  print(f"kdjax benchmark, {results['date']}, {results['machine']}")
+  print("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
+  print(f"devices: {len(results['devices'])} ({jax.default_backend()}); performance "
+        f"settings: {applied}; XLA_FLAGS={results['xla_flags']!r}")
+  print(format_table(results))
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump(results, f, indent=1)
+    print(f"wrote {_JSON.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

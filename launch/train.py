@@ -4,13 +4,22 @@ r"""Trains the stages of a kdjax run: teachers, assistants and students.
       [--config.stages.kd.num_steps=500 ...]
 
 Intentionally kept short: it parses flags, validates the config and calls the trainer.
+
+Exit codes: 0 when every stage is complete; 1 with a one-line ``error: ...`` on bad input
+or a numerical failure (docs/errors.md lists them; ``--verbosity=0`` also logs the
+traceback); 128 + the signal's number (143 for SIGTERM, 130 for SIGINT) when a signal
+stopped training after saving a checkpoint: the same command resumes it.
 """
+
+import re
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from kdjax import checkpoints
 from kdjax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -18,14 +27,49 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run; resumed if it exists.")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# kdjax's own refusals: reported in one line, without a traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
+                checkpoints.UnreadableCheckpointsError)
+
+
+def _one_line(text: str) -> str:
+  return " ".join(str(text).split())
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a ``--config.*`` override of an unknown field in one line."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as error:
+    while error.args and isinstance(error.args[0], BaseException):
+      error = error.args[0]
+    message = _one_line(error.args[0] if error.args else error)
+    field = re.match(r"'([^']+)'", message)
+    flag = next((a.split("=")[0] for a in argv if field and a.startswith("--config.")
+                 and a.split("=")[0].endswith("." + field.group(1))), "--config override")
+    sys.exit(f"error: {flag}: no such config field {message}")
+
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # the trainer reports progress itself
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  try:
+    config.lock()  # config_flags defers a config file's loading error to the first use
+  except OSError as error:
+    sys.exit(f"error: cannot load --config: {_one_line(error.__cause__ or error)}")
+  try:
+    trainer.train_and_evaluate(config, _WORKDIR.value)
+  except trainer.Preempted as stopped:
+    print(f"stopped: {stopped}", file=sys.stderr, flush=True)
+    return 128 + stopped.signum
+  except _USER_ERRORS as error:
+    logging.info("the error's traceback:", exc_info=True)
+    sys.exit(f"error: {error}")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
