@@ -15,8 +15,9 @@ each checkpoint to ``<step>.orbax-checkpoint-tmp`` and renames it when complete;
 a killed save are removed when the next ``RunCheckpoints`` opens the directory. An export
 removes its ``provenance.json`` first and writes it back last, so a half-written export
 reads as missing. A checkpoint damaged after it was written (a truncated or corrupted file)
-is detected on restore: ``restore_latest`` falls back to the newest readable one and moves
-the unreadable ones aside, to ``<directory>.unreadable/``, for inspection.
+is detected on restore — it fails to load, or its state does not hash to the value saved
+with it — and ``restore_latest`` falls back to the newest readable one, moving the
+unreadable ones aside, to ``<directory>.unreadable/``, for inspection.
 """
 
 from collections.abc import Callable
@@ -36,6 +37,8 @@ PROVENANCE_FILE = "provenance.json"
 UNREADABLE_SUFFIX = ".unreadable"
 _VARIABLES_DIR = "variables"
 _ORBAX_TMP = "*.orbax-checkpoint-tmp*"
+_STATE_HASH = "state_sha256"
+_DATA = "data"
 
 
 class UnreadableCheckpointsError(RuntimeError):
@@ -72,11 +75,16 @@ class RunCheckpoints:
     return self._directory + UNREADABLE_SUFFIX
 
   def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
-    """Saves ``state`` and the JSON-serialisable ``data_state`` at ``step`` (synchronously)."""
+    """Saves ``state`` and the JSON-serialisable ``data_state`` at ``step`` (synchronously).
+
+    A hash of ``state`` is saved with it and checked on restore: not every byte of a
+    checkpoint is checksummed by the storage format, and a damaged state must not resume.
+    """
+    record = {_STATE_HASH: _state_hash(state), _DATA: data_state}
     self._manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                data=ocp.args.JsonSave(data_state)),
+                                data=ocp.args.JsonSave(record)),
         force=True)
     self._manager.wait_until_finished()
 
@@ -116,6 +124,9 @@ class RunCheckpoints:
             step,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(template),
                                     data=ocp.args.JsonRestore()))
+        if _state_hash(restored["state"]) != restored["data"][_STATE_HASH]:
+          raise ValueError(f"the restored state does not hash to the {_STATE_HASH} saved "
+                           f"with it")
       except Exception as error:  # pylint: disable=broad-except
         # Orbax raises many types for truncated or corrupted files; all mean "unreadable".
         logging.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one.",
@@ -128,7 +139,7 @@ class RunCheckpoints:
         self._set_aside(bad)
       if unreadable:
         self._manager.reload()
-      return step, restored["state"], restored["data"]
+      return step, restored["state"], restored["data"][_DATA]
     if steps:
       raise UnreadableCheckpointsError(
           f"no readable checkpoint among steps {steps} in {self._directory}; move that "
@@ -157,6 +168,15 @@ def parameter_hash(variables: Any) -> str:
     digest.update(f"{array.dtype}{array.shape}".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()
+
+
+def _state_hash(state: Any) -> str:
+  """``parameter_hash`` of a train state, whose PRNG keys are hashed through their data."""
+  def raw(leaf):
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return jax.random.key_data(leaf)
+    return leaf
+  return parameter_hash(jax.tree.map(raw, state))
 
 
 def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -> None:

@@ -68,7 +68,12 @@ def annealing_phi(max_temperature: int, steps_per_level: int) -> optax.Schedule:
 
 
 def constant(value: float) -> optax.Schedule:
-  """A constant schedule (``optax.constant_schedule``) with a finite value."""
+  """A constant schedule (``optax.constant_schedule``) with a finite value.
+
+  Example:
+    >>> float(constant(4.0)(1000))
+    4.0
+  """
   _check_finite("value", value)
   return optax.constant_schedule(value)
 
@@ -83,6 +88,11 @@ def linear(init_value: float, end_value: float, transition_steps: int,
 
   Raises:
     ValueError: on non-finite values, ``transition_steps < 1`` or ``transition_begin < 0``.
+
+  Example:
+    >>> warmup = linear(0.0, 1.0, transition_steps=20)
+    >>> [float(warmup(n)) for n in (0, 5, 20, 100)]
+    [0.0, 0.25, 1.0, 1.0]
   """
   _check_finite("init_value", init_value)
   _check_finite("end_value", end_value)
@@ -100,6 +110,11 @@ def cosine(init_value: float, end_value: float, decay_steps: int) -> optax.Sched
 
   Raises:
     ValueError: on non-finite values or ``decay_steps < 1``.
+
+  Example:
+    >>> temperature = cosine(init_value=8.0, end_value=1.0, decay_steps=100)
+    >>> [float(temperature(n)) for n in (0, 50, 100, 200)]
+    [8.0, 4.5, 1.0, 1.0]
   """
   _check_finite("init_value", init_value)
   _check_finite("end_value", end_value)
@@ -121,6 +136,11 @@ def piecewise_constant(init_value: float, boundaries_and_values: Mapping[int, fl
 
   Raises:
     ValueError: on non-finite values or boundaries that are not non-negative integers.
+
+  Example:
+    >>> temperature = piecewise_constant(4.0, {100: 2.0, 200: 1.0})
+    >>> [float(temperature(n)) for n in (0, 99, 100, 250)]
+    [4.0, 4.0, 2.0, 1.0]
   """
   _check_finite("init_value", init_value)
   boundaries = sorted(boundaries_and_values)
@@ -146,6 +166,11 @@ def join(schedules: Sequence[optax.Schedule], boundaries: Sequence[int]) -> opta
   Raises:
     ValueError: unless ``len(boundaries) == len(schedules) - 1`` and the boundaries are
       strictly increasing positive integers.
+
+  Example:
+    >>> lr = join([linear(0.0, 0.1, 10), constant(0.1)], boundaries=[10])
+    >>> [round(float(lr(n)), 3) for n in (0, 5, 10, 50)]
+    [0.0, 0.05, 0.1, 0.1]
   """
   if len(boundaries) != len(schedules) - 1:
     raise ValueError(

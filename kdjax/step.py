@@ -290,16 +290,24 @@ def make_train_step(student: networks.Network | nn.Module,
     ValueError: at build time for teacher features requested from cached logits, clashing
       metric names, or bad aux heads.
 
-  Example::
-
-    obj = objective.Objective((objective.term("ce", 0.1),
-                               objective.term("kd", 0.9, temperature=4.0)))
-    opt = optax.sgd(0.1, momentum=0.9)
-    state = create_train_state(student_module, student_variables, opt, jax.random.key(0))
-    step = jax.jit(make_train_step(student_module, obj, opt, teacher=teacher_module),
-                   donate_argnums=0)
-    for batch in batches:
-      state, metrics = step(state, teacher_variables, batch)
+  Example:
+    >>> from kdjax import models, objective
+    >>> from kdjax.state import create_train_state
+    >>> teacher, student = models.get("mlp", 10), models.get("mlp_tiny", 10)
+    >>> images = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
+    >>> batch = {"image": images, "label": jnp.arange(8)}
+    >>> teacher_vars = teacher.init(jax.random.key(1), images, train=False)  # a trained one
+    >>> obj = objective.Objective((objective.term("ce", 0.1),
+    ...                            objective.term("kd", 0.9, temperature=4.0)))
+    >>> opt = optax.sgd(0.1, momentum=0.9)
+    >>> state = create_train_state(student, student.init(jax.random.key(2), images, train=False),
+    ...                            opt, jax.random.key(3))
+    >>> step = jax.jit(make_train_step(student, obj, opt, teacher=teacher), donate_argnums=0)
+    >>> for _ in range(3):  # one batch per step, normally from kdjax.data.train_iterator
+    ...   state, metrics = step(state, teacher_vars, batch)
+    >>> int(state.step), sorted(metrics)
+    (3, ['accuracy', 'agreement', 'grad_norm', 'kd/temperature', 'kl_teacher_student', 'loss',
+         'loss/ce', 'loss/kd', 'weight/ce', 'weight/kd'])
   """
   teacher_forward = make_teacher_forward(teacher, features=objective.teacher_features,
                                          dtype=teacher_dtype)
@@ -337,6 +345,20 @@ def make_eval_step(student: networks.Network | nn.Module,
 
   Returns:
     The eval step.
+
+  Example:
+    >>> from kdjax import models
+    >>> from kdjax.state import create_train_state
+    >>> teacher, student = models.get("mlp", 10), models.get("mlp_tiny", 10)
+    >>> images = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
+    >>> teacher_vars = teacher.init(jax.random.key(1), images, train=False)
+    >>> state = create_train_state(student, student.init(jax.random.key(2), images, train=False),
+    ...                            optax.sgd(0.1), jax.random.key(3))
+    >>> eval_step = jax.jit(make_eval_step(student, teacher=teacher))
+    >>> batch = {"image": images, "label": jnp.arange(8), "mask": jnp.arange(8) < 6}
+    >>> metrics = eval_step(state, teacher_vars, batch)  # padding (mask False) is left out
+    >>> sorted(metrics), float(metrics["count"])
+    (['accuracy', 'agreement', 'count', 'kl_teacher_student', 'loss/ce'], 6.0)
   """
   student = networks.as_network(student)
   teacher_forward = make_teacher_forward(teacher, dtype=teacher_dtype)

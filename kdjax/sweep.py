@@ -6,15 +6,25 @@ the same batches. The teacher runs once per step, outside the vmap, and its outp
 shared: a sweep of N students costs one teacher forward plus N student steps, batched into
 the same kernels.
 
-Example::
+Example: three students, one temperature each, in one compiled program.
 
-  obj = objective.Objective((objective.term("kd", temperature=4.0),))
-  states = stack_states([
-      create_train_state(student, variables[i], opt, jax.random.key(i),
-                         hparams=obj.overrides({"kd/temperature": t}))
-      for i, t in enumerate((2.0, 4.0, 8.0))])
-  step = jax.jit(make_sweep_train_step(student, obj, opt, teacher=teacher))
-  states, metrics = step(states, teacher_vars, batch)  # metrics["loss"]: [3]
+  >>> from kdjax import models, objective
+  >>> from kdjax.state import create_train_state
+  >>> teacher, student = models.get("mlp", 10), models.get("mlp_tiny", 10)
+  >>> images = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
+  >>> teacher_vars = teacher.init(jax.random.key(1), images, train=False)
+  >>> obj = objective.Objective((objective.term("kd", temperature=4.0),))
+  >>> opt = optax.adam(1e-3)
+  >>> states = stack_states([
+  ...     create_train_state(student, student.init(jax.random.key(i), images, train=False),
+  ...                        opt, jax.random.key(i), hparams=obj.overrides({"kd/temperature": t}))
+  ...     for i, t in enumerate((2.0, 4.0, 8.0))])
+  >>> step = jax.jit(make_sweep_train_step(student, obj, opt, teacher=teacher))
+  >>> states, metrics = step(states, teacher_vars, {"image": images})
+  >>> metrics["loss"].shape, metrics["kd/temperature"].tolist()
+  ((3,), [2.0, 4.0, 8.0])
+  >>> [int(s.step) for s in unstack_states(states)]
+  [1, 1, 1]
 """
 
 from collections.abc import Mapping, Sequence

@@ -6,12 +6,27 @@ teacher forward in every step: a step built with ``teacher=None`` reads
 ``batch["teacher_logits"]`` and costs a student step alone. Never cache when teacher and
 student must see the same random view (function matching, crop/flip/mixup augmentation).
 
-Example::
-
-  cache = compute_teacher_logits(teacher, teacher_vars, eval_batches, num_examples)
-  step = jax.jit(make_train_step(student, obj, opt))  # no teacher: reads the cache
-  for batch in batches:
-    state, metrics = step(state, None, add_teacher_logits(batch, cache))
+Example:
+  >>> from kdjax import models, objective
+  >>> from kdjax.state import create_train_state
+  >>> from kdjax.step import make_train_step
+  >>> teacher, student = models.get("mlp", 10), models.get("mlp_tiny", 10)
+  >>> images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+  >>> teacher_vars = teacher.init(jax.random.key(1), images, train=False)
+  >>> # Batches carry each example's index, as kdjax.data's batches do.
+  >>> batches = [{"image": images[i:i + 8], "index": np.arange(i, i + 8)} for i in (0, 8)]
+  >>> cache = compute_teacher_logits(teacher, teacher_vars, batches, num_examples=16)
+  >>> cache.shape
+  (16, 10)
+  >>> obj = objective.Objective((objective.term("kd", temperature=4.0),))
+  >>> opt = optax.adam(1e-3)
+  >>> state = create_train_state(student, student.init(jax.random.key(2), images, train=False),
+  ...                            opt, jax.random.key(3))
+  >>> step = jax.jit(make_train_step(student, obj, opt))  # no teacher: reads the cache
+  >>> for batch in batches:
+  ...   state, metrics = step(state, None, add_teacher_logits(batch, cache))
+  >>> int(state.step)
+  2
 """
 
 from collections.abc import Iterable, Sequence

@@ -54,7 +54,6 @@ from kdjax import initializers
 from kdjax import methods
 from kdjax import metric_writers
 from kdjax import models
-from kdjax import networks
 from kdjax import optimizers
 from kdjax import parallel
 from kdjax import state as state_lib
@@ -165,13 +164,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
       if (stage.num_seeds or config.num_seeds) > (source.num_seeds or config.num_seeds):
         raise ValueError(f"{where} trains more seeds than init_from={stage.init_from!r} did: "
                          f"each seed starts from the same seed of that stage.")
-    # Builds the objective once, so loss-config errors surface before any training.
+    # Builds the optimizer and the objective once, so their errors surface before training.
     try:
       optimizers.optimizer(stage.optimizer, stage.num_steps)
+    except ValueError as error:
+      raise ValueError(f"{where}: {error}") from error
+    try:
       if stage.method != "fitnets":
         method.build(stage.loss, stage.num_steps, {})
     except ValueError as error:
-      raise ValueError(f"{where}: {error}") from error
+      raise ValueError(f"{where}.loss: {error}") from error
     earlier.append(name)
 
 
@@ -388,7 +390,8 @@ class _StopRequests:
   checkpoint and raises ``Preempted`` (saving inside a handler could interrupt a save in
   progress). A second SIGINT raises ``KeyboardInterrupt`` at once, for a user who does not
   want to wait. Handlers can only be installed from the main thread; elsewhere signals keep
-  their previous behaviour.
+  their previous behaviour. On several processes each must receive the signal, as job
+  schedulers send it to every task of a job: the checkpoint is a collective save.
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -573,9 +576,9 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
         teacher_modules, teacher_vars, run.eval_batches("train"), info.num_train)
     bad = ~np.isfinite(cache).reshape(len(cache), -1).all(axis=1)
     if bad.any():
-      raise ValueError(f"stage {name}: the teachers {', '.join(stage.teachers)} give non-finite "
-                       f"logits for {bad.sum()} of {len(cache)} training examples (the first: "
-                       f"example {np.flatnonzero(bad)[0]}); they cannot teach.")
+      raise ValueError(f"stage {name}: the logits of its teachers ({', '.join(stage.teachers)}) "
+                       f"are not finite on {bad.sum()} of {len(cache)} training examples (the "
+                       f"first: example {np.flatnonzero(bad)[0]}); they cannot teach.")
     _report(f"stage {name}: cached the teacher logits of {info.num_train} examples in "
             f"{time.perf_counter() - start:.1f}s")
 
@@ -598,18 +601,22 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   progress = {"best_accuracy": [-1.0] * num_seeds, "best_step": [0] * num_seeds,
               "curve": {"step": [], "accuracy": []}, "nonfinite_steps": [0] * num_seeds}
 
-  def unreadable(step: int, error: Exception) -> None:
+  unreadable = []
+
+  def report_unreadable(step: int, error: Exception) -> None:
+    unreadable.append(step)
     reason = (str(error).strip().splitlines() or [""])[0][:160]
     _report(f"stage {name}: the checkpoint at step {step} is unreadable "
-            f"({type(error).__name__}: {reason}); it is set aside in "
-            f"{ckpts.unreadable_directory} and the previous checkpoint is tried")
+            f"({type(error).__name__}: {reason}); trying the previous one")
 
-  restored = ckpts.restore_latest(states, on_unreadable=unreadable)
+  restored = ckpts.restore_latest(states, on_unreadable=report_unreadable)
   if restored is not None:
     step, states, saved = restored
     iterator.set_state(saved["iterator"])
     progress = saved["progress"]
-    _report(f"stage {name}: resumed from the checkpoint at step {step}")
+    kept = (f" (unreadable checkpoints are kept in {ckpts.unreadable_directory})"
+            if unreadable else "")
+    _report(f"stage {name}: resumed from the checkpoint at step {step}{kept}")
   else:
     step = 0
   _rewind_metrics(directory, step)
@@ -633,7 +640,8 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     if host.count.any():
       first = int(host.first_step[host.count > 0].min())
       culprits = [i for i in range(num_seeds) if host.count[i] and host.first_step[i] == first]
-      terms = ", ".join(n for n, bad in zip(names, host.first_terms[culprits[0]]) if bad)
+      terms = ", ".join(n for n, bad in zip(names, host.first_terms[culprits[0]], strict=True)
+                        if bad)
       where = (f"step {first} in {terms} (seed{'s' if len(culprits) > 1 else ''} "
                f"{', '.join(str(seeds[i]) for i in culprits)})")
       if config.nonfinite == "stop":
@@ -666,10 +674,10 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
         check_health(step)
         if step and ckpts.latest_step() != step:
           save(step)
-        saved = (f"its checkpoint at step {step} is saved" if ckpts.latest_step() == step
-                 else "nothing was saved yet")
+        kept = (f"its checkpoint at step {step} is saved" if ckpts.latest_step() == step
+                else "nothing was saved yet")
         raise Preempted(stop.signum, f"{stop.name} received: stopped stage {name!r} at step "
-                        f"{step} of {num_steps}; {saved}. Run the same command again to "
+                        f"{step} of {num_steps}; {kept}. Run the same command again to "
                         f"resume.")
       batch = next(iterator)
       if cache is not None:

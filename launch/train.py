@@ -36,11 +36,18 @@ def _one_line(text: str) -> str:
   return " ".join(str(text).split())
 
 
+def _load_error(error: OSError) -> str:
+  # config_flags defers a config file's loading error (an IOError) to the config's first use.
+  return f"error: cannot load --config: {_one_line(error.__cause__ or error)}"
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a ``--config.*`` override of an unknown field in one line."""
+  """absl's flag parsing, with the errors of ``--config`` and its overrides in one line."""
   try:
     return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError) as error:
+  except OSError as error:  # an override of a config file that failed to load
+    sys.exit(_load_error(error))
+  except (AttributeError, KeyError) as error:  # an override of a field the config lacks
     while error.args and isinstance(error.args[0], BaseException):
       error = error.args[0]
     message = _one_line(error.args[0] if error.args else error)
@@ -57,9 +64,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # the trainer reports progress itself
   config = _CONFIG.value
   try:
-    config.lock()  # config_flags defers a config file's loading error to the first use
+    config.lock()  # locked already (lock_config=True); a config that failed to load says why
   except OSError as error:
-    sys.exit(f"error: cannot load --config: {_one_line(error.__cause__ or error)}")
+    sys.exit(_load_error(error))
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value)
   except trainer.Preempted as stopped:

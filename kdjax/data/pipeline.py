@@ -325,10 +325,16 @@ def train_iterator(
     FileNotFoundError: if the dataset is missing from ``data_dir`` and ``download`` is off.
 
   Example:
-    >>> it = train_iterator("digits", data_dir=tmp_dir, batch_size=32, seed=0,
-    ...                     augmentation="crop_flip")  # doctest: +SKIP
-    >>> next(it)["image"].shape  # doctest: +SKIP
-    (32, 8, 8, 1)
+    >>> # The bundled digits are prepared in default_data_dir() on first use.
+    >>> it = train_iterator("digits", batch_size=32, seed=0, augmentation="crop_flip")
+    >>> batch = next(it)
+    >>> batch["image"].shape, batch["label"].shape, batch["index"].shape
+    ((32, 8, 8, 1), (32,), (32,))
+    >>> checkpoint = it.get_state()
+    >>> upcoming = next(it)["index"]
+    >>> it.set_state(checkpoint)  # a restored iterator resumes at the same batch
+    >>> bool((next(it)["index"] == upcoming).all())
+    True
   """
   if augmentation not in AUGMENTATIONS:
     raise ValueError(f"Unknown {augmentation=}; choose from {', '.join(AUGMENTATIONS)}.")
@@ -401,6 +407,11 @@ def eval_batches(
   Raises:
     ValueError: for an unknown dataset or split, an empty split, or non-positive sizes.
     FileNotFoundError: if the dataset is missing from ``data_dir`` and ``download`` is off.
+
+  Example:
+    >>> batches = list(eval_batches("digits", batch_size=256))
+    >>> [int(b["mask"].sum()) for b in batches]  # 360 test images; the last batch is padded
+    [256, 104]
   """
   _check_positive(batch_size=batch_size)
   process_index, process_count = _process(process_index, process_count)

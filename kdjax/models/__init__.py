@@ -17,13 +17,19 @@ returns float32 logits ``[B, num_classes]``. All share:
   the vector fed to the head. See each family's module docstring.
 
 Example:
+  >>> import functools
   >>> import jax, jax.numpy as jnp
   >>> from kdjax import models
   >>> model = models.get("resnet8", num_classes=10)
   >>> x = jnp.zeros((2, 32, 32, 3))
-  >>> variables = model.init(jax.random.key(0), x, train=False)
-  >>> logits, state = model.apply(variables, x, train=True,
-  ...                             mutable=["batch_stats", "intermediates"])
+  >>> # jax.eval_shape runs init and apply on shapes only; call them directly for arrays.
+  >>> variables = jax.eval_shape(functools.partial(model.init, train=False),
+  ...                            jax.random.key(0), x)
+  >>> sum(p.size for p in jax.tree.leaves(variables["params"]))
+  78042
+  >>> logits, state = jax.eval_shape(
+  ...     functools.partial(model.apply, train=True, mutable=["batch_stats", "intermediates"]),
+  ...     variables, x)
   >>> sorted(state["intermediates"]) == sorted(model.feature_names)
   True
 """

@@ -53,12 +53,18 @@ class ResNet(nn.Module):
   """CIFAR ResNet of depth 6n+2 with three stages of n BasicBlocks.
 
   Example:
+    >>> import functools
     >>> import jax, jax.numpy as jnp
     >>> model = ResNet(num_classes=10, depth=20)
     >>> x = jnp.zeros((2, 32, 32, 3))
-    >>> variables = model.init(jax.random.key(0), x, train=False)
-    >>> logits, state = model.apply(variables, x, train=True,
-    ...                             mutable=["batch_stats", "intermediates"])
+    >>> # jax.eval_shape runs init and apply on shapes only; call them directly for arrays.
+    >>> variables = jax.eval_shape(functools.partial(model.init, train=False),
+    ...                            jax.random.key(0), x)
+    >>> sum(p.size for p in jax.tree.leaves(variables["params"]))
+    272474
+    >>> logits, state = jax.eval_shape(
+    ...     functools.partial(model.apply, train=True, mutable=["batch_stats", "intermediates"]),
+    ...     variables, x)
     >>> logits.shape, state["intermediates"]["stage3"][0].shape
     ((2, 10), (2, 8, 8, 64))
 

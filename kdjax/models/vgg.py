@@ -32,11 +32,14 @@ class VGG(nn.Module):
   """CIFAR VGG with BatchNorm and a single-layer classifier.
 
   Example:
+    >>> import functools
     >>> import jax, jax.numpy as jnp
     >>> model = VGG(num_classes=100, blocks=((64,), (128,), (256,), (512,), (512,)))
     >>> x = jnp.zeros((2, 32, 32, 3))
-    >>> variables = model.init(jax.random.key(0), x, train=False)
-    >>> model.apply(variables, x, train=False).shape
+    >>> # jax.eval_shape runs init and apply on shapes only; call them directly for arrays.
+    >>> variables = jax.eval_shape(functools.partial(model.init, train=False),
+    ...                            jax.random.key(0), x)
+    >>> jax.eval_shape(functools.partial(model.apply, train=False), variables, x).shape
     (2, 100)
 
   Attributes:

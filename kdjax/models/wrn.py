@@ -60,11 +60,16 @@ class WideResNet(nn.Module):
   """Pre-activation Wide ResNet WRN-depth-widen_factor for CIFAR.
 
   Example:
+    >>> import functools
     >>> import jax, jax.numpy as jnp
     >>> model = WideResNet(num_classes=100, depth=16, widen_factor=2)
     >>> x = jnp.zeros((2, 32, 32, 3))
-    >>> variables = model.init(jax.random.key(0), x, train=False)
-    >>> model.apply(variables, x, train=False).shape
+    >>> # jax.eval_shape runs init and apply on shapes only; call them directly for arrays.
+    >>> variables = jax.eval_shape(functools.partial(model.init, train=False),
+    ...                            jax.random.key(0), x)
+    >>> sum(p.size for p in jax.tree.leaves(variables["params"]))  # wrn_16_2
+    703284
+    >>> jax.eval_shape(functools.partial(model.apply, train=False), variables, x).shape
     (2, 100)
 
   Attributes:

@@ -1,0 +1,690 @@
+"""Fault-injection tests: crashes, preemption, corruption, numerical failure and bad input.
+
+The training binary runs tests/reliability_config.py (two tiny stages on digits) in
+subprocesses that the tests kill with SIGKILL, stop with SIGTERM or SIGINT, or whose
+checkpoints they damage, at moments found by watching the workdir (a checkpoint or export
+being written, a metric line logged, a stage starting). Each interrupted run is started
+again with the same command until it completes, and must then match an uninterrupted run
+bit for bit: result.json (curves included), every export's parameter hash, metrics.jsonl
+(less its timings) and summary.md. The uninterrupted reference runs in the background
+while the interrupted runs go on, and every subprocess shares one compilation cache.
+"""
+
+import concurrent.futures
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import base
+from kdjax import checkpoints
+from kdjax import data
+from kdjax import losses
+from kdjax import metric_writers
+from kdjax import models
+from kdjax import objective
+from kdjax import state as state_lib
+from kdjax import step as step_lib
+from kdjax import sweep
+from kdjax import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "tests", "reliability_config.py")
+SEEDS = {"teacher": 1, "kd": 2}  # the stages of the config, with their seed counts
+TIMEOUT = 240  # seconds a launch may take before the test gives up on it
+_TMP = "*.orbax-checkpoint-tmp*"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("tfds"))
+  data.dataset_info("digits", data_dir=directory)  # prepared once, before any subprocess
+  return directory
+
+
+class _Binary:
+  """Launches ``python -m launch.train`` on the reliability config, its output to a file."""
+
+  def __init__(self, data_dir: str, cache_dir: str, logs_dir: str):
+    self._flags = [f"--config.dataset.data_dir={data_dir}",
+                   f"--config.compilation_cache_dir={cache_dir}"]
+    self._logs_dir = logs_dir
+
+  def start(self, workdir: str, *overrides: str,
+            config: str = CONFIG) -> tuple[subprocess.Popen, str]:
+    descriptor, log = tempfile.mkstemp(suffix=".log", dir=self._logs_dir)  # thread-safe
+    with os.fdopen(descriptor, "w") as out:
+      process = subprocess.Popen(
+          [sys.executable, "-m", "launch.train", f"--config={config}", *self._flags,
+           f"--workdir={workdir}", *overrides],
+          cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return process, log
+
+  def run(self, workdir: str, *overrides: str, until=None,
+          signum: int = signal.SIGKILL) -> tuple[int, str]:
+    """Runs to the end, or sends ``signum`` as soon as ``until(launch_time)`` holds.
+
+    Returns:
+      The exit code (``-signum`` when the signal killed it) and the output.
+    """
+    launched = time.time()
+    process, log = self.start(workdir, *overrides)
+    deadline = time.monotonic() + TIMEOUT
+    while until is not None and process.poll() is None and time.monotonic() < deadline:
+      if until(launched):
+        process.send_signal(signum)
+        break
+      time.sleep(0.001)
+    returncode = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    with open(log) as f:
+      return returncode, f.read()
+
+
+@pytest.fixture(scope="module")
+def binary(data_dir, tmp_path_factory):
+  return _Binary(data_dir, str(tmp_path_factory.mktemp("jax_cache")),
+                 str(tmp_path_factory.mktemp("logs")))
+
+
+@pytest.fixture(scope="module")
+def reference(binary, tmp_path_factory):
+  """The uninterrupted run, started at once in the background; call it for its workdir."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  process, log = binary.start(workdir)
+
+  def finished() -> str:
+    assert process.wait(timeout=TIMEOUT) == 0, open(log).read()
+    return workdir
+
+  yield finished
+  if process.poll() is None:
+    process.kill()
+    process.wait()
+
+
+# -- what the tests watch for ---------------------------------------------------------------
+
+
+def _fresh(pattern: str):
+  """Holds once a path matching ``pattern`` was written since the launch (leftovers of a
+  killed launch are older)."""
+  def written(launched: float) -> bool:
+    for path in glob.glob(pattern):
+      try:
+        if os.stat(path).st_mtime >= launched:
+          return True
+      except FileNotFoundError:  # renamed or removed between glob and stat
+        continue
+    return False
+  return written
+
+
+def _logged(workdir: str, stage: str, step: int):
+  """Holds once this launch logged metrics at ``step`` or later in ``stage``."""
+  path = os.path.join(trainer.stage_dir(workdir, stage), trainer.METRICS_FILE)
+
+  def logged(launched: float) -> bool:
+    if not os.path.exists(path) or os.stat(path).st_mtime < launched:
+      return False
+    records = metric_writers.read_jsonl(path)
+    return bool(records) and records[-1]["step"] >= step
+  return logged
+
+
+def _checkpoint_steps(workdir: str, stage: str) -> list[int]:
+  directory = os.path.join(trainer.stage_dir(workdir, stage), "checkpoints")
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def _outcome(workdir: str) -> dict[str, object]:
+  """Everything a run leaves that must not depend on interruptions."""
+  out = {"summary": open(os.path.join(workdir, "summary.md")).read()}
+  for stage, num_seeds in SEEDS.items():
+    directory = trainer.stage_dir(workdir, stage)
+    out[f"{stage}/result"] = json.load(open(os.path.join(directory, trainer.RESULT_FILE)))
+    out[f"{stage}/metrics"] = [
+        {k: v for k, v in r.items() if k != "images_per_second"}
+        for r in metric_writers.read_jsonl(os.path.join(directory, trainer.METRICS_FILE))]
+    for seed in range(num_seeds):
+      for kind in ("best", "last"):
+        out[f"{stage}/{seed}/{kind}"] = checkpoints.read_provenance(
+            trainer.export_dir(workdir, stage, seed, kind))
+  return out
+
+
+def _assert_same_outcome(workdir: str, reference_workdir: str) -> None:
+  got, want = _outcome(workdir), _outcome(reference_workdir)
+  assert got.keys() == want.keys()
+  for key in want:
+    assert got[key] == want[key], key
+  assert not glob.glob(os.path.join(workdir, "**", _TMP), recursive=True)
+
+
+# -- crashes, preemption, corruption -------------------------------------------------------
+
+
+def _kill_at_six_moments(binary: _Binary, workdir: str) -> list[str]:
+  """SIGKILLs a run at six moments, restarting it each time, then lets it finish.
+
+  Returns:
+    A line per kill: the moment, and whether it left a half-written checkpoint behind.
+  """
+  stage = lambda name: trainer.stage_dir(workdir, name)
+  kill_points = [
+      ("teacher: during a checkpoint save", _fresh(f"{stage('teacher')}/checkpoints/{_TMP}")),
+      ("teacher: between two checkpoints", _logged(workdir, "teacher", 13)),
+      ("teacher: during an export", _fresh(f"{stage('teacher')}/export/*/*/{_TMP}")),
+      ("kd: while loading and caching its teacher", _fresh(f"{stage('kd')}/stage_config.json")),
+      ("kd: during a checkpoint save", _fresh(f"{stage('kd')}/checkpoints/{_TMP}")),
+      ("kd: after an export of the last network, before result.json",
+       _fresh(f"{stage('kd')}/export/seed0/last/{checkpoints.PROVENANCE_FILE}")),
+  ]
+  report = []
+  for moment, condition in kill_points:
+    returncode, output = binary.run(workdir, until=condition)
+    assert returncode == -signal.SIGKILL, f"{moment}: the run was not killed:\n{output}"
+    assert not os.path.exists(os.path.join(workdir, "summary.md")), moment
+    leftovers = glob.glob(os.path.join(workdir, "stages", "*", "checkpoints", _TMP))
+    report.append(f"{moment}: killed{', a checkpoint half-written' if leftovers else ''}")
+  assert any(line.endswith("half-written") for line in report), report
+  returncode, output = binary.run(workdir)
+  assert returncode == 0, output
+  assert "stage teacher: complete, reusing" in output
+  return report
+
+
+def _preempt_twice_and_corrupt(binary: _Binary, workdir: str) -> list[str]:
+  """SIGTERMs a run in its first stage, SIGINTs it in its second, truncates its latest
+  checkpoint, then lets it finish.
+
+  Returns:
+    A line per interruption.
+  """
+  returncode, output = binary.run(workdir, until=_logged(workdir, "teacher", 7),
+                                  signum=signal.SIGTERM)
+  assert returncode == 128 + signal.SIGTERM, output
+  stopped = [line for line in output.splitlines() if line.startswith("stopped:")]
+  assert len(stopped) == 1 and "Traceback" not in output, output
+  step = int(stopped[0].split(" at step ")[1].split()[0])
+  assert (f"SIGTERM received: stopped stage 'teacher' at step {step} of 30; its checkpoint "
+          f"at step {step} is saved") in stopped[0]
+  assert _checkpoint_steps(workdir, "teacher")[-1] == step
+  report = [f"teacher: SIGTERM, exit code {returncode}, checkpoint at step {step}"]
+
+  returncode, output = binary.run(workdir, until=_logged(workdir, "kd", 12),
+                                  signum=signal.SIGINT)
+  assert returncode == 128 + signal.SIGINT, output
+  assert "stopped: SIGINT received: stopped stage 'kd'" in output
+  steps = _checkpoint_steps(workdir, "kd")
+  assert len(steps) == 2 and steps[-1] >= 12
+  report.append(f"kd: SIGINT, exit code {returncode}, checkpoint at step {steps[-1]}")
+
+  # Truncates every file of the latest checkpoint: the resumed run falls back to the other.
+  checkpoint_dir = os.path.join(trainer.stage_dir(workdir, "kd"), "checkpoints")
+  for root, _, files in os.walk(os.path.join(checkpoint_dir, str(steps[-1]))):
+    for name in files:
+      path = os.path.join(root, name)
+      os.truncate(path, os.path.getsize(path) // 2)
+  returncode, output = binary.run(workdir)
+  assert returncode == 0, output
+  assert f"stage kd: the checkpoint at step {steps[-1]} is unreadable" in output
+  assert f"stage kd: resumed from the checkpoint at step {steps[0]}" in output
+  assert os.listdir(checkpoint_dir + checkpoints.UNREADABLE_SUFFIX) == [str(steps[-1])]
+  report.append(f"kd: checkpoint at step {steps[-1]} truncated, resumed from step {steps[0]}")
+  return report
+
+
+@pytest.fixture(scope="module")
+def interrupted(binary, reference, tmp_path_factory):
+  """Both fault campaigns, run side by side (and beside the reference run) on 2 cores."""
+  campaigns = {"killed": _kill_at_six_moments, "preempted": _preempt_twice_and_corrupt}
+  with concurrent.futures.ThreadPoolExecutor(len(campaigns)) as pool:
+    workdirs = {name: str(tmp_path_factory.mktemp(name)) for name in campaigns}
+    futures = {name: pool.submit(run, binary, workdirs[name]) for name, run in campaigns.items()}
+    concurrent.futures.wait(futures.values())
+  return {name: (workdirs[name], futures[name]) for name in campaigns}
+
+
+@pytest.mark.parametrize("campaign", ["killed", "preempted"])
+def test_interrupted_run_resumes_to_the_uninterrupted_result(interrupted, reference, campaign,
+                                                             capsys):
+  workdir, future = interrupted[campaign]
+  report = future.result()  # re-raises what failed in the campaign
+  _assert_same_outcome(workdir, reference())
+  with capsys.disabled():  # what was tried, for the CI log
+    print("\n" + "\n".join(f"  {campaign}: {line}" for line in report))
+
+
+def test_checkpoint_with_readable_but_wrong_state_is_refused(tmp_path):
+  ckpts = checkpoints.RunCheckpoints(str(tmp_path / "ckpt"), max_to_keep=3)
+  state = {"w": jnp.arange(6.0), "rng": jax.random.key(0)}
+  for step in (1, 2, 3):
+    ckpts.save(step, {"w": state["w"] * step, "rng": state["rng"]}, {"i": step})
+  # Files that load without error but hold other values: step 1's arrays in step 3.
+  shutil.rmtree(tmp_path / "ckpt" / "3" / "state")
+  shutil.copytree(tmp_path / "ckpt" / "1" / "state", tmp_path / "ckpt" / "3" / "state")
+  errors = []
+  step, restored, record = checkpoints.RunCheckpoints(str(tmp_path / "ckpt")).restore_latest(
+      state, on_unreadable=lambda s, e: errors.append((s, str(e))))
+  assert errors == [(3, "the restored state does not hash to the state_sha256 saved with it")]
+  assert (step, record) == (2, {"i": 2})
+  np.testing.assert_array_equal(restored["w"], state["w"] * 2)
+
+
+def test_unreadable_checkpoint_is_set_aside_and_its_step_saved_again(tmp_path):
+  ckpts = checkpoints.RunCheckpoints(str(tmp_path / "ckpt"))
+  ckpts.save(1, {"w": jnp.ones(3)}, {"i": 1})
+  ckpts.save(2, {"w": jnp.ones(3) * 2}, {"i": 2})
+  for path in glob.glob(str(tmp_path / "ckpt" / "2" / "**" / "*"), recursive=True):
+    if os.path.isfile(path):
+      os.truncate(path, 0)
+  ckpts = checkpoints.RunCheckpoints(str(tmp_path / "ckpt"))
+  step, _, record = ckpts.restore_latest({"w": jnp.zeros(3)})
+  assert (step, record) == (1, {"i": 1})
+  assert os.listdir(ckpts.unreadable_directory) == ["2"]
+  ckpts.save(2, {"w": jnp.ones(3) * 2}, {"i": 2})  # the resumed run reaches step 2 again
+  assert ckpts.steps() == [1, 2]
+
+
+def test_killed_export_reads_as_missing_and_is_redone(tmp_path):
+  variables = {"params": {"w": jnp.ones(3)}}
+  directory = str(tmp_path / "export")
+  checkpoints.export_network(directory, variables, {"model": "mlp"})
+  # What a kill during the next export leaves: no record, a half-written variables dir.
+  os.remove(os.path.join(directory, checkpoints.PROVENANCE_FILE))
+  os.makedirs(os.path.join(directory, "variables.orbax-checkpoint-tmp"))
+  with pytest.raises(FileNotFoundError, match="no exported network"):
+    checkpoints.load_network(directory, variables, {"model": "mlp"})
+  checkpoints.export_network(directory, variables, {"model": "mlp"})
+  assert not glob.glob(os.path.join(directory, _TMP))
+  checkpoints.load_network(directory, variables, {"model": "mlp"})
+
+
+def test_metrics_are_cut_back_to_the_step_training_resumes_from(tmp_path):
+  path = tmp_path / trainer.METRICS_FILE
+  lines = [json.dumps({"step": s, "split": "train", "loss": 1.0}) + "\n" for s in (5, 10, 15)]
+  path.write_text("".join(lines) + '{"step": 16, "spl')  # the last line cut by a kill
+  trainer._rewind_metrics(str(tmp_path), 10)
+  assert path.read_text() == "".join(lines[:2])
+
+
+# -- numerical failure ---------------------------------------------------------------------
+
+
+def _export_teacher(directory: str, scale: float) -> None:
+  """Exports an mlp_tiny teacher for digits with its variables multiplied by ``scale``."""
+  module = models.get("mlp_tiny", 10)
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+  checkpoints.export_network(directory, jax.tree.map(lambda x: x * scale, variables),
+                             {"model": "mlp_tiny", "num_classes": 10, "dataset": "digits"})
+
+
+def _external_teacher_config(data_dir: str, teacher_dir: str) -> ml_collections.ConfigDict:
+  """One 6-step KD stage from the export in ``teacher_dir``, logged every 2 steps."""
+  config = base.get_config()
+  config.dataset.data_dir = data_dir
+  config.dataset.batch_size = 32
+  config.dataset.eval_batch_size = 360
+  config.num_seeds = 1
+  config.eval_every_steps = 6
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 3
+  config.progress_bar = False
+  config.compilation_cache_dir = ""
+  config.teacher_dirs.external = ml_collections.ConfigDict(
+      {"directory": teacher_dir, "model": "mlp_tiny"})
+  config.stages = base.stages()
+  config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=6,
+                                cache_teacher=False)
+  return config
+
+
+@pytest.fixture(scope="module")
+def overflowing_teacher(tmp_path_factory):
+  """Finite parameters (×1e30) whose logits overflow to ±inf on every input."""
+  directory = str(tmp_path_factory.mktemp("overflowing_teacher"))
+  _export_teacher(directory, 1e30)
+  return directory
+
+
+def test_nonfinite_teacher_outputs_stop_training_naming_step_and_terms(
+    data_dir, overflowing_teacher, tmp_path):
+  config = _external_teacher_config(data_dir, overflowing_teacher)
+  with pytest.raises(FloatingPointError) as error:
+    trainer.train_and_evaluate(config, str(tmp_path))
+  # Found at the step-2 log, named as step 1: the flags are recorded on the device.
+  assert str(error.value) == (
+      "stage kd: non-finite values at step 1 in teacher_logits, loss, loss/kd, grad_norm, "
+      "student_variables (seed 0); training stopped and no checkpoint was written. Set "
+      "config.nonfinite='skip' to skip such steps instead.")
+  assert _checkpoint_steps(str(tmp_path), "kd") == []
+
+
+def test_nonfinite_steps_are_skipped_and_counted_when_asked(data_dir, overflowing_teacher,
+                                                            tmp_path):
+  config = _external_teacher_config(data_dir, overflowing_teacher)
+  config.nonfinite = "skip"
+  result, = trainer.train_and_evaluate(config, str(tmp_path))
+  assert result["nonfinite_steps"] == [6]
+  records = metric_writers.read_jsonl(
+      os.path.join(trainer.stage_dir(str(tmp_path), "kd"), trainer.METRICS_FILE))
+  assert [r["nonfinite_steps"] for r in records if r["split"] == "train"] == [2, 4, 6]
+  # Every update was skipped: the student leaves as it started.
+  module = models.get("mlp_tiny", 10)
+  initial = module.init(jax.random.fold_in(jax.random.key(config.seed), 1),
+                        jnp.zeros((1, 8, 8, 1)), train=False)
+  exported = checkpoints.read_provenance(trainer.export_dir(str(tmp_path), "kd", 0, "last"))
+  assert exported["parameter_hash"] == checkpoints.parameter_hash(initial)
+
+
+def test_nonfinite_cached_teacher_logits_are_refused_before_training(
+    data_dir, overflowing_teacher, tmp_path):
+  config = _external_teacher_config(data_dir, overflowing_teacher)
+  config.stages.kd.cache_teacher = True
+  with pytest.raises(ValueError, match=r"stage kd: the logits of its teachers \(external\) are "
+                     r"not finite on 1437 of 1437 training examples \(the first: example 0\)"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_guarded_step_flags_a_bad_batch_without_a_host_sync(skip):
+  module = models.get("mlp_tiny", 10)
+  optimizer = optax.sgd(0.1)
+  obj = objective.Objective((objective.term("ce", 1.0),))
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+  states = sweep.stack_states([state_lib.create_train_state(module, variables, optimizer,
+                                                            jax.random.key(1))] * 2)
+  checked = ("loss", "loss/ce", "grad_norm")
+  step = jax.jit(trainer.guarded_train_step(
+      step_lib.make_teacher_forward(None),
+      jax.vmap(step_lib.make_student_update(module, obj, optimizer), in_axes=(0, None, None)),
+      checked, skip=skip))
+  carry = (states, trainer._healthy(2, len(trainer.checked_names(checked))))
+  images = np.random.default_rng(0).normal(size=(3, 8, 8, 8, 1)).astype(np.float32)
+  images[1, 0, 3, 3, 0] = np.nan  # one pixel of one example of the second batch
+  params = []
+  for batch_images in images:
+    carry, _ = step(carry, None, {"image": batch_images, "label": np.arange(8) % 10})
+    params.append(jax.device_get(carry[0].params))
+  health = jax.device_get(carry[1])
+  np.testing.assert_array_equal(health.count, [2, 2] if not skip else [1, 1])
+  np.testing.assert_array_equal(health.first_step, [2, 2])
+  flagged = zip(trainer.checked_names(checked), health.first_terms[0], strict=True)
+  assert [name for name, bad in flagged if bad] == [
+      "loss", "loss/ce", "grad_norm", "student_variables"]
+  np.testing.assert_array_equal(jax.device_get(carry[0].step), [3, 3])
+  if skip:  # the bad batch left the students as they were; the next one trained them
+    jax.tree.map(np.testing.assert_array_equal, params[1], params[0])
+    assert not trainer._nonfinite_leaves(params[2])
+    assert checkpoints.parameter_hash(params[2]) != checkpoints.parameter_hash(params[1])
+  else:
+    assert trainer._nonfinite_leaves(params[2])
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def binary_failures(binary, tmp_path_factory):
+  """The binary's failing launches, started side by side: name -> (exit code, output, workdir)."""
+  root = tmp_path_factory.mktemp("failures")
+  (root / "a_file").write_text("")
+  overflow = ["--config.stages.teacher.optimizer.name=sgd",
+              "--config.stages.teacher.optimizer.learning_rate=300",
+              "--config.stages.teacher.optimizer.schedule=constant",
+              "--config.log_every_steps=5"]
+  launches = {
+      "misspelled config key": ("a", ["--config.stages.kd.loss.temprature=2.0"], CONFIG),
+      "missing config file": ("b", [], os.path.join("configs", "no_such_config.py")),
+      "unwritable workdir": (os.path.join("a_file", "run"), [], CONFIG),
+      "temperature <= 0 (binary)": ("c", ["--config.stages.kd.loss.temperature=-1"], CONFIG),
+      "gradient overflow": ("d", overflow, CONFIG),
+  }
+  started = {name: (binary.start(str(root / workdir), *overrides, config=config),
+                    str(root / workdir))
+             for name, (workdir, overrides, config) in launches.items()}
+  finished = {}
+  for name, ((process, log), workdir) in started.items():
+    returncode = process.wait(timeout=TIMEOUT)
+    finished[name] = (returncode, open(log).read(), workdir)
+  return finished
+
+
+def test_gradient_overflow_stops_the_binary_and_spares_the_checkpoints(binary_failures):
+  returncode, output, workdir = binary_failures["gradient overflow"]
+  assert returncode == 1 and "Traceback" not in output, output
+  last = output.strip().splitlines()[-1]
+  match = re.fullmatch(
+      r"error: stage teacher: non-finite values at step (\d+) in (.*) \(seed 0\); training "
+      r"stopped and the last checkpoint, at step (\d+), predates it and is intact\. Set "
+      r"config\.nonfinite='skip' to skip such steps instead\.", last)
+  assert match, last
+  bad_step, terms, kept = int(match[1]), match[2].split(", "), int(match[3])
+  assert "grad_norm" in terms
+  steps = _checkpoint_steps(workdir, "teacher")
+  assert steps[-1] == kept < bad_step
+  checkpoint_dir = os.path.join(trainer.stage_dir(workdir, "teacher"), "checkpoints")
+  for step in steps:
+    state = ocp.StandardCheckpointer().restore(os.path.join(checkpoint_dir, str(step), "state"))
+    assert not trainer._nonfinite_leaves(state["params"]), step
+  for provenance in glob.glob(os.path.join(trainer.stage_dir(workdir, "teacher"), "export", "*",
+                                           "*", checkpoints.PROVENANCE_FILE)):
+    assert json.load(open(provenance))["step"] < bad_step
+
+
+def _tiny_config(data_dir: str, **edits) -> ml_collections.ConfigDict:
+  config = base.get_config()
+  config.dataset.data_dir = data_dir
+  config.dataset.batch_size = 32
+  config.progress_bar = False
+  config.compilation_cache_dir = ""
+  config.stages = base.stages()
+  config.stages.teacher = base.stage("mlp", "scratch", num_steps=5)
+  config.stages.kd = base.stage("mlp_tiny", "dkp", ("teacher",), num_steps=5)
+  for path, value in edits.items():
+    *parents, field = path.split(".")
+    target = config
+    for parent in parents:
+      target = target[parent]
+    target[field] = value
+  return config
+
+
+def _validate(**edits):
+  return lambda data_dir, tmp_path: trainer.validate(_tiny_config(data_dir, **edits))
+
+
+def _train(**edits):
+  return lambda data_dir, tmp_path: trainer.train_and_evaluate(
+      _tiny_config(data_dir, **edits), str(tmp_path / "run"))
+
+
+def _external_teacher(model: str, scale: float = 1.0, **provenance):
+  """Trains a KD stage from an mlp_tiny export declared as ``model``, with ``provenance``."""
+  def run(data_dir, tmp_path):
+    _export_teacher(str(tmp_path / "teacher"), scale)
+    if provenance:
+      record = checkpoints.read_provenance(str(tmp_path / "teacher"))
+      record.update(provenance)
+      (tmp_path / "teacher" / checkpoints.PROVENANCE_FILE).write_text(json.dumps(record))
+    config = _tiny_config(data_dir)
+    config.teacher_dirs.external = ml_collections.ConfigDict(
+        {"directory": str(tmp_path / "teacher"), "model": model})
+    config.stages = base.stages()
+    config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=5)
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  return run
+
+
+def _teacher_with_other_class_count(data_dir, tmp_path):
+  del data_dir, tmp_path
+  module = models.get("mlp_tiny", 10)
+  obj = objective.Objective((objective.term("kd", 1.0, temperature=4.0),))
+  state = state_lib.create_train_state(
+      module, module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False),
+      optax.sgd(0.1), jax.random.key(1))
+  step_lib.make_train_step(module, obj, optax.sgd(0.1))(
+      state, None, {"image": np.zeros((4, 8, 8, 1), np.float32),
+                    "label": np.zeros(4, np.int32),
+                    "teacher_logits": np.zeros((4, 5), np.float32)})
+
+
+def _missing_teacher_export(data_dir, tmp_path):
+  config = _tiny_config(data_dir)
+  config.teacher_dirs.external = ml_collections.ConfigDict(
+      {"directory": str(tmp_path / "nowhere"), "model": "mlp"})
+  config.stages = base.stages()
+  config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=5)
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _claim_twice(data_dir, tmp_path):
+  record = trainer._stage_record(_tiny_config(data_dir), "kd")
+  trainer._claim_stage_dir(str(tmp_path / "kd"), record)
+  record["stage"]["loss"]["gamma"] = 0.9
+  trainer._claim_stage_dir(str(tmp_path / "kd"), record)
+
+
+def _tampered_export(data_dir, tmp_path):
+  del data_dir
+  variables = {"params": {"w": jnp.ones(3)}}
+  checkpoints.export_network(str(tmp_path / "net"), variables, {"model": "mlp"})
+  record = checkpoints.read_provenance(str(tmp_path / "net"))
+  record["parameter_hash"] = "0" * 64
+  (tmp_path / "net" / checkpoints.PROVENANCE_FILE).write_text(json.dumps(record))
+  checkpoints.load_network(str(tmp_path / "net"), variables, {"model": "mlp"})
+
+
+_BINARY = "binary"  # the case is one of the binary_failures launches, checked by its output
+
+# case -> (how it is made, the exception, a regular expression its message must match).
+BAD_INPUTS = {
+    "student and teacher logits of different shapes": (
+        lambda *_: losses.kd(jnp.zeros((4, 10)), jnp.zeros((4, 5))), ValueError,
+        r"student_logits and teacher_logits must have the same shape; got \(4, 10\) and "
+        r"\(4, 5\)"),
+    "temperature <= 0 (loss function)": (
+        lambda *_: losses.kd(jnp.zeros((4, 10)), jnp.zeros((4, 10)), temperature=0.0),
+        ValueError, r"temperature=0.0 must be finite and > 0"),
+    "temperature <= 0 (config)": (
+        _validate(**{"stages.kd.loss.temperature": 0.0}), ValueError,
+        r"stages.kd.loss: temperature must lie in \(0.0, inf\]; it is 0.0 at step 0"),
+    "temperature <= 0 (binary)": (
+        _BINARY, SystemExit,
+        r"error: stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is -1.0 at step "
+        r"0."),
+    "gamma outside [0, 1]": (
+        _validate(**{"stages.kd.loss.gamma": 1.5}), ValueError,
+        r"stages.kd.loss: gamma must lie in \[0.0, 1.0\]; it is 1.5 at step 0"),
+    "unknown DKP variant": (
+        _validate(**{"stages.kd.loss.dkp_variant": "median"}), ValueError,
+        r"stages.kd.loss: unknown DKP variant 'median'; valid: 'uniform', 'mean', 'tail'"),
+    "unknown method": (
+        _validate(**{"stages.kd.method": "distil"}), ValueError,
+        r"stages.kd.method: unknown method 'distil'"),
+    "unknown model": (
+        _validate(**{"stages.kd.model": "resnet9"}), ValueError,
+        r"stages.kd.model='resnet9' is unknown; valid: .*resnet8"),
+    "labels out of range": (
+        lambda *_: losses.cross_entropy(jnp.zeros((2, 10)), jnp.array([3, 10])), ValueError,
+        r"labels must lie in \[0, 10\); got values in \[3, 10\]"),
+    "teacher and student class counts differ": (
+        _teacher_with_other_class_count, ValueError,
+        r"the teacher has 5 classes but the student has 10"),
+    "teacher trained on another dataset": (
+        _external_teacher("mlp_tiny", dataset="cifar10"), ValueError,
+        r"dataset: found 'cifar10', expected 'digits'"),
+    "teacher checkpoint of another architecture": (
+        _external_teacher("resnet8"), ValueError, r"model: found 'mlp_tiny', expected 'resnet8'"),
+    "teacher export tampered with": (
+        _tampered_export, ValueError, r"fails its integrity check"),
+    "teacher with NaN parameters": (
+        _external_teacher("mlp_tiny", scale=float("nan")), ValueError,
+        r"teacher 'external' in '.*teacher' has non-finite values in "
+        r"\['batch_stats'\]\['bn0'\]\['mean'\], .*; it cannot teach"),
+    "teacher that is neither a stage nor in teacher_dirs": (
+        _validate(**{"stages.kd.teachers": ("ghost",)}), ValueError,
+        r"stages.kd.teachers names 'ghost', which is neither an earlier stage \(\['teacher'\]\) "
+        r"nor a key of config.teacher_dirs"),
+    "missing teacher export": (
+        _missing_teacher_export, FileNotFoundError,
+        r"no exported network in '.*nowhere' \(missing provenance.json\)"),
+    "missing dataset": (
+        lambda data_dir, tmp_path: trainer.train_and_evaluate(
+            _tiny_config(str(tmp_path / "empty"), **{"dataset.name": "cifar10"}),
+            str(tmp_path / "run")), FileNotFoundError,
+        r"Dataset 'cifar10' is not prepared in data_dir='.*empty'"),
+    "unknown dataset": (
+        _train(**{"dataset.name": "imagenet"}), ValueError,
+        r"Unknown dataset name='imagenet'; supported: digits, cifar10, cifar100"),
+    "empty split": (
+        lambda data_dir, tmp_path: data.train_iterator(
+            "digits", data_dir=data_dir, batch_size=8, seed=0, augmentation="none",
+            split="train[:0]"), ValueError, r"split='train\[:0\]' of dataset 'digits' is empty"),
+    "batch size the devices cannot split": (
+        _train(**{"dataset.batch_size": 30}), ValueError,
+        r"dataset.batch_size=30 is not divisible by the 8 devices"),
+    "batch size above the training split": (
+        _train(**{"dataset.batch_size": 2048}), ValueError,
+        r"dataset.batch_size=2048 exceeds the 1437 training examples of 'digits' per process"),
+    "misspelled config key": (
+        _BINARY, SystemExit,
+        r"error: --config.stages.kd.loss.temprature: no such config field 'temprature' "
+        r"Did you mean \"temperature\" instead of \"temprature\"\?"),
+    "missing config file": (
+        _BINARY, SystemExit,
+        r"error: cannot load --config: Failed loading config file .* No such file or "
+        r"directory: 'configs/no_such_config.py'"),
+    "unwritable workdir": (
+        _BINARY, SystemExit, r"error: workdir='.*a_file/run' is not a writable directory: "
+        r"Not a directory."),
+    "workdir holding a run with another config": (
+        _claim_twice, ValueError, r"holds a run with a different config "
+        r"\(stage.loss.gamma: 0.5 → 0.9\)"),
+    "non-positive step count": (
+        _validate(**{"stages.kd.num_steps": 0}), ValueError,
+        r"stages.kd.num_steps=0 must be a positive integer"),
+    "wrong number of teachers": (
+        _validate(**{"stages.kd.teachers": ()}), ValueError,
+        r"stages.kd.teachers=\(\): method 'dkp' takes exactly one teacher"),
+    "init_from a stage that is not earlier": (
+        _validate(**{"stages.kd.init_from": "kd"}), ValueError,
+        r"stages.kd.init_from='kd' must be an earlier stage; earlier: \['teacher'\]"),
+    "learning rate of zero": (
+        _validate(**{"stages.kd.optimizer.learning_rate": 0.0}), ValueError,
+        r"stages.kd: optimizer.learning_rate=0.0 must be finite and > 0"),
+    "seed out of range": (
+        _validate(seed=-1), ValueError, r"seed=-1 must be an integer in \[0, 2\*\*32\)"),
+    "unknown non-finite policy": (
+        _validate(nonfinite="ignore"), ValueError,
+        r"nonfinite='ignore' is unknown; valid: stop, skip"),
+    "fewer than 2 checkpoints kept": (
+        lambda data_dir, tmp_path: checkpoints.RunCheckpoints(str(tmp_path), max_to_keep=1),
+        ValueError, r"max_to_keep=1 must be an integer >= 2"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_refused_with_a_message_naming_it(case, data_dir, tmp_path, request):
+  make, error, message = BAD_INPUTS[case]
+  if make == _BINARY:
+    returncode, output, _ = request.getfixturevalue("binary_failures")[case]
+    assert returncode == 1 and "Traceback" not in output, output
+    assert re.fullmatch(message, output.strip().splitlines()[-1]), output
+    return
+  with pytest.raises(error, match=message):
+    make(data_dir, tmp_path)
