@@ -96,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
       "augmentation": "none",  # none | flip | crop_flip
       "batch_size": 128,  # global training batch size
       "eval_batch_size": 500,  # evaluation batch size (the last batch is padded and masked)
+      # JPEG-decoding worker processes of the training pipeline (0: decode in the trainer's
+      # process). A checkpoint resumes only with the same count.
+      "worker_count": 0,
   })
   config.stages = stages()
   config.stages.teacher = stage("resnet8", "scratch", num_steps=1000)

@@ -118,6 +118,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "eval_batch_size"):
     if not (isinstance(ds[field], int) and ds[field] >= 1):
       raise ValueError(f"dataset.{field}={ds[field]!r} must be a positive integer.")
+  if not (isinstance(ds.worker_count, int) and ds.worker_count >= 0):
+    raise ValueError(f"dataset.worker_count={ds.worker_count!r} must be an integer >= 0.")
   for field in ("num_seeds", "eval_every_steps", "log_every_steps", "checkpoint_every_steps"):
     if not (isinstance(config[field], int) and config[field] >= 1):
       raise ValueError(f"{field}={config[field]!r} must be a positive integer.")
@@ -318,7 +320,7 @@ class _Run:
     ds = self.config.dataset
     return data.train_iterator(ds.name, data_dir=self.data_dir, batch_size=ds.batch_size,
                                seed=self.config.seed, augmentation=ds.augmentation,
-                               download=ds.download)
+                               download=ds.download, worker_count=ds.worker_count)
 
   def eval_batches(self, split: str = "test") -> Iterable[dict[str, np.ndarray]]:
     ds = self.config.dataset
