@@ -6,13 +6,13 @@ its own name, where loss terms can use it (``term("hint", student_feature=<head 
 student, through the same optimizer, but are not part of the student's exported params.
 """
 
-import dataclasses
 from collections.abc import Mapping
+import dataclasses
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from kdjax import networks
 

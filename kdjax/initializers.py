@@ -7,12 +7,14 @@ whole run, and KD at T → ∞ becomes exactly logits matching: the extra regula
 :math:`-\\tfrac12(\\bar s - \\bar t)^2` vanishes.
 """
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
+
+_LECUN_NORMAL = nn.initializers.lecun_normal()
 
 
-def zero_mean(base_init: jax.nn.initializers.Initializer = nn.initializers.lecun_normal(),
+def zero_mean(base_init: jax.nn.initializers.Initializer = _LECUN_NORMAL,
               axis: int = -1) -> jax.nn.initializers.Initializer:
   r"""Wraps an initializer so that its output has zero mean along the class ``axis``.
 

@@ -13,10 +13,8 @@ from typing import Any
 
 import optax
 
-from kdjax import heads
+from kdjax import heads, schedules, transforms
 from kdjax import objective as objective_lib
-from kdjax import schedules
-from kdjax import transforms
 
 HINT_HEAD = "hint_regressor"
 

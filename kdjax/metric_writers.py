@@ -1,9 +1,9 @@
 """Where training metrics go: a JSONL file of every record and TensorBoard event files."""
 
+from collections.abc import Mapping
 import json
 import math
 import os
-from collections.abc import Mapping
 
 import numpy as np
 import tensorboardX

@@ -22,13 +22,13 @@ Adapters: ``from_linen`` (a Linen module), ``from_nnx`` (an NNX graph definition
 variables from ``nnx.split``) and ``from_function`` (a plain ``apply_fn(params, inputs)``).
 """
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 from typing import Any
 
-import jax
 from flax import linen as nn
 from flax import nnx
+import jax
 
 LOGITS = "logits"
 

@@ -20,8 +20,8 @@ Example:
   ['kd/temperature', 'weight/ce', 'weight/kd']
 """
 
-import dataclasses
 from collections.abc import Callable, Mapping
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax

@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules of a training stage, from its config."""
 
-import math
 from collections.abc import Mapping
+import math
 from typing import Any
 
 import optax

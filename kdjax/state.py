@@ -7,10 +7,10 @@ Teacher variables are never part of it: they are an explicit argument of every s
 from collections.abc import Mapping
 from typing import Any
 
+from flax import struct
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from kdjax import heads as heads_lib
 from kdjax import networks

@@ -39,10 +39,10 @@ global batch, so BatchNorm statistics are global with no help from the model.
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
 
 from kdjax import batch as batch_lib
 from kdjax import heads as heads_lib

@@ -30,10 +30,10 @@ Example: three students, one temperature each, in one compiled program.
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
 
 from kdjax import batch as batch_lib
 from kdjax import heads as heads_lib

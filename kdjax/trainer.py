@@ -48,19 +48,21 @@ import numpy as np
 import optax
 import tqdm
 
-from kdjax import checkpoints
-from kdjax import data
-from kdjax import initializers
-from kdjax import methods
-from kdjax import metric_writers
-from kdjax import models
-from kdjax import optimizers
-from kdjax import parallel
+from kdjax import (
+  checkpoints,
+  data,
+  initializers,
+  methods,
+  metric_writers,
+  models,
+  optimizers,
+  parallel,
+  summary,
+  sweep,
+  teacher_cache,
+)
 from kdjax import state as state_lib
 from kdjax import step as step_lib
-from kdjax import summary
-from kdjax import sweep
-from kdjax import teacher_cache
 
 STAGES_DIR = "stages"
 STAGE_CONFIG_FILE = "stage_config.json"

@@ -14,13 +14,10 @@ stopped training after saving a checkpoint: the same command resumes it.
 import re
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from kdjax import checkpoints
-from kdjax import trainer
+from kdjax import checkpoints, trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a run config file (see configs/).", lock_config=True)

@@ -4,12 +4,12 @@ import concurrent.futures
 import itertools
 import os
 
+from absl import flags
 import grain
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
-from absl import flags
 from sklearn import datasets as sk_datasets
+import tensorflow_datasets as tfds
 
 from kdjax import data
 from kdjax.data import digits

@@ -13,8 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from kdjax import initializers
-from kdjax import losses
+from kdjax import initializers, losses
 
 
 def test_kd_tends_to_centered_logits_matching_at_rate_one_over_t():
@@ -29,7 +28,7 @@ def test_kd_tends_to_centered_logits_matching_at_rate_one_over_t():
     np.testing.assert_allclose(raw_gap, 0.5 * (jnp.mean(s, -1) - jnp.mean(t, -1))**2,
                                rtol=1e-10)
   # O(1/T): each 10× in T cuts the error about 10×.
-  for coarse, fine in zip(errors, errors[1:]):
+  for coarse, fine in zip(errors, errors[1:], strict=False):
     assert 7.0 < coarse / fine < 14.0, errors
 
 

@@ -11,8 +11,8 @@ import chex
 import hypothesis
 from hypothesis import strategies as st
 import jax
-import jax.numpy as jnp
 from jax import test_util as jtu
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -315,7 +315,7 @@ class TestDKP:
     t = jnp.asarray(_random_logits(31, (64, 100), scale=2.0))
     floors = [np.asarray(uniform_floor(t, temperature)) for temperature in (1.0, 4.0, 8.0, 1e4)]
     assert np.all((floors[0] >= 0) & (floors[-1] <= 1))
-    for low, high in zip(floors, floors[1:]):
+    for low, high in zip(floors, floors[1:], strict=False):
       assert np.all(high > low)
     np.testing.assert_allclose(floors[-1], 1.0, atol=2e-3)
 

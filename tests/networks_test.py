@@ -1,12 +1,12 @@
 """Tests for kdjax.networks: Linen, NNX and plain-function models behind one interface."""
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import kd_testlib as lib
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 from kdjax import networks
 from kdjax import step as step_lib

@@ -31,16 +31,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import base
-from kdjax import checkpoints
-from kdjax import data
-from kdjax import losses
-from kdjax import metric_writers
-from kdjax import models
-from kdjax import objective
+from kdjax import checkpoints, data, losses, metric_writers, models, objective, sweep, trainer
 from kdjax import state as state_lib
 from kdjax import step as step_lib
-from kdjax import sweep
-from kdjax import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "tests", "reliability_config.py")

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from kdjax import checkpoints
-from kdjax import trainer
+from kdjax import checkpoints, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,7 +71,7 @@ class TestEndToEnd:
       seeds = config.stages[r["stage"]].num_seeds or config.num_seeds
       assert len(r["last_accuracy"]) == len(r["best_accuracy"]) == seeds
       assert all(0.0 <= a <= 1.0 for a in r["last_accuracy"] + r["best_accuracy"])
-      assert all(b >= a for a, b in zip(r["last_accuracy"], r["best_accuracy"]))
+      assert all(b >= a for a, b in zip(r["last_accuracy"], r["best_accuracy"], strict=True))
     # The teacher trained for real: far above chance (10 %) on the test split.
     assert results[0]["last_accuracy"][0] > 0.5
 

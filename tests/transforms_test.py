@@ -7,9 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from kdjax import losses
-from kdjax import schedules
-from kdjax import transforms
+from kdjax import losses, schedules, transforms
 
 
 class _Net(nn.Module):

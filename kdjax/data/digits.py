@@ -10,17 +10,17 @@ return at once. Images are yielded as PNG bytes because ``tfds.features.Image`` 
 TensorFlow to encode numpy arrays.
 """
 
+from collections.abc import Iterator
 import contextlib
 import fcntl
 import io
 import os
-from collections.abc import Iterator
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
+import tensorflow_datasets as tfds
 
 NAME = "kdjax_digits"
 NUM_TEST = 360

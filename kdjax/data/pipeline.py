@@ -15,9 +15,9 @@ Nothing here downloads unless asked (``download=True``); the embedded digits dat
 prepared locally on first use.
 """
 
+from collections.abc import Sequence
 import dataclasses
 import os
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import grain

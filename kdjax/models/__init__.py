@@ -34,9 +34,9 @@ Example:
   True
 """
 
+from collections.abc import Callable
 import functools
 import numbers
-from collections.abc import Callable
 from typing import Any
 
 from flax import linen as nn

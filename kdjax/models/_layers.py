@@ -2,9 +2,9 @@
 
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 Dtype = Any
 Initializer = jax.nn.initializers.Initializer

@@ -13,9 +13,9 @@ Sown features (collection ``"intermediates"``):
 
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from kdjax.models import _layers
 

@@ -16,9 +16,9 @@ These are RepDistiller's ``is_feat=True`` features ``f0 … f4`` (with ``preact=
 
 from typing import Any, ClassVar
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from kdjax.models import _layers
 

@@ -22,9 +22,9 @@ ReLU in the distillation loss if a method needs non-negative maps.
 
 from typing import Any, ClassVar
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from kdjax.models import _layers
 

@@ -6,10 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax import losses
-from kdjax import schedules
-from kdjax.losses import pruning
-from kdjax.losses import validation
+from kdjax import losses, schedules
+from kdjax.losses import pruning, validation
 from kdjax.transforms import _outputs
 
 
