@@ -1,15 +1,141 @@
-"""Startup settings that make kdjax fast without tuning (placeholder while measuring)."""
+"""Startup settings that make kdjax fast on CPU hosts, applied once before JAX starts.
 
+Call :func:`configure` at program start, before anything asks JAX for a device (the
+trainer's launcher and ``launch/benchmark.py`` do). It changes nothing on a host whose JAX
+backends are already running, nor a setting the user made (``XLA_FLAGS`` or
+``jax.config``), and it returns what it applied so that runs can log it.
+
+**What it sets, and why** (measured with ``launch/benchmark.py`` on a shared 2-core AMD EPYC
+VM, jax/jaxlib 0.10.2, batch 128, CIFAR shapes; ratios from one process, see
+``docs/benchmarks.md``):
+
+* **Virtual CPU devices** (``jax_num_cpu_devices``, by default 8 for batch 128: 16
+  examples per device). The step then runs through ``kdjax.parallel.mesh_step`` with the
+  batch split over the devices and the state replicated: the same program, with global
+  BatchNorm statistics, so the numbers equal the single-device step's to float rounding.
+  On one device at batch 128, XLA:CPU spends about 30–40 % of a ResNet train step in
+  ``transpose_copy`` fusions: the weight gradient of every convolution is computed as a
+  convolution over a ``[C, H, W, B]`` copy of the activations (batch innermost), and XLA
+  recomputes the BatchNorm/ReLU of each activation *inside* that transpose, reading 8 MB
+  tensors with a large stride. With 16 examples per device those copies fit in cache: the
+  transpose time falls from 58 to 24 ms per ResNet-8 step (CPU time, all devices), and the
+  student step from 1.0 to 0.63–0.67 of the single-device time (teacher forward 0.73–0.90,
+  fused KD step 0.77). 2 devices gave 0.85, 4 gave 0.76, 16 gave 0.80–0.84, 32 gave
+  1.14–1.23: 8 (16 examples each) is the optimum, so the default is the largest power of
+  two ≤ ``max_devices`` that divides every batch size and leaves at least
+  ``min_per_device_batch`` examples per device.
+
+What was measured and is **not** set (it did not help on that machine): XLA:CPU flags
+``--xla_cpu_use_onednn``, ``--xla_cpu_experimental_onednn_custom_call``,
+``--xla_cpu_use_xnnpack=false``, ``--xla_cpu_experimental_xnn_graph_fusion_mode=…GREEDY``,
+``--xla_cpu_enable_fast_math``, ``--xla_cpu_use_fusion_emitters=false`` (all within ±7 %
+of the default for a ResNet-8 train step); YNNPACK convolutions off
+(``--xla_cpu_experimental_ynn_fusion_type=reduce``): 0.77 for a ResNet-56 forward and 0.90
+for a ResNet-8 step on one device, but 1.10 and 1.01 with 8 devices, so it only helps the
+configuration this module replaces. ``xla_cpu_use_thunk_runtime`` is deprecated (always
+on) in jax 0.10.
+
+Accelerator hosts: the settings only concern JAX's CPU backend; with a GPU or TPU as the
+default backend, the virtual CPU devices exist but are unused.
+"""
+
+from collections.abc import Sequence
+import math
+import os
 from typing import Any
 
+from absl import logging
 import jax
+from jax._src import xla_bridge
+
+_DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
 
 
-def configure_devices_only(num_cpu_devices: int | None) -> dict[str, Any]:
-  if num_cpu_devices:
-    jax.config.update("jax_num_cpu_devices", num_cpu_devices)
-  return {"num_cpu_devices": num_cpu_devices}
+def recommended_cpu_devices(batch_sizes: Sequence[int] = (128,),
+                            *,
+                            max_devices: int = 8,
+                            min_per_device_batch: int = 16) -> int:
+  """The number of virtual CPU devices to split batches of these sizes over.
+
+  The largest power of two ``n <= max_devices`` that divides every batch size and leaves
+  at least ``min_per_device_batch`` examples per device (of the smallest batch); 1 when
+  none does.
+
+  Args:
+    batch_sizes: every global batch size a step will see (train and eval).
+    max_devices: the most devices to use (8 was fastest on a 2-core CPU at batch 128).
+    min_per_device_batch: the fewest examples per device.
+
+  Returns:
+    The device count, >= 1.
+
+  Raises:
+    ValueError: if a batch size, ``max_devices`` or ``min_per_device_batch`` is not a
+      positive integer.
+
+  Example:
+    >>> recommended_cpu_devices((128,))
+    8
+    >>> recommended_cpu_devices((128, 500))  # 500 is not a multiple of 8
+    4
+  """
+  for name, value in (("max_devices", max_devices),
+                      ("min_per_device_batch", min_per_device_batch),
+                      *((f"batch_sizes[{i}]", b) for i, b in enumerate(batch_sizes))):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name}={value!r} must be a positive integer.")
+  if not batch_sizes:
+    raise ValueError("batch_sizes is empty; pass the train (and eval) batch sizes.")
+  divisor = math.gcd(*batch_sizes)
+  smallest = min(batch_sizes)
+  n = 1
+  while (2 * n <= max_devices and divisor % (2 * n) == 0
+         and smallest // (2 * n) >= min_per_device_batch):
+    n *= 2
+  return n
 
 
-def configure(num_cpu_devices: int | None = None) -> dict[str, Any]:
-  return configure_devices_only(num_cpu_devices)
+def _user_device_count() -> int | None:
+  """The CPU device count the user already asked for, if any."""
+  for flag in os.environ.get("XLA_FLAGS", "").split():
+    if flag.lstrip("-").startswith(_DEVICE_COUNT_FLAG + "="):
+      return int(flag.split("=", 1)[1])
+  value = jax.config.jax_num_cpu_devices
+  return None if value is None or value < 0 else int(value)
+
+
+def configure(*,
+              batch_sizes: Sequence[int] = (128,),
+              num_cpu_devices: int | None = None) -> dict[str, Any]:
+  """Applies kdjax's performance defaults; call before JAX initialises its backends.
+
+  Args:
+    batch_sizes: the global batch sizes the run will use (train and eval); they choose the
+      number of virtual CPU devices (``recommended_cpu_devices``).
+    num_cpu_devices: an explicit number of virtual CPU devices (overrides the choice).
+
+  Returns:
+    What is in force: ``{"num_cpu_devices": n, "source": ...}``, where ``source`` is
+    ``"kdjax"`` (set here), ``"user"`` (set by ``XLA_FLAGS`` or ``jax.config`` before),
+    or ``"too late"`` (JAX's backends were already initialised; nothing changed).
+
+  Raises:
+    ValueError: on a non-positive ``num_cpu_devices`` or bad batch sizes.
+  """
+  if num_cpu_devices is not None and (isinstance(num_cpu_devices, bool) or
+                                      not isinstance(num_cpu_devices, int) or
+                                      num_cpu_devices < 1):
+    raise ValueError(f"num_cpu_devices={num_cpu_devices!r} must be a positive integer.")
+  wanted = num_cpu_devices or recommended_cpu_devices(batch_sizes)
+  user = _user_device_count()
+  if xla_bridge.backends_are_initialized():
+    current = len(jax.devices("cpu"))
+    if current != wanted:
+      logging.warning("kdjax.performance.configure() came after JAX initialised its "
+                      "backends: %d CPU device(s) instead of %d. Call it at startup.",
+                      current, wanted)
+    return {"num_cpu_devices": current, "source": "too late"}
+  if user is not None and num_cpu_devices is None:
+    return {"num_cpu_devices": user, "source": "user"}
+  jax.config.update("jax_num_cpu_devices", wanted)
+  return {"num_cpu_devices": wanted, "source": "kdjax"}

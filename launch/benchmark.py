@@ -41,9 +41,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 _PAIRS = flags.DEFINE_list("pairs", ["resnet56:resnet8", "resnet110:resnet8"],
                            "teacher:student pairs of kdjax.models names.")
@@ -57,7 +55,9 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Examples per step.")
 _NUM_STUDENTS = flags.DEFINE_integer("num_students", 4, "Students of the vmapped sweep (e).")
 _MEASURE = flags.DEFINE_list(
     "measure", ["teacher", "student", "naive", "kd", "cached", "sweep", "pipeline"],
-    "Which steps to time: teacher, student, naive, kd, cached, sweep, pipeline.")
+    "Which steps to time: teacher, student, naive, kd, cached, sweep, pipeline; also "
+    "sweep_vmap (the sweep with vectorize=True, slow on CPU) and student_1dev (the student "
+    "step on one device, added automatically when the steps run on several).")
 _TEACHER_DTYPE = flags.DEFINE_enum("teacher_dtype", "float32", ["float32", "bfloat16"],
                                    "Computation dtype of the teachers in (a), (c) and (e).")
 _DATA_DIR = flags.DEFINE_string(
@@ -80,15 +80,22 @@ _MAX_FOREIGN_LOAD = flags.DEFINE_float(
     "fraction of the machine's CPU time during it.")
 _MAX_ROUNDS = flags.DEFINE_integer("max_rounds", 0, "Most rounds per case when replacing "
                                    "noisy ones (0: 3 × --steps).")
+_END_TO_END_STEPS = flags.DEFINE_integer(
+    "end_to_end_steps", 0, "Also time this many fused KD steps of the first pair fed by the "
+    "real CIFAR-10 pipeline, as the trainer runs them (-1: one epoch; 0: skip).")
+_PIPELINE_WORKERS = flags.DEFINE_integer(
+    "pipeline_workers", 0, "worker_count of the input pipeline in the end-to-end run.")
 
 _MS = 1e3
 _STEP_NAMES = {
     "teacher": "(a) teacher forward (eval)",
     "student": "(b) student train step (CE)",
+    "student_1dev": "    (b) on 1 device (plain jax.jit)",
     "naive": "    hand-written flax+optax step (CE)",
     "kd": "(c) fused KD step",
     "cached": "(d) KD step, cached teacher logits",
-    "sweep": "(e) {n} vmapped students, one teacher",
+    "sweep": "(e) {n} students, one teacher (sweep)",
+    "sweep_vmap": "    (e) with vectorize=True (jax.vmap)",
 }
 
 
@@ -176,18 +183,19 @@ def time_interleaved(steps: Mapping[str, Callable[[], Any]], *, rounds: int, war
       _block(fn())
   all_times = {name: [] for name in steps}
   loads = []
-  while sum(l <= max_foreign_load for l in loads) < rounds and len(loads) < max_rounds:
+  while sum(load <= max_foreign_load for load in loads) < rounds and len(loads) < max_rounds:
     meter = _LoadMeter()
     for name, fn in steps.items():
       start = time.perf_counter()
       _block(fn())
       all_times[name].append(time.perf_counter() - start)
     loads.append(meter.foreign())
-  keep = [l <= max_foreign_load for l in loads]
+  keep = [load <= max_foreign_load for load in loads]
   clean = sum(keep) >= max(1, rounds // 2)
   if not clean:
     keep = [True] * len(loads)
-  timings = {name: Timing([t for t, k in zip(ts, keep) if k]) for name, ts in all_times.items()}
+  timings = {name: Timing([t for t, k in zip(ts, keep, strict=True) if k])
+             for name, ts in all_times.items()}
   return timings, {"first_call_s": first, "foreign_load": loads, "clean": clean,
                    "rounds_run": len(loads)}
 
@@ -239,8 +247,10 @@ def jax_steps(case: Case, measure: Sequence[str], *, batch_size: int, num_studen
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from flax import linen as nn  # pylint: disable=g-import-not-at-top,unused-import
-  from kdjax import models, parallel, state as state_lib, step as step_lib, sweep  # pylint: disable=g-import-not-at-top,g-multiple-import
+
+  from kdjax import models, parallel, sweep  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from kdjax import state as state_lib
+  from kdjax import step as step_lib
 
   num_classes = 10
   key = jax.random.key(0)
@@ -286,6 +296,10 @@ def jax_steps(case: Case, measure: Sequence[str], *, batch_size: int, num_studen
   if "student" in measure:
     steps["student"] = _Stateful(compile_step(step_lib.make_train_step(student, ce, optimizer)),
                                  new_state(), None, device_batch)
+  if mesh is not None and "student" in measure:
+    single = jax.jit(step_lib.make_train_step(student, ce, optimizer), donate_argnums=0)
+    steps["student_1dev"] = _Stateful(single, state_lib.create_train_state(
+        student, student_vars[0], optimizer, jax.random.fold_in(key, 200)), None, batch)
   if "naive" in measure:
     steps["naive"] = _naive_step(student, student_vars[0], optimizer, place, device_batch,
                                  compile_step)
@@ -300,11 +314,12 @@ def jax_steps(case: Case, measure: Sequence[str], *, batch_size: int, num_studen
     steps["cached"] = _Stateful(compile_step(step_lib.make_train_step(student, kd, optimizer)),
                                 new_state(), None,
                                 place_batch({**batch, "teacher_logits": cached}))
-  if "sweep" in measure:
-    states = sweep.stack_states([jax.device_get(new_state(i)) for i in range(num_students)])
-    steps["sweep"] = _Stateful(compile_step(sweep.make_sweep_train_step(
-        student, kd, optimizer, teacher=teacher_arg, teacher_dtype=teacher_dtype)),
-                               place(states), teacher_vars, device_batch)
+  for name, vectorize in (("sweep", None), ("sweep_vmap", True)):
+    if name in measure:
+      states = sweep.stack_states([jax.device_get(new_state(i)) for i in range(num_students)])
+      steps[name] = _Stateful(compile_step(sweep.make_sweep_train_step(
+          student, kd, optimizer, teacher=teacher_arg, teacher_dtype=teacher_dtype,
+          vectorize=vectorize)), place(states), teacher_vars, device_batch)
   return steps
 
 
@@ -340,6 +355,7 @@ def torch_steps(case: Case, measure: Sequence[str], *, batch_size: int
                 ) -> dict[str, Callable[[], Any]]:
   """The PyTorch reference's steps of ``case``, named ``torch_<step>``."""
   import torch  # pylint: disable=g-import-not-at-top
+
   from launch import torch_reference as ref  # pylint: disable=g-import-not-at-top
 
   torch.manual_seed(0)
@@ -397,6 +413,66 @@ def time_pipeline(data_dir: str, *, batch_size: int, num_batches: int,
           "per_batch": Timing(times).summary(), "foreign_load": meter.foreign()}
 
 
+def time_end_to_end(case: Case, data_dir: str, *, batch_size: int, steps: int, workers: int,
+                    teacher_dtype) -> dict[str, Any] | None:
+  """Times fused KD steps fed by the real CIFAR-10 pipeline, as the trainer runs them.
+
+  Batches come from ``kdjax.data.train_iterator`` (crop + flip) and are placed on the
+  device(s) every step; metrics are fetched every 50 steps (the trainer's logging); the
+  clock runs from after the first (compiling) step to the last step's completion. Returns
+  None (with a message) when CIFAR-10 is absent.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  from kdjax import data, models, parallel  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from kdjax import state as state_lib
+  from kdjax import step as step_lib
+  try:
+    info = data.dataset_info("cifar10", data_dir=data_dir)
+    iterator = data.train_iterator("cifar10", data_dir=data_dir, batch_size=batch_size, seed=0,
+                                   augmentation="crop_flip", worker_count=workers)
+  except FileNotFoundError as error:
+    print(f"end-to-end run skipped: CIFAR-10 is not in {data_dir} ({error}).")
+    return None
+  steps = info.num_train // batch_size if steps < 0 else steps
+  key = jax.random.key(0)
+  sample = next(iterator)["image"][:1]
+  student = models.get(case.student, info.num_classes)
+  teachers = tuple(models.get(t, info.num_classes) for t in case.teachers)
+  teacher_arg = teachers[0] if len(teachers) == 1 else teachers
+  teacher_vars = tuple(t.init(jax.random.fold_in(key, i), sample, train=False)
+                       for i, t in enumerate(teachers))
+  teacher_vars = teacher_vars[0] if len(teachers) == 1 else teacher_vars
+  optimizer = optax.sgd(0.1, momentum=0.9)
+  state = state_lib.create_train_state(
+      student, student.init(jax.random.fold_in(key, 100), sample, train=False), optimizer,
+      jax.random.fold_in(key, 200))
+  step = step_lib.make_train_step(student, _objectives(case.term)[1], optimizer,
+                                  teacher=teacher_arg, teacher_dtype=teacher_dtype)
+  if jax.device_count() > 1:
+    mesh = parallel.data_mesh()
+    step = parallel.mesh_step(step, mesh)
+    state, teacher_vars = parallel.replicate((state, teacher_vars), mesh)
+    place_batch = lambda b: parallel.shard_batch(b, mesh)  # noqa: E731
+  else:
+    step = jax.jit(step, donate_argnums=0)
+    place_batch = dict
+  state, metrics = step(state, teacher_vars, place_batch(next(iterator)))
+  jax.block_until_ready(metrics)
+  meter = _LoadMeter()
+  start = time.perf_counter()
+  for i in range(steps):
+    state, metrics = step(state, teacher_vars, place_batch(next(iterator)))
+    if (i + 1) % 50 == 0:
+      jax.device_get(metrics)
+  jax.block_until_ready((state, metrics))
+  total = time.perf_counter() - start
+  return {"case": case.name, "steps": steps, "images_per_s": steps * batch_size / total,
+          "step_ms": total / steps * _MS, "pipeline_workers": workers,
+          "foreign_load": meter.foreign(), "loss": float(metrics["loss"])}
+
+
 # ---------------------------------------------------------------------------------------------
 # Report.
 
@@ -419,6 +495,9 @@ def case_ratios(medians: Mapping[str, float], num_students: int,
       "teacher / torch_teacher": _ratio(m("teacher"), m("torch_teacher")),
       "student / torch_student": _ratio(m("student"), m("torch_student")),
       "student / naive": _ratio(m("student"), m("naive")),
+      "student / student_1dev": _ratio(m("student"), m("student_1dev")),
+      f"sweep_vmap / ({num_students} × kd)": _ratio(m("sweep_vmap"), None if m("kd") is None
+                                                    else num_students * m("kd")),
       "cached / torch_cached": _ratio(m("cached"), m("torch_cached")),
   }
   if pipeline_images_per_s is not None and m("student"):
@@ -479,6 +558,12 @@ def format_table(results: Mapping[str, Any]) -> str:
               f"{results['settings']['batch_size']}): {pipeline['images_per_s']:.0f} img/s "
               f"(median {pipeline['per_batch']['median_ms']:.1f} ms/batch over "
               f"{pipeline['batches']} batches; foreign load {pipeline['foreign_load']:.0%})"]
+  e2e = results.get("end_to_end")
+  if e2e:
+    lines += ["", f"end to end, {e2e['case']}, real pipeline (crop+flip, "
+              f"{e2e['pipeline_workers']} workers): {e2e['images_per_s']:.0f} img/s, "
+              f"{e2e['step_ms']:.1f} ms/step over {e2e['steps']} steps (foreign load "
+              f"{e2e['foreign_load']:.0%})"]
   return "\n".join(lines)
 
 
@@ -504,10 +589,11 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from kdjax import performance  # pylint: disable=g-import-not-at-top
-  if _PERFORMANCE_DEFAULTS.value:
-    applied = performance.configure(num_cpu_devices=_DEVICES.value)
+  if _PERFORMANCE_DEFAULTS.value or _DEVICES.value:
+    applied = performance.configure(batch_sizes=(_BATCH_SIZE.value,),
+                                    num_cpu_devices=_DEVICES.value)
   else:
-    applied = performance.configure_devices_only(_DEVICES.value)
+    applied = {"num_cpu_devices": 1, "source": "--noperformance_defaults"}
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   if _COMPILATION_CACHE_DIR.value:
@@ -515,7 +601,7 @@ def main(argv: Sequence[str]) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
   measure = [m.strip() for m in _MEASURE.value]
-  unknown = sorted(set(measure) - {*_STEP_NAMES, "pipeline"})
+  unknown = sorted(set(measure) - {*_STEP_NAMES, "pipeline"} - {"student_1dev"})
   if unknown:
     raise app.UsageError(f"--measure names unknown steps {unknown}; valid: "
                          f"{', '.join([*_STEP_NAMES, 'pipeline'])}.")
@@ -548,11 +634,11 @@ def main(argv: Sequence[str]) -> None:
       "cases": {},
   }
   pipeline = None
+  data_dir = os.path.normpath(_DATA_DIR.value or os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir, "shared",
+      "data", "tensorflow_datasets"))
   if "pipeline" in measure:
-    data_dir = _DATA_DIR.value or os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir, "shared",
-        "data", "tensorflow_datasets")
-    pipeline = time_pipeline(os.path.normpath(data_dir), batch_size=batch_size,
+    pipeline = time_pipeline(data_dir, batch_size=batch_size,
                              num_batches=_PIPELINE_BATCHES.value, warmup=_WARMUP.value)
     results["pipeline"] = pipeline
   for case in _cases():
@@ -583,6 +669,10 @@ def main(argv: Sequence[str]) -> None:
         "clean": info["clean"],
     }
     del steps
+  if _END_TO_END_STEPS.value:
+    results["end_to_end"] = time_end_to_end(
+        _cases()[0], data_dir, batch_size=batch_size, steps=_END_TO_END_STEPS.value,
+        workers=_PIPELINE_WORKERS.value, teacher_dtype=teacher_dtype)
   print(f"kdjax benchmark, {results['date']}, {results['machine']}")
   print("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
   print(f"devices: {len(results['devices'])} ({jax.default_backend()}); performance "

@@ -54,7 +54,7 @@ class ResNet(nn.Module):
     self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
                               nn.BatchNorm2d(widths[0]), nn.ReLU())
     layers, in_planes = [], widths[0]
-    for width, stride in zip(widths[1:], (1, 2, 2)):
+    for width, stride in zip(widths[1:], (1, 2, 2), strict=True):
       for b in range(blocks):
         layers.append(BasicBlock(in_planes, width, stride if b == 0 else 1))
         in_planes = width

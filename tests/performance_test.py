@@ -1,0 +1,115 @@
+"""Tests for kdjax.performance: correctness of the speed settings (no timing asserts)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import kd_testlib as lib
+import pytest
+
+from kdjax import performance, sweep
+from kdjax import step as step_lib
+from kdjax.objective import Objective, term
+from kdjax.state import create_train_state
+
+
+@pytest.mark.parametrize("batch_sizes, expected", [
+    ((128,), 8),
+    ((256,), 8),
+    ((64,), 4),
+    ((32,), 2),
+    ((16,), 1),
+    ((128, 500), 4),
+    ((128, 512), 8),
+    ((100,), 4),
+    ((7,), 1),
+])
+def test_recommended_cpu_devices(batch_sizes, expected):
+  assert performance.recommended_cpu_devices(batch_sizes) == expected
+
+
+def test_recommended_cpu_devices_respects_limits():
+  assert performance.recommended_cpu_devices((128,), max_devices=4) == 4
+  assert performance.recommended_cpu_devices((128,), min_per_device_batch=64) == 2
+  assert performance.recommended_cpu_devices((128,), max_devices=1) == 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"batch_sizes": ()},
+    {"batch_sizes": (0,)},
+    {"batch_sizes": (12.0,)},
+    {"batch_sizes": (True,)},
+    {"max_devices": 0},
+    {"min_per_device_batch": -1},
+])
+def test_recommended_cpu_devices_rejects_bad_arguments(kwargs):
+  with pytest.raises(ValueError):
+    performance.recommended_cpu_devices(**kwargs)
+
+
+def test_configure_after_backend_start_changes_nothing():
+  jax.devices()  # the test session's backends are running (8 devices, from conftest)
+  before = len(jax.devices("cpu"))
+  applied = performance.configure(batch_sizes=(64,))
+  assert applied == {"num_cpu_devices": before, "source": "too late"}
+  assert len(jax.devices("cpu")) == before
+
+
+def test_configure_rejects_bad_device_count():
+  with pytest.raises(ValueError, match="num_cpu_devices"):
+    performance.configure(num_cpu_devices=0)
+
+
+def _run(code: str, env_extra: dict[str, str]) -> str:
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(env_extra)
+  result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+  return result.stdout.strip().splitlines()[-1]
+
+
+def test_configure_in_a_fresh_process_sets_virtual_devices():
+  out = _run("""
+      from kdjax import performance
+      applied = performance.configure(batch_sizes=(128,))
+      import jax
+      print(applied["source"], applied["num_cpu_devices"], len(jax.devices("cpu")))
+      """, {"JAX_PLATFORMS": "cpu"})
+  assert out == "kdjax 8 8"
+
+
+def test_configure_keeps_the_users_device_count():
+  out = _run("""
+      from kdjax import performance
+      applied = performance.configure(batch_sizes=(128,))
+      import jax
+      print(applied["source"], applied["num_cpu_devices"], len(jax.devices("cpu")))
+      """, {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert out == "user 2 2"
+
+
+OBJECTIVE = Objective((term("ce", 0.1), term("kd", 0.9, temperature=4.0)))
+
+
+@pytest.mark.parametrize("vectorize", [True, False, None])
+def test_sweep_forms_give_the_same_numbers(vectorize):
+  student, teacher = lib.TinyConvNet(width=3), lib.TinyConvNet(width=5)
+  opt = lib.optimizer()
+  teacher_vars = lib.init(teacher, 0)
+  states = sweep.stack_states([create_train_state(student, lib.init(student, s), opt,
+                                                  jax.random.key(s)) for s in (1, 2)])
+  single = jax.jit(step_lib.make_train_step(student, OBJECTIVE, opt, teacher=teacher))
+  together = jax.jit(sweep.make_sweep_train_step(student, OBJECTIVE, opt, teacher=teacher,
+                                                 vectorize=vectorize))
+  separate = sweep.unstack_states(states)
+  for i in range(2):
+    batch = lib.make_batch(i)
+    states, metrics = together(states, teacher_vars, batch)
+    separate = [single(s, teacher_vars, batch)[0] for s in separate]
+  assert metrics["loss"].shape == (2,)
+  for a, b in zip(sweep.unstack_states(states), separate, strict=True):
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(a.model_state, b.model_state, rtol=1e-5, atol=1e-6)
