@@ -27,7 +27,7 @@ Example: three students, one temperature each, in one compiled program.
   [1, 1, 1]
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flax import linen as nn
@@ -62,6 +62,29 @@ def unstack_states(states: TrainState) -> list[TrainState]:
   """Splits stacked states back into one state per student."""
   num_students = jax.tree.leaves(states)[0].shape[0]
   return [jax.tree.map(lambda x, i=i: x[i], states) for i in range(num_students)]
+
+
+def over_students(fn: Callable[..., Any], *, vectorize: bool | None = None
+                  ) -> Callable[..., Any]:
+  """Maps ``fn(state, *shared)`` over stacked states; the other arguments are shared.
+
+  The students' outputs are stacked like their states. ``vectorize``: ``True`` is
+  ``jax.vmap(fn, in_axes=(0, None, ...))``; ``False`` calls ``fn`` once per student inside
+  the same program (unrolled); ``None`` (default) is ``False`` on the CPU backend and
+  ``True`` elsewhere, decided when traced. On XLA:CPU a vmapped convolution with
+  per-student weights becomes a grouped convolution, several times slower than separate
+  ones (see ``make_sweep_train_step``). Use it for train and eval steps alike.
+  """
+
+  def mapped(states, *shared):
+    if vectorize or (vectorize is None and jax.default_backend() != "cpu"):
+      return jax.vmap(fn, in_axes=(0, *[None] * len(shared)))(states, *shared)
+    num_students = jax.tree.leaves(states)[0].shape[0]
+    results = [fn(jax.tree.map(lambda x, i=i: x[i], states), *shared)
+               for i in range(num_students)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+
+  return mapped
 
 
 def make_sweep_train_step(student: networks.Network | nn.Module,
@@ -99,15 +122,7 @@ def make_sweep_train_step(student: networks.Network | nn.Module,
   update = step_lib.make_student_update(
       student, objective, optimizer, output_tx=output_tx, aux_heads=aux_heads,
       axis_name=axis_name, student_dtype=student_dtype, log_schedules=log_schedules)
-  vmapped = jax.vmap(update, in_axes=(0, None, None))
-
-  def update_all(states, teacher_outputs, batch):
-    if vectorize or (vectorize is None and jax.default_backend() != "cpu"):
-      return vmapped(states, teacher_outputs, batch)
-    num_students = jax.tree.leaves(states)[0].shape[0]
-    results = [update(jax.tree.map(lambda x, i=i: x[i], states), teacher_outputs, batch)
-               for i in range(num_students)]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+  update_all = over_students(update, vectorize=vectorize)
 
   def sweep_step(states: TrainState, teacher_vars: Any,
                  batch: batch_lib.Batch) -> tuple[TrainState, step_lib.Metrics]:

@@ -408,7 +408,8 @@ def time_pipeline(data_dir: str, *, batch_size: int, num_batches: int,
     batch = next(iterator)
     times.append(time.perf_counter() - t)
   total = time.perf_counter() - start
-  assert batch["image"].shape == (batch_size, 32, 32, 3), batch["image"].shape
+  if batch["image"].shape != (batch_size, 32, 32, 3):
+    raise ValueError(f"the pipeline gave images of shape {batch['image'].shape}.")
   return {"images_per_s": num_batches * batch_size / total, "batches": num_batches,
           "per_batch": Timing(times).summary(), "foreign_load": meter.foreign()}
 
@@ -591,12 +592,13 @@ def main(argv: Sequence[str]) -> None:
   from kdjax import performance  # pylint: disable=g-import-not-at-top
   if _PERFORMANCE_DEFAULTS.value or _DEVICES.value:
     applied = performance.configure(batch_sizes=(_BATCH_SIZE.value,),
-                                    num_cpu_devices=_DEVICES.value)
+                                    num_cpu_devices=_DEVICES.value,
+                                    compilation_cache_dir=_COMPILATION_CACHE_DIR.value)
   else:
     applied = {"num_cpu_devices": 1, "source": "--noperformance_defaults"}
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  if _COMPILATION_CACHE_DIR.value:
+  if _COMPILATION_CACHE_DIR.value and not _PERFORMANCE_DEFAULTS.value:
     jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE_DIR.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 

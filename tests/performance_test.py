@@ -54,7 +54,7 @@ def test_configure_after_backend_start_changes_nothing():
   jax.devices()  # the test session's backends are running (8 devices, from conftest)
   before = len(jax.devices("cpu"))
   applied = performance.configure(batch_sizes=(64,))
-  assert applied == {"num_cpu_devices": before, "source": "too late"}
+  assert applied["num_cpu_devices"] == before and applied["source"] == "too late"
   assert len(jax.devices("cpu")) == before
 
 
@@ -113,3 +113,27 @@ def test_sweep_forms_give_the_same_numbers(vectorize):
   for a, b in zip(sweep.unstack_states(states), separate, strict=True):
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(a.model_state, b.model_state, rtol=1e-5, atol=1e-6)
+
+
+def test_configure_sets_the_compilation_cache_once(tmp_path):
+  out = _run(f"""
+      from kdjax import performance
+      applied = performance.configure(compilation_cache_dir={str(tmp_path)!r})
+      import jax
+      jax.jit(lambda x: x + 1)(1.0).block_until_ready()
+      print(applied["compilation_cache_dir"] == jax.config.jax_compilation_cache_dir)
+      """, {"JAX_PLATFORMS": "cpu"})
+  assert out == "True"
+  assert any(tmp_path.iterdir())  # the program was written to the cache
+
+
+def test_over_students_unrolled_equals_vmap():
+  student = lib.TinyConvNet(width=3)
+  states = sweep.stack_states([create_train_state(student, lib.init(student, s), lib.optimizer(),
+                                                  jax.random.key(s)) for s in (1, 2, 3)])
+  evaluate = step_lib.make_eval_step(student)
+  batch = lib.make_batch(0)
+  unrolled = jax.jit(sweep.over_students(evaluate, vectorize=False))(states, None, batch)
+  vmapped = jax.jit(sweep.over_students(evaluate, vectorize=True))(states, None, batch)
+  assert unrolled["accuracy"].shape == (3,)
+  chex.assert_trees_all_close(unrolled, vmapped, rtol=1e-5, atol=1e-6)
