@@ -72,6 +72,9 @@ def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
       "init_from": "",  # stage whose best network initializes this one (Annealing-KD stage II)
       "zero_mean_head": False,  # equal-mean classifier initialization (Chen et al.)
       "cache_teacher": True,  # precompute teacher logits when augmentation is off
+      # mixup of the images in the train step, teacher and student on the same mixed view:
+      # its Dirichlet concentration (1.0: uniform ratio; 0: off); label-free methods only
+      "mixup": 0.0,
       "num_seeds": 0,  # students trained at once (vmapped); 0: config.num_seeds
       "optimizer": optimizer(),
       "loss": loss(),

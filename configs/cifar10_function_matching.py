@@ -1,8 +1,10 @@
 """CIFAR-10: function matching with a consistent teacher, resnet56 → resnet8.
 
 Beyer et al.'s recipe: no labels, KD (T = 1) with teacher and student on the *same*
-randomly augmented view every step (so teacher outputs are never cached), and a long
-schedule with a cosine learning rate.
+randomly augmented view every step (crop, flip and mixup; so teacher outputs are never
+cached), and a long schedule with a cosine learning rate. Mixup happens inside the train
+step, before the teacher's forward pass: one uniform ratio per batch (concentration 1.0),
+each image blended with its neighbour in the batch.
 
   python -m launch.train --config=configs/cifar10_function_matching.py --workdir=workdir/cifar10
 """
@@ -19,5 +21,5 @@ def get_config():
       "resnet8", "function_matching", ("teacher_resnet56",), num_steps=c10.epochs(1000),
       optimizer=base.optimizer(learning_rate=0.1, weight_decay=5e-4, schedule="cosine",
                                warmup_steps=c10.epochs(5)),
-      loss=base.loss(temperature=1.0, kd_weight=1.0))
+      loss=base.loss(temperature=1.0, kd_weight=1.0), mixup=1.0)
   return config

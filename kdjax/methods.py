@@ -29,6 +29,7 @@ class Recipe:
     aux_heads: trainable heads on student features (FitNets' regressor).
     log_schedules: hyperparameters outside the objective (those of ``output_tx``), reported
       in the step's metrics under these names.
+    output_tx_needs_labels: whether ``output_tx`` reads the batch's labels.
   """
 
   objective: objective_lib.Objective
@@ -36,6 +37,13 @@ class Recipe:
   aux_heads: Mapping[str, heads.AuxHead] = dataclasses.field(default_factory=dict)
   log_schedules: Mapping[str, schedules.ScalarOrSchedule] = dataclasses.field(
       default_factory=dict)
+  output_tx_needs_labels: bool = False
+
+  @property
+  def label_users(self) -> tuple[str, ...]:
+    """What reads the labels: objective term labels, and ``"output_tx"`` if it does."""
+    return (*self.objective.terms_needing("labels"),
+            *(("output_tx",) if self.output_tx_needs_labels else ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +99,8 @@ def _dkp(loss, num_steps, shapes):
                       weight=loss["kd_weight"], class_reduction=loss["class_reduction"],
                       num_steps=num_steps)
   return Recipe(objective_lib.Objective((_ce(loss), _kd(loss)), num_steps), output_tx=tx,
-                log_schedules={"dkp/gamma": loss["gamma"], "dkp/temperature": loss["temperature"]})
+                log_schedules={"dkp/gamma": loss["gamma"], "dkp/temperature": loss["temperature"]},
+                output_tx_needs_labels=variant == "tail")
 
 
 def _annealing(loss, num_steps, shapes):

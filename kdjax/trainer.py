@@ -54,6 +54,7 @@ from kdjax import (
   initializers,
   methods,
   metric_writers,
+  mixup,
   models,
   optimizers,
   parallel,
@@ -72,6 +73,7 @@ NONFINITE_MODES = ("stop", "skip")
 # Names under which non-finite teacher outputs and updated student variables are reported.
 TEACHER_OUTPUTS = "teacher_logits"
 STUDENT_VARIABLES = "student_variables"
+_MIXUP_STREAM = 3  # fold_in tag of the mixup key (1: initialization, 2: student rng)
 
 
 class Preempted(Exception):
@@ -173,12 +175,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
       optimizers.optimizer(stage.optimizer, stage.num_steps)
     except ValueError as error:
       raise ValueError(f"{where}: {error}") from error
-    try:
-      if stage.method != "fitnets":
-        method.build(stage.loss, stage.num_steps, {})
-    except ValueError as error:
-      raise ValueError(f"{where}.loss: {error}") from error
+    if stage.mixup != 0:
+      try:
+        mixup.check_concentration(stage.mixup)
+      except ValueError as error:
+        raise ValueError(f"{where}.mixup: {error} 0 turns mixup off.") from error
+    if stage.method != "fitnets":  # fitnets' recipe needs the teacher's feature shapes
+      try:
+        recipe = method.build(stage.loss, stage.num_steps, {})
+      except ValueError as error:
+        raise ValueError(f"{where}.loss: {error}") from error
+      _check_mixup(where, stage, recipe)
     earlier.append(name)
+
+
+def _check_mixup(where: str, stage: ml_collections.ConfigDict, recipe: methods.Recipe) -> None:
+  """Refuses mixup for a method that reads labels: a blend of images has none."""
+  if stage.mixup and recipe.label_users:
+    raise ValueError(f"{where}.mixup={stage.mixup}: mixup blends images, so the labels no "
+                     f"longer describe them, but method {stage.method!r} reads labels (in "
+                     f"{', '.join(recipe.label_users)}); use a label-free method "
+                     f"(function_matching, annealing).")
 
 
 def _method(where: str, name: str) -> methods.Method:
@@ -525,6 +542,25 @@ def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_li
   return step
 
 
+def _with_mixup(train_step: Callable[..., Any], seed: int,
+                concentration: float) -> Callable[..., Any]:
+  """Mixes each batch's images before ``train_step`` (teacher and students see the mix).
+
+  One draw per step, keyed by the run's seed and the step counter, so every student of a
+  sweep and every process sees the same view, and a resumed run mixes as the uninterrupted
+  one did.
+  """
+  base_key = jax.random.fold_in(jax.random.key(seed), _MIXUP_STREAM)
+
+  def mixed_step(carry, teacher_vars, batch):
+    states, _ = carry
+    key = jax.random.fold_in(base_key, states.step[0])
+    return train_step(carry, teacher_vars,
+                      mixup.mix_batch(key, batch, concentration=concentration))
+
+  return mixed_step
+
+
 def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   config, stage = run.config, run.config.stages[name]
   directory = stage_dir(run.workdir, name)
@@ -554,6 +590,7 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
                                            mutable=["intermediates"]), teachers[0].variables)
     feature_shapes = {k: v[0].shape for k, v in captured["intermediates"].items()}
   recipe = method.build(stage.loss, num_steps, feature_shapes)
+  _check_mixup(f"stages.{name}", stage, recipe)
   optimizer, learning_rate = optimizers.optimizer(stage.optimizer, num_steps)
 
   num_seeds = stage.num_seeds or config.num_seeds
@@ -574,7 +611,7 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
 
   cache = None
   if (teachers and method.cacheable and stage.cache_teacher
-      and config.dataset.augmentation == "none"):
+      and config.dataset.augmentation == "none" and not stage.mixup):
     start = time.perf_counter()
     cache = teacher_cache.compute_teacher_logits(
         teacher_modules, teacher_vars, run.eval_batches("train"), info.num_train)
@@ -595,8 +632,11 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
                     in_axes=(0, None, None))
   checked = ("loss", *(f"loss/{t.label}" for t in recipe.objective.terms), "grad_norm")
   names = checked_names(checked)
-  train_fn = run.compile(guarded_train_step(teacher_forward, update, checked,
-                                            skip=config.nonfinite == "skip"), donate_state=True)
+  train_step = guarded_train_step(teacher_forward, update, checked,
+                                  skip=config.nonfinite == "skip")
+  if stage.mixup:
+    train_step = _with_mixup(train_step, config.seed, stage.mixup)
+  train_fn = run.compile(train_step, donate_state=True)
   eval_fn = run.compile(jax.vmap(step_lib.make_eval_step(module, teacher=teacher_modules),
                                  (0, None, None)), donate_state=False)
 

@@ -660,6 +660,14 @@ BAD_INPUTS = {
     "learning rate of zero": (
         _validate(**{"stages.kd.optimizer.learning_rate": 0.0}), ValueError,
         r"stages.kd: optimizer.learning_rate=0.0 must be finite and > 0"),
+    "mixup concentration <= 0": (
+        _validate(**{"stages.kd.mixup": -1.0}), ValueError,
+        r"stages.kd.mixup: mixup concentration=-1.0 must be a finite number > 0"),
+    "mixup for a method that reads labels": (
+        _validate(**{"stages.kd.mixup": 1.0, "stages.kd.loss.dkp_variant": "tail"}), ValueError,
+        r"stages.kd.mixup=1.0: mixup blends images, so the labels no longer describe them, but "
+        r"method 'dkp' reads labels \(in ce, output_tx\); use a label-free method "
+        r"\(function_matching, annealing\)"),
     "seed out of range": (
         _validate(seed=-1), ValueError, r"seed=-1 must be an integer in \[0, 2\*\*32\)"),
     "unknown non-finite policy": (

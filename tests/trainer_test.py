@@ -129,9 +129,19 @@ def test_every_other_method_trains(tmp_path, data_dir):
   for method in ("dkd", "ensemble", "logits_matching", "function_matching"):
     config.stages[method] = base.stage("mlp_tiny", method, ("teacher",), num_steps=4)
   config.stages.dkd.loss.dkd_warmup_fraction = 0.5
+  config.stages.function_matching.mixup = 1.0
   results = trainer.train_and_evaluate(config, str(tmp_path))
   assert [r["stage"] for r in results] == list(config.stages)
   assert not any(r["teacher_cache"] for r in results)  # augmentation on: online teachers
+
+  def train_records(stage):
+    path = os.path.join(trainer.stage_dir(str(tmp_path), stage), "metrics.jsonl")
+    return [r for r in map(json.loads, open(path)) if r["split"] == "train"]
+
+  # Mixed images have no labels: the function-matching student is scored against its
+  # teacher only, while the unmixed stages still report training accuracy.
+  assert all("accuracy" not in r and "agreement" in r for r in train_records("function_matching"))
+  assert all("accuracy" in r for r in train_records("dkd"))
   records = [json.loads(line) for line in
              open(os.path.join(trainer.stage_dir(str(tmp_path), "fitnets"), "metrics.jsonl"))]
   assert "loss/hint" in records[0]
