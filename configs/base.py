@@ -98,10 +98,12 @@ def get_config() -> ml_collections.ConfigDict:
       "download": False,  # let TFDS download and prepare a missing dataset (needs network)
       "augmentation": "none",  # none | flip | crop_flip
       "batch_size": 128,  # global training batch size
-      "eval_batch_size": 500,  # evaluation batch size (the last batch is padded and masked)
-      # JPEG-decoding worker processes of the training pipeline (0: decode in the trainer's
-      # process). A checkpoint resumes only with the same count.
-      "worker_count": 0,
+      "eval_batch_size": 512,  # evaluation batch size (the last batch is padded and masked)
+      # image-decoding worker processes of the training pipeline: 0 decodes in the trainer's
+      # process; -1 (auto) uses the host's cores (at most 16) when training on a GPU or TPU,
+      # where the pipeline is the bottleneck, and 0 on CPU, where the step is. A checkpoint
+      # resumes only with the same count.
+      "worker_count": -1,
   })
   config.stages = stages()
   config.stages.teacher = stage("resnet8", "scratch", num_steps=1000)

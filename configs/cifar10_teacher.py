@@ -32,7 +32,6 @@ def cifar10_config():
   config.dataset.augmentation = "crop_flip"
   config.dataset.batch_size = 128
   config.dataset.eval_batch_size = 1000
-  config.dataset.worker_count = 2  # decoding CIFAR JPEGs in 2 processes doubles throughput
   config.eval_every_steps = epochs(5)
   config.log_every_steps = 100
   config.checkpoint_every_steps = epochs(5)

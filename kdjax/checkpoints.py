@@ -42,11 +42,33 @@ _DATA = "data"
 
 
 class UnreadableCheckpointsError(RuntimeError):
-  """Every checkpoint of a directory failed to restore."""
+  """Every checkpoint of a directory failed to restore.
+
+  Raised by :meth:`RunCheckpoints.restore_latest` when the directory holds checkpoints but
+  none of them loads and hashes to the value saved with it. Nothing is moved aside then:
+  catch it to report the damage; move the directory away to train the stage from scratch.
+
+  Example:
+    >>> import shutil, tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> checkpoints = RunCheckpoints(directory)
+    >>> checkpoints.save(1, {"w": np.zeros(3)}, {})
+    >>> shutil.rmtree(os.path.join(directory, "1", "state"))  # damage the only checkpoint
+    >>> checkpoints.restore_latest({"w": np.zeros(3)})
+    Traceback (most recent call last):
+    ...
+    kdjax.checkpoints.UnreadableCheckpointsError: no readable checkpoint among steps [1] in ...
+  """
 
 
 class RunCheckpoints:
   """Orbax-managed checkpoints of one stage: the train state and the data iterator's state.
+
+  Use it to make a training stage resumable: save the student's ``TrainState`` with the
+  input iterator's ``get_state()`` every so often, and on start-up ``restore_latest`` to
+  continue exactly where a killed run stopped. Saves are synchronous and atomic; leftovers
+  of a killed save are removed when the directory is opened. For a finished network that
+  later stages load as a teacher, use :func:`export_network` instead.
 
   Args:
     directory: where the checkpoints live (created if missing).
@@ -54,7 +76,24 @@ class RunCheckpoints:
       checkpoint found damaged on restore always leaves an older one to resume from.
 
   Raises:
-    ValueError: if ``max_to_keep`` is below 2.
+    ValueError: if ``max_to_keep`` is not an integer >= 2.
+
+  Example:
+    >>> import tempfile
+    >>> checkpoints = RunCheckpoints(tempfile.mkdtemp())  # max_to_keep=2
+    >>> state = {"w": np.arange(3.0)}  # e.g. a kdjax TrainState
+    >>> for step in (10, 20, 30):
+    ...   checkpoints.save(step, state, {"epoch": step // 10})
+    >>> checkpoints.steps()
+    [20, 30]
+    >>> step, restored, data_state = checkpoints.restore_latest(state)
+    >>> step, restored["w"].tolist(), data_state
+    (30, [0.0, 1.0, 2.0], {'epoch': 3})
+    >>> checkpoints.close()
+    >>> RunCheckpoints(tempfile.mkdtemp(), max_to_keep=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_to_keep=1 must be an integer >= 2: ...
   """
 
   def __init__(self, directory: str, *, max_to_keep: int = 2):
@@ -71,7 +110,14 @@ class RunCheckpoints:
 
   @property
   def unreadable_directory(self) -> str:
-    """Where ``restore_latest`` moves checkpoints it could not read."""
+    """Where ``restore_latest`` moves checkpoints it could not read: ``<directory>.unreadable``.
+
+    Example:
+      >>> import tempfile
+      >>> directory = tempfile.mkdtemp()
+      >>> RunCheckpoints(directory).unreadable_directory == directory + ".unreadable"
+      True
+    """
     return self._directory + UNREADABLE_SUFFIX
 
   def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
@@ -79,6 +125,26 @@ class RunCheckpoints:
 
     A hash of ``state`` is saved with it and checked on restore: not every byte of a
     checkpoint is checksummed by the storage format, and a damaged state must not resume.
+    When more than ``max_to_keep`` checkpoints exist afterwards, the oldest go.
+
+    Args:
+      step: the training step the state is at (the checkpoint's name).
+      state: a pytree of arrays, e.g. a ``kdjax.state.TrainState`` (PRNG keys allowed).
+      data_state: JSON-serialisable extra state, e.g. the data iterator's ``get_state()``.
+
+    Raises:
+      ValueError: (orbax's ``StepAlreadyExistsError``) if a checkpoint of ``step`` exists.
+
+    Example:
+      >>> import tempfile
+      >>> checkpoints = RunCheckpoints(tempfile.mkdtemp())
+      >>> checkpoints.save(5, {"w": np.ones(2)}, {"epoch": 0})
+      >>> checkpoints.latest_step()
+      5
+      >>> checkpoints.save(5, {"w": np.ones(2)}, {"epoch": 0})
+      Traceback (most recent call last):
+      ...
+      orbax.checkpoint.checkpoint_manager.StepAlreadyExistsError: Checkpoint for step 5 ...
     """
     record = {_STATE_HASH: _state_hash(state), _DATA: data_state}
     self._manager.save(
@@ -89,10 +155,30 @@ class RunCheckpoints:
     self._manager.wait_until_finished()
 
   def steps(self) -> list[int]:
+    """Returns the steps of the checkpoints in the directory, oldest first.
+
+    Example:
+      >>> import tempfile
+      >>> checkpoints = RunCheckpoints(tempfile.mkdtemp(), max_to_keep=3)
+      >>> for step in (1, 2):
+      ...   checkpoints.save(step, {"w": np.zeros(1)}, {})
+      >>> checkpoints.steps()
+      [1, 2]
+    """
     return sorted(self._manager.all_steps())
 
   def latest_step(self) -> int | None:
-    """The newest checkpoint's step, or ``None`` when there is none."""
+    """Returns the newest checkpoint's step, or ``None`` when there is none.
+
+    Example:
+      >>> import tempfile
+      >>> checkpoints = RunCheckpoints(tempfile.mkdtemp())
+      >>> print(checkpoints.latest_step())  # a fresh directory: train from scratch
+      None
+      >>> checkpoints.save(7, {"w": np.zeros(1)}, {})
+      >>> checkpoints.latest_step()
+      7
+    """
     steps = self.steps()
     return steps[-1] if steps else None
 
@@ -101,6 +187,9 @@ class RunCheckpoints:
   ) -> tuple[int, Any, dict[str, Any]] | None:
     """Restores the newest readable checkpoint, falling back to older ones.
 
+    Call it when a stage starts: ``None`` means start from scratch. A checkpoint is
+    unreadable when it fails to load or its state does not hash to the value saved with it
+    (a template of other dtypes than the saved state makes every checkpoint fail that check).
     Checkpoints newer than the one restored were unreadable: they are moved to
     ``unreadable_directory`` (never deleted), so that the resumed run can save those steps
     again. When none is readable, nothing is moved.
@@ -115,6 +204,19 @@ class RunCheckpoints:
 
     Raises:
       UnreadableCheckpointsError: if checkpoints exist but none of them can be read.
+
+    Example:
+      >>> import shutil, tempfile
+      >>> directory = tempfile.mkdtemp()
+      >>> checkpoints = RunCheckpoints(directory)
+      >>> for step in (1, 2):
+      ...   checkpoints.save(step, {"w": np.full(2, step)}, {"epoch": step})
+      >>> shutil.rmtree(os.path.join(directory, "2", "state"))  # damage the newest
+      >>> step, state, data_state = checkpoints.restore_latest({"w": np.zeros(2, int)})
+      >>> step, state["w"].tolist(), data_state, checkpoints.steps()
+      (1, [1, 1], {'epoch': 1}, [1])
+      >>> os.listdir(checkpoints.unreadable_directory)  # set aside, not deleted
+      ['2']
     """
     steps = self.steps()
     unreadable = []
@@ -156,11 +258,38 @@ class RunCheckpoints:
     os.replace(os.path.join(self._directory, str(step)), target)
 
   def close(self) -> None:
+    """Releases the underlying orbax ``CheckpointManager``; call it when the stage ends.
+
+    Example:
+      >>> import tempfile
+      >>> checkpoints = RunCheckpoints(tempfile.mkdtemp())
+      >>> checkpoints.save(1, {"w": np.zeros(1)}, {})
+      >>> checkpoints.close()
+    """
     self._manager.close()
 
 
 def parameter_hash(variables: Any) -> str:
-  """SHA-256 over every leaf's path, dtype, shape and bytes: identifies a trained network."""
+  """SHA-256 over every leaf's path, dtype, shape and bytes: identifies a trained network.
+
+  Use it to tell whether two sets of variables are the very same network: the hash ignores
+  where the arrays live (host or device) but not a leaf's name, dtype, shape or any bit of
+  its values. :func:`export_network` records it and :func:`load_network` checks it.
+
+  Args:
+    variables: a pytree of arrays (e.g. Flax variables); leaves go through ``np.asarray``.
+
+  Returns:
+    The hex digest, 64 characters.
+
+  Example:
+    >>> params = {"dense": {"kernel": np.ones((2, 3), np.float32)}}
+    >>> digest = parameter_hash(params)
+    >>> len(digest), digest == parameter_hash({"dense": {"kernel": jnp.ones((2, 3))}})
+    (64, True)
+    >>> digest == parameter_hash({"dense": {"kernel": np.ones((2, 3), np.float64)}})
+    False
+  """
   digest = hashlib.sha256()
   for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
     array = np.asarray(leaf)
@@ -182,6 +311,8 @@ def _state_hash(state: Any) -> str:
 def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -> None:
   """Writes a network's variables and its provenance record to ``directory``.
 
+  Use it when a stage has trained a network that later stages load as a teacher (with
+  :func:`load_network`); resumable training state goes to :class:`RunCheckpoints`.
   Crash-safe: the provenance record marks a complete export, so it is removed before the
   variables are replaced and written back, atomically, after them. A process killed in
   between leaves an export that reads as missing, never one that loads the wrong values.
@@ -190,7 +321,21 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
     directory: a new or existing directory; an earlier export there is replaced.
     variables: the Flax variables (``params`` and e.g. ``batch_stats``).
     provenance: JSON-serialisable facts about the network (``model``, ``num_classes``,
-      ``dataset``, ...); the parameter hash is added.
+      ``dataset``, ...); the parameter hash is added as ``"parameter_hash"``.
+
+  Raises:
+    TypeError: if ``provenance`` is not JSON-serialisable (the export then reads as
+      missing).
+
+  Example:
+    >>> import tempfile
+    >>> from kdjax import models
+    >>> network = models.get("mlp_tiny", 10)
+    >>> variables = network.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+    >>> directory = tempfile.mkdtemp()
+    >>> export_network(directory, variables, {"model": "mlp_tiny", "num_classes": 10})
+    >>> sorted(os.listdir(directory))
+    ['provenance.json', 'variables']
   """
   directory = os.path.abspath(directory)
   os.makedirs(directory, exist_ok=True)
@@ -215,8 +360,29 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
 def read_provenance(directory: str) -> dict[str, Any]:
   """Reads the provenance record of an export.
 
+  Use it to see what an exported network is (model, class count, dataset, ...) without
+  loading its variables; its presence is what marks an export as complete.
+
+  Args:
+    directory: an :func:`export_network` directory.
+
+  Returns:
+    The provenance given to :func:`export_network`, plus ``"parameter_hash"``.
+
   Raises:
     FileNotFoundError: naming the directory, if it holds no complete export.
+
+  Example:
+    >>> import tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> export_network(directory, {"params": {"w": np.ones(2)}}, {"model": "toy"})
+    >>> record = read_provenance(directory)
+    >>> record["model"], record["parameter_hash"] == parameter_hash({"params": {"w": np.ones(2)}})
+    ('toy', True)
+    >>> read_provenance(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no exported network in '...' (missing provenance.json); ...
   """
   path = os.path.join(os.path.abspath(directory), PROVENANCE_FILE)
   if not os.path.exists(path):
@@ -229,6 +395,10 @@ def read_provenance(directory: str) -> dict[str, Any]:
 
 def load_network(directory: str, template: Any, expected: dict[str, Any]) -> Any:
   """Loads exported variables after checking their provenance.
+
+  Use it to load a teacher (or an initialisation) exported by an earlier stage: it refuses a
+  network of another model, class count or dataset, and one whose files were damaged or
+  swapped since the export.
 
   Args:
     directory: an ``export_network`` directory.
@@ -243,6 +413,21 @@ def load_network(directory: str, template: Any, expected: dict[str, Any]) -> Any
     FileNotFoundError: if ``directory`` holds no export.
     ValueError: if a provenance field differs from ``expected``, or the loaded parameters do
       not hash to the recorded value (a corrupted or substituted file).
+
+  Example:
+    >>> import tempfile
+    >>> from kdjax import models
+    >>> network = models.get("mlp_tiny", 10)
+    >>> variables = network.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+    >>> directory = tempfile.mkdtemp()
+    >>> export_network(directory, variables, {"model": "mlp_tiny", "num_classes": 10})
+    >>> loaded = load_network(directory, variables, {"model": "mlp_tiny", "num_classes": 10})
+    >>> parameter_hash(loaded) == parameter_hash(variables)
+    True
+    >>> load_network(directory, variables, {"model": "resnet8"})
+    Traceback (most recent call last):
+    ...
+    ValueError: network in '...' does not match: model: found 'mlp_tiny', expected 'resnet8'.
   """
   record = read_provenance(directory)
   mismatched = {k: (record.get(k), v) for k, v in expected.items() if record.get(k) != v}

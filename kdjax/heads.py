@@ -18,19 +18,34 @@ from kdjax import networks
 
 
 class ConvRegressor(nn.Module):
-  r"""FitNets' hint regressor: conv → BatchNorm → ReLU, mapping a student feature map onto
-  the teacher's channel count.
+  r"""FitNets' hint regressor: conv → BatchNorm → ReLU onto the teacher's channel count.
+
+  Use it as the ``module`` of an ``AuxHead`` when a feature loss (``hint``) needs the
+  student's feature map in the teacher's shape; it trains with the student.
 
   .. math:: r(f) = \mathrm{ReLU}(\mathrm{BN}(W * f + b))
 
   BatchNorm uses PyTorch's defaults (Flax ``momentum=0.9``, ``epsilon=1e-5``), as the
-  models of ``kdjax.models`` do.
+  models of ``kdjax.models`` do. The conv pads ``"SAME"``, so the output's spatial size is
+  ``ceil(H / strides)``.
 
   Attributes:
     features: output channels (the teacher feature's channel count).
     kernel_size: the square kernel size (3, as RepDistiller's ``ConvReg`` for equal sizes).
     strides: the conv stride, to shrink the student's spatial size onto the teacher's.
     bn_axis_name: the ``pmap`` axis to synchronise BatchNorm statistics over, if any.
+
+  Example:
+    >>> import functools
+    >>> reg = ConvRegressor(features=8, strides=2)
+    >>> f = jnp.ones((2, 8, 8, 4))  # student features [B, H, W, C_s]
+    >>> # jax.eval_shape runs init and apply on shapes only; call them directly for arrays.
+    >>> variables = jax.eval_shape(functools.partial(reg.init, train=False),
+    ...                            jax.random.key(0), f)
+    >>> sorted(variables), variables["params"]["Conv_0"]["kernel"].shape
+    (['batch_stats', 'params'], (3, 3, 4, 8))
+    >>> jax.eval_shape(functools.partial(reg.apply, train=False), variables, f).shape
+    (2, 4, 4, 8)
   """
 
   features: int
@@ -40,7 +55,16 @@ class ConvRegressor(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Maps ``[B, H, W, C_s]`` to ``[B, H / strides, W / strides, features]``."""
+    """Regresses a student feature map onto the teacher's channels.
+
+    Args:
+      x: student features ``[B, H, W, C_s]``.
+      train: use batch statistics and update ``batch_stats`` (needs
+        ``mutable=["batch_stats"]``).
+
+    Returns:
+      ``[B, ceil(H / strides), ceil(W / strides), features]``, non-negative.
+    """
     x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides, padding="SAME")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      axis_name=self.bn_axis_name)(x)
@@ -51,9 +75,18 @@ class ConvRegressor(nn.Module):
 class AuxHead:
   """A trainable Linen module applied to one student feature.
 
+  Pass a name → ``AuxHead`` mapping as ``aux_heads`` to ``kdjax.state.create_train_state``
+  and ``kdjax.step.make_train_step`` when a loss needs a learned transformation of a student
+  feature, such as FitNets' regressor; loss terms then read the head's output by its name.
+
   Attributes:
     module: a Linen module called as ``module(feature, train=...)``.
     source: the name of the student feature it reads (e.g. ``"stage2"``).
+
+  Example:
+    >>> head = AuxHead(ConvRegressor(features=8), source="stage1")
+    >>> head.source, head.network.name
+    ('stage1', 'ConvRegressor')
   """
 
   module: nn.Module
@@ -61,14 +94,38 @@ class AuxHead:
 
   @property
   def network(self) -> networks.Network:
+    """The head's ``module`` as a ``kdjax.networks.Network`` (``networks.from_linen``)."""
     return networks.from_linen(self.module)
 
 
 def check_heads(heads: Mapping[str, AuxHead]) -> dict[str, AuxHead]:
   """Validates a name → ``AuxHead`` mapping and returns it as a dict.
 
+  ``create_train_state`` and the step builders call it on their ``aux_heads``; call it
+  yourself to fail early when building heads from a config.
+
+  Args:
+    heads: head name → ``AuxHead``.
+
+  Returns:
+    The same heads as a new ``dict``.
+
   Raises:
-    ValueError: on a head name that is ``"logits"``, or a head that is not an ``AuxHead``.
+    ValueError: on a head named ``"logits"`` (reserved for the model's output), or a value
+      that is not an ``AuxHead``.
+
+  Example:
+    >>> head = AuxHead(ConvRegressor(features=8), source="stage1")
+    >>> list(check_heads({"hint": head}))
+    ['hint']
+    >>> check_heads({"logits": head})
+    Traceback (most recent call last):
+    ...
+    ValueError: an aux head cannot be named 'logits'.
+    >>> check_heads({"hint": ConvRegressor(features=8)})
+    Traceback (most recent call last):
+    ...
+    ValueError: aux head 'hint' must be a kdjax.heads.AuxHead; got ConvRegressor.
   """
   heads = dict(heads)
   for name, head in heads.items():
@@ -84,13 +141,29 @@ def init_heads(heads: Mapping[str, AuxHead], features: Mapping[str, Any],
                rng: jax.Array) -> tuple[dict[str, Any], dict[str, Any]]:
   """Initialises every head on (shapes of) the student features it reads.
 
+  ``create_train_state`` calls it with the shapes of the student's features; only each
+  feature's shape and dtype are used, so ``jax.eval_shape`` output is enough. Head ``i`` (in
+  name order) is initialised with ``fold_in(rng, i)``.
+
   Args:
     heads: name → ``AuxHead``.
-    features: student feature name → array or ``jax.ShapeDtypeStruct``.
+    features: student feature name → array or ``jax.ShapeDtypeStruct`` (e.g.
+      ``[B, H, W, C]``); must hold every head's ``source``.
     rng: a PRNG key.
 
   Returns:
-    ``(aux_params, aux_state)``, each a dict keyed by head name.
+    ``(aux_params, aux_state)``, each a dict keyed by head name (``aux_state`` holds, e.g.,
+    the head's ``batch_stats``; empty dicts when there are no heads).
+
+  Raises:
+    KeyError: if a head's ``source`` is not in ``features``.
+
+  Example:
+    >>> heads = {"hint": AuxHead(ConvRegressor(features=8), source="stage1")}
+    >>> features = {"stage1": jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.float32)}
+    >>> aux_params, aux_state = init_heads(heads, features, jax.random.key(0))
+    >>> aux_params["hint"]["Conv_0"]["kernel"].shape, sorted(aux_state["hint"])
+    ((3, 3, 4, 8), ['batch_stats'])
   """
   aux_params, aux_state = {}, {}
   for i, (name, head) in enumerate(sorted(heads.items())):

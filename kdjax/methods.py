@@ -23,13 +23,26 @@ HINT_HEAD = "hint_regressor"
 class Recipe:
   """The step ingredients of a method.
 
+  What ``Method.build`` returns: pass its fields on to ``kdjax.state.create_train_state``
+  (``output_tx``, ``aux_heads``) and ``kdjax.step.make_train_step`` (``objective``,
+  ``output_tx``, ``aux_heads``, ``log_schedules``).
+
   Attributes:
     objective: the loss terms.
-    output_tx: transformation of the gradient with respect to the student's outputs.
-    aux_heads: trainable heads on student features (FitNets' regressor).
+    output_tx: transformation of the gradient with respect to the student's outputs, or
+      ``None`` for none.
+    aux_heads: trainable heads on student features (FitNets' regressor), by output name.
     log_schedules: hyperparameters outside the objective (those of ``output_tx``), reported
       in the step's metrics under these names.
     output_tx_needs_labels: whether ``output_tx`` reads the batch's labels.
+
+  Example:
+    >>> loss = {"ce_weight": 0.1, "label_smoothing": 0.0, "kd_weight": 0.9}
+    >>> recipe = get("logits_matching").build(loss, 1000, {})
+    >>> [t.label for t in recipe.objective.terms], recipe.output_tx is not None
+    (['ce', 'logits_matching'], True)
+    >>> dict(recipe.aux_heads), dict(recipe.log_schedules), recipe.label_users
+    ({}, {}, ('ce',))
   """
 
   objective: objective_lib.Objective
@@ -41,7 +54,15 @@ class Recipe:
 
   @property
   def label_users(self) -> tuple[str, ...]:
-    """What reads the labels: objective term labels, and ``"output_tx"`` if it does."""
+    """What reads the labels: objective term labels, and ``"output_tx"`` if it does.
+
+    Empty for a method that can train without labels (e.g. on mixed-up images).
+
+    Example:
+      >>> loss = {"kd_weight": 0.9, "temperature": 4.0, "class_reduction": "sum"}
+      >>> get("function_matching").build(loss, 1000, {}).label_users
+      ()
+    """
     return (*self.objective.terms_needing("labels"),
             *(("output_tx",) if self.output_tx_needs_labels else ()))
 
@@ -50,12 +71,29 @@ class Recipe:
 class Method:
   """A registered method.
 
+  Look one up with :func:`get`; a training stage calls ``build`` with its ``loss`` config
+  and checks the stage's teachers against ``teachers``.
+
   Attributes:
-    build: ``(loss_config, num_steps, teacher_feature_shapes) -> Recipe``.
+    build: ``(loss_config, num_steps, teacher_feature_shapes) -> Recipe``, where
+      ``teacher_feature_shapes`` maps the first teacher's feature names to their shapes
+      (e.g. ``[B, H, W, C]``; only FitNets reads it). It reads the fields of the ``loss``
+      config it needs (a missing one raises ``KeyError``) and raises ``ValueError`` on a
+      bad value (e.g. an unknown ``dkp_form``, or a ``hint_feature`` with no shape).
     teachers: ``"none"``, ``"one"`` or ``"many"`` (one or more) teaching networks.
     cacheable: whether teacher logits may be precomputed when augmentation is off (False
       when the method reads teacher features, or teacher and student must share a view).
     description: one line for docs and errors.
+
+  Example:
+    >>> method = get("kd")
+    >>> method.teachers, method.cacheable
+    ('one', True)
+    >>> loss = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0,
+    ...         "label_smoothing": 0.0, "class_reduction": "sum"}
+    >>> objective = method.build(loss, 1000, {}).objective
+    >>> {t.label: t.weight for t in objective.terms}
+    {'ce': 0.1, 'kd': 0.9}
   """
 
   build: Callable[[Mapping[str, Any], int, Mapping[str, tuple[int, ...]]], Recipe]
@@ -186,10 +224,27 @@ METHODS: Mapping[str, Method] = {
 
 
 def get(name: str) -> Method:
-  """The registered method ``name``.
+  """Returns the registered method ``name``.
+
+  Use it to turn a stage's ``method`` config field into code; the error lists every valid
+  name, so a typo in a config is caught with its fix.
+
+  Args:
+    name: a key of ``METHODS``, e.g. ``"kd"``, ``"dkp"`` or ``"fitnets"``.
+
+  Returns:
+    The :class:`Method`.
 
   Raises:
-    ValueError: listing the valid names.
+    ValueError: if ``name`` is not registered, listing the valid names.
+
+  Example:
+    >>> get("dgkd").teachers
+    'many'
+    >>> get("hinton")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown method 'hinton'; valid: scratch, kd, dkp, annealing, ...
   """
   if name not in METHODS:
     raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}.")

@@ -41,6 +41,10 @@ ApplyFn = Callable[..., tuple[Outputs, Any]]
 class Network:
   """A model as a pair of pure functions.
 
+  Step builders and ``create_train_state`` take a ``Network`` (or anything ``as_network``
+  converts); build one with ``from_linen``, ``from_nnx`` or ``from_function``, or directly
+  when a model needs its own split of variables or its own way of reading features.
+
   Attributes:
     split: ``variables -> (params, model_state)``; ``variables`` is the model's native
       variable pytree (a Linen variables dict, an NNX ``State``, a params pytree).
@@ -48,6 +52,15 @@ class Network:
       (outputs, new_model_state)``; ``outputs`` maps ``"logits"`` and each requested
       feature name to an array; ``rng`` feeds stochastic layers in training mode.
     name: a label for error messages.
+
+  Example:
+    >>> def apply(params, model_state, inputs, *, train, features=(), rng=None):
+    ...   return {"logits": inputs @ params["w"]}, model_state
+    >>> net = Network(split=lambda v: (v["params"], {}), apply=apply, name="linear")
+    >>> params, state = net.split({"params": {"w": jnp.ones((2, 3))}})
+    >>> outputs, new_state = net.apply(params, state, jnp.ones((4, 2)), train=True)
+    >>> outputs["logits"].shape, new_state
+    ((4, 3), {})
   """
 
   split: Callable[[Any], tuple[Any, Any]]
@@ -75,7 +88,14 @@ def from_linen(module: nn.Module,
       submodule outputs that are not sown (``True`` or a filter ``(module, method) -> bool``).
 
   Returns:
-    A ``Network`` whose variables are the dict returned by ``module.init``.
+    A ``Network`` whose variables are the dict returned by ``module.init``; its ``apply``
+    returns ``{"logits": [B, K], feature: ...}``.
+
+  Raises:
+    TypeError: if ``module`` is not a Linen module.
+    ValueError: (from the returned ``split``) on variables without a ``"params"``
+      collection; (from ``apply``) when the module returns a dict without ``"logits"`` or
+      a requested feature was not sown exactly once.
 
   Example:
     >>> import jax.numpy as jnp
@@ -130,7 +150,12 @@ def from_nnx(graphdef: nnx.GraphDef) -> Network:
     graphdef: the graph definition from ``nnx.split(model)``.
 
   Returns:
-    A ``Network``.
+    A ``Network``; its ``apply`` returns ``{"logits": [B, K], feature: ...}``.
+
+  Raises:
+    TypeError: if ``graphdef`` is not an ``nnx.GraphDef``.
+    ValueError: (from the returned ``apply``) when the model returns a dict without
+      ``"logits"`` or a requested feature was not sown exactly once.
 
   Example:
     >>> import jax.numpy as jnp
@@ -174,7 +199,11 @@ def from_function(apply_fn: Callable[[Any, jax.Array], Any], name: str = "functi
     name: a label for error messages.
 
   Returns:
-    A ``Network``.
+    A ``Network``; its ``apply`` returns ``{"logits": [B, K], feature: ...}``.
+
+  Raises:
+    ValueError: (from the returned ``apply``) when ``apply_fn`` returns a dict without
+      ``"logits"`` or without a requested feature.
 
   Example:
     >>> import jax.numpy as jnp
@@ -199,8 +228,30 @@ def from_function(apply_fn: Callable[[Any, jax.Array], Any], name: str = "functi
 def as_network(model: Network | nn.Module | nnx.GraphDef) -> Network:
   """Returns ``model`` as a ``Network``: Linen modules and NNX graph definitions with defaults.
 
+  Every API that takes a model calls it, so a ``Network``, a Linen module and an NNX
+  ``GraphDef`` are interchangeable there. Call ``from_linen`` or ``from_nnx`` yourself for
+  non-default options (e.g. a module without a ``train`` argument).
+
+  Args:
+    model: a ``Network`` (returned as is), a Linen module (``from_linen(model)``) or an NNX
+      graph definition (``from_nnx(model)``).
+
+  Returns:
+    The ``Network``.
+
   Raises:
     TypeError: for anything else (wrap a plain function with ``from_function``).
+
+  Example:
+    >>> from kdjax import models
+    >>> net = as_network(models.get("mlp_tiny", 10))
+    >>> net.name, as_network(net) is net
+    ('MLP', True)
+    >>> as_network(lambda params, inputs: inputs)
+    Traceback (most recent call last):
+    ...
+    TypeError: expected a kdjax.networks.Network, a flax.linen.Module or an nnx.GraphDef; got
+    function (wrap a plain apply function with networks.from_function).
   """
   if isinstance(model, Network):
     return model

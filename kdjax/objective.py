@@ -40,12 +40,22 @@ _UNIT = {"low": 0.0, "high": 1.0}
 class TermInputs(NamedTuple):
   """What a term sees at one step.
 
+  ``Objective.loss`` builds one per term and passes it to the term's ``TermDefinition.fn``;
+  build one yourself to call a term function directly.
+
   Attributes:
     student: the student's outputs: ``"logits"`` ``[B, K]`` and named features.
     teacher: ``"logits"`` ``[n, B, K]`` (the teacher, then its assistants) and the first
       teacher's named features; ``None`` when no teacher is consulted.
     labels: integer labels ``[B]`` or ``None``.
     key: a PRNG key for this term and step.
+
+  Example:
+    >>> inputs = TermInputs(student={"logits": jnp.zeros((4, 10))},
+    ...                     teacher={"logits": jnp.ones((3, 4, 10))},  # teacher + 2 assistants
+    ...                     labels=None, key=jax.random.key(0))
+    >>> inputs.student_logits.shape, inputs.teacher_logits.shape, inputs.all_teacher_logits.shape
+    ((4, 10), (4, 10), (3, 4, 10))
   """
 
   student: Mapping[str, jax.Array]
@@ -55,6 +65,7 @@ class TermInputs(NamedTuple):
 
   @property
   def student_logits(self) -> jax.Array:
+    """The student's logits ``[B, K]``."""
     return self.student[networks.LOGITS]
 
   @property
@@ -72,6 +83,10 @@ class TermInputs(NamedTuple):
 class TermDefinition:
   """A registered loss term.
 
+  The entries of ``TERMS``, which :func:`term` and :class:`Objective` read: what a term
+  computes, which of its arguments may follow a schedule and within which bounds, and what
+  it needs from the batch, the teachers and the PRNG.
+
   Attributes:
     fn: ``(inputs: TermInputs, hyperparameters) -> per-example values [B]``; the mapping
       holds the resolved schedulable hyperparameters and the static options.
@@ -84,6 +99,15 @@ class TermDefinition:
     student_features: ``options -> names`` of student outputs the term reads.
     teacher_features: ``options -> names`` of teacher features the term reads.
     check: ``options -> None``, raising ``ValueError`` on a bad option.
+
+  Example:
+    >>> kd = TERMS["kd"]
+    >>> kd.teacher, kd.hyperparameters["temperature"], kd.options
+    ('one', (4.0, {'low': 0.0, 'low_open': True}), {'class_reduction': 'sum'})
+    >>> inputs = TermInputs({"logits": jnp.zeros((2, 3))}, {"logits": jnp.zeros((1, 2, 3))},
+    ...                     None, jax.random.key(0))
+    >>> kd.fn(inputs, {"temperature": 4.0, "class_reduction": "sum"}).tolist()  # [B]
+    [0.0, 0.0]
   """
 
   fn: Callable[[TermInputs, Mapping[str, Any]], jax.Array]
@@ -234,11 +258,20 @@ TERMS: Mapping[str, TermDefinition] = {
 class Term:
   """One weighted term of an objective; build it with ``term``.
 
+  Constructing it directly skips :func:`term`'s checks: that validates the name and the
+  arguments and fills in the defaults.
+
   Attributes:
     name: the registered term (a key of ``TERMS``).
     weight: a scalar or schedule, >= 0.
-    arguments: its hyperparameters (scalars or schedules) and static options.
+    arguments: its hyperparameters (scalars or schedules) and static options, defaults
+      filled in.
     label: the name used in metrics; the term's name by default.
+
+  Example:
+    >>> t = term("kd", 0.9, temperature=2.0)
+    >>> t.name, t.weight, t.arguments, t.label
+    ('kd', 0.9, {'temperature': 2.0, 'class_reduction': 'sum'}, 'kd')
   """
 
   name: str
@@ -251,6 +284,8 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
          **arguments: Any) -> Term:
   """Declares a loss term of an objective.
 
+  Use it to list the terms of an :class:`Objective`; any weight or schedulable
+  hyperparameter may be an ``optax.Schedule`` of the step (``kdjax.schedules``).
   Registered terms, their hyperparameters (schedulable) and options (static):
 
   - ``"ce"``: cross-entropy with labels; ``label_smoothing=0``.
@@ -283,7 +318,20 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
 
   Raises:
     ValueError: on an unknown name (listing the valid ones), an unknown or missing argument,
-      a bad static option, or a label containing ``/``.
+      a bad static option, or a label that is not a non-empty string without ``/``.
+      (Weights and hyperparameters are range-checked by :class:`Objective`.)
+
+  Example:
+    >>> term("kd", 0.5, label="kd_t8", temperature=8.0).label  # a second KD term
+    'kd_t8'
+    >>> term("annealing")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss term 'annealing' needs argument(s) ['phi'].
+    >>> term("kd", tau=2.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: loss term 'kd' takes no argument(s) ['tau']; valid: ['class_reduction', ...].
   """
   if name not in TERMS:
     raise ValueError(f"unknown loss term {name!r}; valid: {', '.join(map(repr, TERMS))}.")
@@ -308,11 +356,38 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """A weighted sum of loss terms, validated when built.
+  r"""A weighted sum of loss terms, validated when built.
+
+  .. math::
+     L(n) = \sum_j w_j(n)\ \frac{\sum_i m_i\,\ell_j(s_i, t_i;\ \theta_j(n))}{\sum_i m_i}
+
+  Give it to ``kdjax.step.make_train_step``; building it checks every weight (>= 0) and
+  hyperparameter (e.g. temperature > 0) over the ``num_steps`` of the stage, so a bad
+  schedule fails before training starts.
 
   Attributes:
     terms: the terms, with distinct labels.
     num_steps: the training length over which schedules are range-checked.
+
+  Raises:
+    ValueError: on no terms (or something else than ``Term`` s), shared labels, a
+      ``num_steps`` that is not an integer >= 1, or a weight or hyperparameter leaving its
+      range within ``num_steps``.
+
+  Example:
+    >>> from kdjax import schedules
+    >>> warm_kd = term("kd", schedules.linear(0.0, 1.0, 100), temperature=4.0)
+    >>> obj = Objective((term("ce"), warm_kd), num_steps=1000)
+    >>> {k: float(v) for k, v in obj.schedule_values(50).items()}
+    {'weight/ce': 1.0, 'weight/kd': 0.5, 'kd/temperature': 4.0}
+    >>> Objective((term("kd"), term("kd", temperature=8.0)))
+    Traceback (most recent call last):
+    ...
+    ValueError: terms share the label(s) ['kd']; pass label= to tell them apart.
+    >>> Objective((term("kd", temperature=schedules.linear(4.0, -1.0, 10)),), num_steps=10)
+    Traceback (most recent call last):
+    ...
+    ValueError: kd/temperature must lie in (0.0, inf]; it is ... at step ...
   """
 
   terms: tuple[Term, ...]
@@ -344,11 +419,36 @@ class Objective:
 
   @property
   def hyperparameter_names(self) -> tuple[str, ...]:
-    """Names of the weights and schedulable hyperparameters, e.g. ``"kd/temperature"``."""
+    """Names of the weights and schedulable hyperparameters, e.g. ``"kd/temperature"``.
+
+    The names :meth:`schedule_values` reports and :meth:`overrides` accepts.
+
+    Example:
+      >>> Objective((term("ce"), term("kd"))).hyperparameter_names
+      ('weight/ce', 'weight/kd', 'kd/temperature')
+    """
     return tuple(self._bounded_schedules())
 
   def terms_needing(self, what: str) -> tuple[str, ...]:
-    """Labels of the terms that need ``"labels"``, ``"teacher"`` or ``"key"``."""
+    """Labels of the terms that need ``"labels"``, ``"teacher"`` or ``"key"``.
+
+    Use it to check, before training, that the data and the teachers give what the terms
+    read (e.g. no labels on mixed-up images, no teacher for a scratch stage).
+
+    Args:
+      what: ``"labels"``, ``"teacher"`` or ``"key"`` (a stochastic term).
+
+    Returns:
+      The labels of those terms, in order.
+
+    Raises:
+      ValueError: if ``what`` is none of these.
+
+    Example:
+      >>> obj = Objective((term("ce"), term("kd"), term("dgkd")))
+      >>> obj.terms_needing("labels"), obj.terms_needing("teacher"), obj.terms_needing("key")
+      (('ce',), ('kd', 'dgkd'), ('dgkd',))
+    """
     if what not in ("labels", "teacher", "key"):
       raise ValueError(f"unknown requirement {what!r}; valid: 'labels', 'teacher', 'key'.")
     needs = {
@@ -360,12 +460,27 @@ class Objective:
 
   @property
   def student_features(self) -> tuple[str, ...]:
-    """Names of the student outputs (besides logits) the terms read."""
+    """Names of the student outputs (besides logits) the terms read.
+
+    Example:
+      >>> obj = Objective((term("attention", student_features=("stage1", "stage2")),))
+      >>> obj.student_features
+      ('stage1', 'stage2')
+    """
     return _unique(f for t in self.terms for f in TERMS[t.name].student_features(t.arguments))
 
   @property
   def teacher_features(self) -> tuple[str, ...]:
-    """Names of the (first) teacher's features the terms read."""
+    """Names of the (first) teacher's features the terms read.
+
+    A teacher-output cache holds logits only: objectives with teacher features need the
+    teacher itself in the step.
+
+    Example:
+      >>> hint = term("hint", 10.0, student_feature="hint_regressor", teacher_feature="stage2")
+      >>> Objective((term("ce"), hint)).teacher_features
+      ('stage2',)
+    """
     return _unique(f for t in self.terms for f in TERMS[t.name].teacher_features(t.arguments))
 
   def overrides(self, values: Mapping[str, float]) -> dict[str, jax.Array]:
@@ -382,7 +497,17 @@ class Objective:
       The same mapping with float32 scalar arrays.
 
     Raises:
-      ValueError: on an unknown name (listing the valid ones) or an out-of-range value.
+      ValueError: on an unknown name (listing the valid ones), a value that is not a scalar,
+        or an out-of-range value.
+
+    Example:
+      >>> obj = Objective((term("ce", 0.1), term("kd", 0.9)))
+      >>> obj.overrides({"kd/temperature": 8})
+      {'kd/temperature': Array(8., dtype=float32)}
+      >>> obj.overrides({"kd/temperature": 0.0})
+      Traceback (most recent call last):
+      ...
+      ValueError: kd/temperature must lie in (0.0, inf]; it is 0.0...
     """
     bounded = self._bounded_schedules()
     out = {}
@@ -411,6 +536,12 @@ class Objective:
 
     Raises:
       ValueError: on an override name that is not a hyperparameter of this objective.
+
+    Example:
+      >>> obj = Objective((term("ce", 0.1), term("kd", 0.9)))
+      >>> values = obj.schedule_values(0, overrides={"kd/temperature": jnp.float32(8.0)})
+      >>> {name: round(float(value), 4) for name, value in values.items()}
+      {'weight/ce': 0.1, 'weight/kd': 0.9, 'kd/temperature': 8.0}
     """
     overrides = dict(overrides or {})
     bounded = self._bounded_schedules()
@@ -426,9 +557,21 @@ class Objective:
                    teacher: Mapping[str, jax.Array] | None) -> None:
     """Checks, at trace time, that the terms get what they need.
 
+    :meth:`loss` calls it; call it to fail early with a message that names the terms.
+
+    Args:
+      labels: integer labels ``[B]`` or ``None``.
+      teacher: ``"logits"`` ``[n, B, K]`` and features, or ``None``.
+
     Raises:
       ValueError: when labels or teacher outputs are missing, or DGKD's dropping arguments do
         not fit the number of teachers.
+
+    Example:
+      >>> Objective((term("ce"), term("kd"))).check_inputs(labels=None, teacher=None)
+      Traceback (most recent call last):
+      ...
+      ValueError: loss term(s) ['ce'] need labels, but the batch has no 'label' entry.
     """
     need_labels = self.terms_needing("labels")
     if need_labels and labels is None:
@@ -448,7 +591,13 @@ class Objective:
   def loss(self, student: Mapping[str, jax.Array], teacher: Mapping[str, jax.Array] | None,
            labels: jax.Array | None, mask: jax.Array | None, values: Mapping[str, jax.Array],
            key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The objective's value and each term's (unweighted) batch mean.
+    r"""The objective's value and each term's (unweighted) batch mean.
+
+    .. math::
+       L = \sum_j w_j\ \frac{\sum_i m_i\,\ell_j(s_i, t_i)}{\sum_i m_i}
+
+    Differentiate it with respect to ``student`` (the train step does); use it directly to
+    evaluate an objective on given outputs.
 
     Args:
       student: student outputs, ``"logits"`` ``[B, K]`` and features.
@@ -459,7 +608,20 @@ class Objective:
       key: a PRNG key for stochastic terms (one key per term is folded from it).
 
     Returns:
-      ``(total, {"loss/<label>": mean})``.
+      ``(total, {"loss/<label>": mean})``, float32 scalars.
+
+    Raises:
+      ValueError: as :meth:`check_inputs`, or from a term on inputs it cannot take (e.g.
+        mismatched logit shapes).
+
+    Example:
+      >>> obj = Objective((term("ce", 0.5), term("kd", 0.5, temperature=1.0)))
+      >>> logits = jnp.array([[2.0, 0.0], [0.0, 2.0]])  # [B, K]
+      >>> total, per_term = obj.loss({"logits": logits}, {"logits": logits[None]},
+      ...                            jnp.array([0, 1]), None, obj.schedule_values(0),
+      ...                            jax.random.key(0))
+      >>> round(float(total), 4), {k: round(float(v), 4) for k, v in per_term.items()}
+      (0.0635, {'loss/ce': 0.1269, 'loss/kd': 0.0})
     """
     self.check_inputs(labels, teacher)
     total = jnp.zeros([], jnp.float32)

@@ -48,6 +48,9 @@ def pmap_step(step: Step,
   more; pass teacher variables already replicated there (``replicate(teacher_vars,
   data_mesh(devices))``) or they are broadcast again at every call.
 
+  Use it on one host with several local devices when the model's BatchNorm layers are
+  built with the same ``axis_name``; otherwise prefer :func:`mesh_step`.
+
   Args:
     step: from ``kdjax.step.make_train_step(..., axis_name=axis_name)`` or
       ``make_eval_step(..., axis_name=axis_name)``; a step built without the axis name would
@@ -55,9 +58,27 @@ def pmap_step(step: Step,
     axis_name: the collective axis the step was built with.
     devices: the local devices to map over (default: all).
     donate_state: donate the state's buffers (train steps); teacher variables never are.
+      Turn it off for eval steps, or to keep using the state passed in.
 
   Returns:
-    The pmapped step.
+    The pmapped step ``(state, teacher_vars, batch) -> outputs``, ``batch`` a dict of
+    ``[B, ...]`` arrays; it raises ``ValueError`` when ``B`` is not divisible by the number
+    of devices.
+
+  Example:
+    >>> from kdjax import models
+    >>> from kdjax.state import create_train_state
+    >>> from kdjax.step import make_eval_step
+    >>> student = models.get("mlp_tiny", 10)
+    >>> images = jax.random.normal(jax.random.key(0), (2 * jax.device_count(), 8, 8, 1))
+    >>> variables = student.init(jax.random.key(1), images, train=False)
+    >>> state = create_train_state(student, variables, optax.sgd(0.1), jax.random.key(2))
+    >>> batch = {"image": images, "label": jnp.arange(len(images)) % 10}
+    >>> step = pmap_step(make_eval_step(student, axis_name=PMAP_AXIS), donate_state=False)
+    >>> metrics = step(state, None, batch)  # 2 examples per device
+    >>> single = make_eval_step(student)(state, None, batch)  # one device, whole batch
+    >>> bool(jnp.isclose(metrics["loss/ce"], single["loss/ce"]))
+    True
   """
   devices = list(devices or jax.local_devices())
   mapped = jax.pmap(step, axis_name=axis_name, in_axes=(None, None, 0), out_axes=None,
@@ -77,8 +98,23 @@ def data_mesh(devices: Sequence[jax.Device] | None = None,
               axis_name: str = DATA_AXIS) -> jax.sharding.Mesh:
   """A one-axis mesh over ``devices`` (default: every device of every process).
 
-  The axis is ``Auto`` (``jax.make_mesh`` defaults to ``Explicit`` axes in current JAX):
-  the step is written for global shapes and XLA partitions it.
+  The mesh :func:`mesh_step`, :func:`replicate` and :func:`shard_batch` take for data
+  parallelism. The axis is ``Auto`` (``jax.make_mesh`` defaults to ``Explicit`` axes in
+  current JAX): the step is written for global shapes and XLA partitions it.
+
+  Args:
+    devices: the devices, in batch order; every device of every process when ``None``.
+    axis_name: the mesh axis's name.
+
+  Returns:
+    A ``jax.sharding.Mesh`` of shape ``{axis_name: len(devices)}``.
+
+  Example:
+    >>> mesh = data_mesh()
+    >>> mesh.axis_names, mesh.size == jax.device_count()
+    (('data',), True)
+    >>> dict(data_mesh(jax.devices()[:1], axis_name="batch").shape)
+    {'batch': 1}
   """
   devices = list(devices or jax.devices())
   return jax.make_mesh((len(devices),), (axis_name,),
@@ -88,8 +124,25 @@ def data_mesh(devices: Sequence[jax.Device] | None = None,
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
   """Places every array of ``tree`` on every device of ``mesh`` (state, teacher variables).
 
-  Works across processes (where ``jax.device_put`` cannot reach other processes' devices):
-  each process must pass the same values, and provides them to its own devices.
+  Use it for what :func:`mesh_step` (or :func:`pmap_step`) leaves unsharded, once, before
+  the first step. Works across processes (where ``jax.device_put`` cannot reach other
+  processes' devices): each process must pass the same values, and provides them to its
+  own devices. Typed PRNG keys stay typed.
+
+  Args:
+    tree: a pytree of arrays (host or device) and PRNG keys.
+    mesh: the mesh, e.g. ``data_mesh()``.
+
+  Returns:
+    The same pytree of fully replicated global ``jax.Array`` s.
+
+  Example:
+    >>> mesh = data_mesh()
+    >>> tree = replicate({"w": np.ones(3), "rng": jax.random.key(0)}, mesh)
+    >>> tree["w"].sharding.is_fully_replicated, len(tree["w"].devices()) == mesh.size
+    (True, True)
+    >>> jax.dtypes.issubdtype(tree["rng"].dtype, jax.dtypes.prng_key)
+    True
   """
   sharding = NamedSharding(mesh, P())
 
@@ -106,8 +159,10 @@ def shard_batch(local_batch: batch_lib.Batch, mesh: jax.sharding.Mesh,
                 axis_name: str = DATA_AXIS) -> dict[str, jax.Array]:
   """Assembles global batch arrays, sharded on ``axis_name``, from this process's slice.
 
-  On one process the local batch is the global batch. On several, each passes its own
-  rows (process ``i`` holding the ``i``-th slice of the global batch, in device order).
+  Use it on every batch fed to a :func:`mesh_step` on several processes (on one, passing
+  the host batch straight to the step works too). On one process the local batch is the
+  global batch. On several, each passes its own rows (process ``i`` holding the ``i``-th
+  slice of the global batch, in device order).
 
   Args:
     local_batch: this process's batch, a dict of host arrays ``[B_local, ...]``.
@@ -118,7 +173,18 @@ def shard_batch(local_batch: batch_lib.Batch, mesh: jax.sharding.Mesh,
     A dict of global ``jax.Array`` s of leading size ``B_local * process_count``.
 
   Raises:
-    ValueError: if ``B_local`` is not divisible by this process's devices in the mesh.
+    ValueError: if ``B_local`` is not divisible by this process's devices in the mesh (or
+      the batch has no ``"image"``, or its arrays disagree on the batch size).
+
+  Example:
+    >>> mesh = data_mesh()
+    >>> n = jax.device_count()
+    >>> batch = shard_batch({"image": np.zeros((2 * n, 8, 8, 1)), "label": np.arange(2 * n)},
+    ...                     mesh)
+    >>> batch["image"].shape == (2 * n, 8, 8, 1), batch["image"].sharding.spec
+    (True, P('data',))
+    >>> batch["image"].addressable_shards[0].data.shape  # one device's share
+    (2, 8, 8, 1)
   """
   sharding = NamedSharding(mesh, P(axis_name))
   local_devices = len(mesh.local_devices)
@@ -135,15 +201,38 @@ def mesh_step(step: Step,
               donate_state: bool = True) -> Step:
   """Jits a step (built with ``axis_name=None``) over ``mesh``: batch sharded, rest replicated.
 
+  The data-parallel form to prefer: it gives the numbers of the single-device step on the
+  global batch (BatchNorm statistics included) and scales to several processes.
+
   Args:
     step: a train or eval step from ``kdjax.step``.
     mesh: the device mesh, e.g. ``data_mesh()``.
     axis_name: the mesh axis the batch is sharded on.
     donate_state: donate the state's buffers (train steps); teacher variables never are.
+      Turn it off for eval steps, or to keep using the state passed in.
 
   Returns:
-    ``(state, teacher_vars, batch) -> outputs``; on several processes pass ``replicate``-d
-    state and teacher variables and a ``shard_batch``-ed batch.
+    ``(state, teacher_vars, batch) -> outputs``, the outputs replicated; on several
+    processes pass ``replicate``-d state and teacher variables and a ``shard_batch``-ed
+    batch. It raises ``ValueError`` when the batch size is not divisible by the number of
+    shards of ``axis_name``.
+
+  Example:
+    >>> from kdjax import models
+    >>> from kdjax.state import create_train_state
+    >>> from kdjax.step import make_eval_step
+    >>> student = models.get("mlp_tiny", 10)
+    >>> images = jax.random.normal(jax.random.key(0), (2 * jax.device_count(), 8, 8, 1))
+    >>> variables = student.init(jax.random.key(1), images, train=False)
+    >>> state = create_train_state(student, variables, optax.sgd(0.1), jax.random.key(2))
+    >>> batch = {"image": images, "label": jnp.arange(len(images)) % 10}
+    >>> step = mesh_step(make_eval_step(student), data_mesh(), donate_state=False)
+    >>> metrics = step(state, None, batch)  # the batch is split over the devices
+    >>> single = make_eval_step(student)(state, None, batch)  # one device, whole batch
+    >>> bool(jnp.isclose(metrics["loss/ce"], single["loss/ce"]))
+    True
+    >>> metrics["loss/ce"].sharding.is_fully_replicated  # outputs come back replicated
+    True
   """
   replicated = NamedSharding(mesh, P())
   jitted = jax.jit(step,

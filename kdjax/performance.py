@@ -22,8 +22,9 @@ VM, jax/jaxlib 0.10.2, batch 128, CIFAR shapes; ratios from one process, see
   student step from 1.0 to 0.61–0.67 of the single-device time (teacher forward 0.66–0.90,
   fused KD step 0.76). 2 devices gave 0.85, 4 gave 0.76, 16 gave 0.80–0.84, 32 gave
   1.14–1.23: 8 (16 examples each) is the optimum, so the default is the largest power of
-  two ≤ ``max_devices`` that divides every batch size and leaves at least
-  ``min_per_device_batch`` examples per device.
+  two ≤ ``max_devices`` that divides every batch size and leaves each device at least 16
+  images' worth of 32 × 32 pixels. Small images stay on one device: 8 × 8 digits at batch
+  64 ran a ResNet-8 step 1.55× slower on four devices than on one.
 
 What was measured and is **not** set (it did not help on that machine): XLA:CPU flags
 ``--xla_cpu_use_onednn``, ``--xla_cpu_experimental_onednn_custom_call``,
@@ -37,8 +38,9 @@ on) in jax 0.10. Also measured and not set: an NCHW model (train step 1.10 of NH
 bfloat16 teacher (forward 0.97–1.02 of float32 on this CPU, and it moves the soft targets:
 T²·KL 2.8e-3 at T = 4); no donation (1.02); fewer host round-trips (0.98–0.99).
 
-**Optional**: ``compilation_cache_dir`` turns on JAX's persistent compilation cache (a
-second process compiled the fused KD step in 1.5 s instead of 4.1 s).
+**Compilation cache**: ``compilation_cache_dir`` turns on JAX's persistent compilation
+cache (a second process compiled the fused KD step in 1.5 s instead of 4.1 s); the training
+binary keeps it in ``config.compilation_cache_dir`` (``~/.cache/kdjax/jax`` by default).
 
 Accelerator hosts: the settings only concern JAX's CPU backend; with a GPU or TPU as the
 default backend, the virtual CPU devices exist but are unused.
@@ -51,51 +53,65 @@ from typing import Any
 
 from absl import logging
 import jax
-from jax._src import xla_bridge
 
 _DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
 
 
+# 16 CIFAR images (32 × 32) per device was the optimum: a first-stage activation of 1 MiB.
+_MIN_PIXELS_PER_DEVICE = 16 * 32 * 32
+
+
 def recommended_cpu_devices(batch_sizes: Sequence[int] = (128,),
+                            image_shape: Sequence[int] = (32, 32, 3),
                             *,
                             max_devices: int = 8,
-                            min_per_device_batch: int = 16) -> int:
-  """The number of virtual CPU devices to split batches of these sizes over.
+                            min_pixels_per_device: int = _MIN_PIXELS_PER_DEVICE) -> int:
+  r"""The number of virtual CPU devices to split batches of these sizes over.
 
-  The largest power of two ``n <= max_devices`` that divides every batch size and leaves
-  at least ``min_per_device_batch`` examples per device (of the smallest batch); 1 when
-  none does.
+  The largest power of two :math:`n \le` ``max_devices`` that divides every batch size and
+  leaves each device at least ``min_pixels_per_device`` image pixels (examples × height ×
+  width, of the smallest batch); 1 when none does. Splitting pays when the per-example
+  activations of a batch outgrow the CPU's cache (CIFAR-sized images at batch 128), and
+  costs synchronisation when they do not: the quickstart's 8 × 8 digits at batch 64 ran a
+  ResNet-8 step in 12.1 ms on one device and 18.8 ms on four.
 
   Args:
     batch_sizes: every global batch size a step will see (train and eval).
+    image_shape: ``[H, W, C]`` of one input image.
     max_devices: the most devices to use (8 was fastest on a 2-core CPU at batch 128).
-    min_per_device_batch: the fewest examples per device.
+    min_pixels_per_device: the fewest pixels (examples × H × W) per device; the default is
+      16 images of 32 × 32, the measured optimum.
 
   Returns:
     The device count, >= 1.
 
   Raises:
-    ValueError: if a batch size, ``max_devices`` or ``min_per_device_batch`` is not a
-      positive integer.
+    ValueError: if a batch size, an image dimension, ``max_devices`` or
+      ``min_pixels_per_device`` is not a positive integer.
 
   Example:
-    >>> recommended_cpu_devices((128,))
+    >>> recommended_cpu_devices((128,), (32, 32, 3))
     8
-    >>> recommended_cpu_devices((128, 500))  # 500 is not a multiple of 8
+    >>> recommended_cpu_devices((128, 500), (32, 32, 3))  # 500 is not a multiple of 8
     4
+    >>> recommended_cpu_devices((64,), (8, 8, 1))  # small images: one device is faster
+    1
   """
   for name, value in (("max_devices", max_devices),
-                      ("min_per_device_batch", min_per_device_batch),
-                      *((f"batch_sizes[{i}]", b) for i, b in enumerate(batch_sizes))):
+                      ("min_pixels_per_device", min_pixels_per_device),
+                      *((f"batch_sizes[{i}]", b) for i, b in enumerate(batch_sizes)),
+                      *((f"image_shape[{i}]", d) for i, d in enumerate(image_shape))):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"{name}={value!r} must be a positive integer.")
   if not batch_sizes:
     raise ValueError("batch_sizes is empty; pass the train (and eval) batch sizes.")
+  if len(image_shape) != 3:
+    raise ValueError(f"image_shape={tuple(image_shape)} must be [H, W, C].")
   divisor = math.gcd(*batch_sizes)
-  smallest = min(batch_sizes)
+  pixels = min(batch_sizes) * image_shape[0] * image_shape[1]
   n = 1
   while (2 * n <= max_devices and divisor % (2 * n) == 0
-         and smallest // (2 * n) >= min_per_device_batch):
+         and pixels // (2 * n) >= min_pixels_per_device):
     n *= 2
   return n
 
@@ -109,49 +125,91 @@ def _user_device_count() -> int | None:
   return None if value is None or value < 0 else int(value)
 
 
-def configure(*,
-              batch_sizes: Sequence[int] = (128,),
-              num_cpu_devices: int | None = None,
-              compilation_cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-  """Applies kdjax's performance defaults; call before JAX initialises its backends.
+def enable_compilation_cache(directory: str | os.PathLike) -> str:
+  """Keeps JAX's compiled programs in ``directory`` (``~`` expanded), unless one is set.
+
+  A second run of the same program then reads it from disk instead of compiling it. Every
+  program is cached, however quick to compile (the trainer's eval and teacher programs
+  too). A directory the user already gave JAX (``jax_compilation_cache_dir`` or
+  ``JAX_COMPILATION_CACHE_DIR``) is kept.
 
   Args:
-    batch_sizes: the global batch sizes the run will use (train and eval); they choose the
-      number of virtual CPU devices (``recommended_cpu_devices``).
+    directory: where to keep the cache; ``""`` changes nothing.
+
+  Returns:
+    The cache directory in force (``""`` for none).
+
+  Example:
+    >>> import tempfile
+    >>> previous = jax.config.jax_compilation_cache_dir
+    >>> jax.config.update("jax_compilation_cache_dir", None)
+    >>> cache = tempfile.mkdtemp()
+    >>> enable_compilation_cache(cache) == cache == jax.config.jax_compilation_cache_dir
+    True
+    >>> enable_compilation_cache("~/elsewhere") == cache  # the first directory stays
+    True
+    >>> jax.config.update("jax_compilation_cache_dir", previous)
+  """
+  current = jax.config.jax_compilation_cache_dir
+  if current or not directory:
+    return current or ""
+  directory = os.path.expanduser(os.fspath(directory))
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  return directory
+
+
+def configure(*,
+              batch_sizes: Sequence[int] = (128,),
+              image_shape: Sequence[int] = (32, 32, 3),
+              num_cpu_devices: int | None = None,
+              compilation_cache_dir: str | os.PathLike = "") -> dict[str, Any]:
+  """Applies kdjax's performance defaults; call before JAX initialises its backends.
+
+  ``launch/train.py`` and ``launch/benchmark.py`` call it first thing in ``main``. In a
+  notebook, call it right after ``import jax``, before anything touches a device.
+
+  Args:
+    batch_sizes: the global batch sizes the run will use (train and eval); with
+      ``image_shape`` they choose the number of virtual CPU devices
+      (``recommended_cpu_devices``).
+    image_shape: ``[H, W, C]`` of the run's images.
     num_cpu_devices: an explicit number of virtual CPU devices (overrides the choice).
-    compilation_cache_dir: if given (and the user has set no cache directory), JAX's
-      persistent compilation cache is kept there, for every program however quick to
-      compile. Measured: the first call of a resnet56 → resnet8 fused KD step went from
-      4.1 s to 1.5 s in a second process (the whole benchmark process from 15.3 to 5.3 s).
+    compilation_cache_dir: where to keep JAX's persistent compilation cache
+      (``enable_compilation_cache``); ``""``: no cache. Measured: the first call of a
+      resnet56 → resnet8 fused KD step went from 4.1 s to 1.5 s in a second process (the
+      whole benchmark process from 15.3 to 5.3 s).
 
   Returns:
     What is in force: ``{"num_cpu_devices": n, "source": ..., "compilation_cache_dir":
     ...}``, where ``source`` is ``"kdjax"`` (set here), ``"user"`` (set by ``XLA_FLAGS`` or
     ``jax.config`` before), or ``"too late"`` (JAX's backends were already initialised; the
-    device count did not change).
+    device count did not change, and a warning says so).
 
   Raises:
-    ValueError: on a non-positive ``num_cpu_devices`` or bad batch sizes.
+    ValueError: on a non-positive ``num_cpu_devices``, bad batch sizes or image shape.
+
+  Example:
+    >>> applied = configure(num_cpu_devices=2)  # too late here: this session's devices are up
+    >>> applied["source"], applied["num_cpu_devices"] == len(jax.devices("cpu"))
+    ('too late', True)
   """
   if num_cpu_devices is not None and (isinstance(num_cpu_devices, bool) or
                                       not isinstance(num_cpu_devices, int) or
                                       num_cpu_devices < 1):
     raise ValueError(f"num_cpu_devices={num_cpu_devices!r} must be a positive integer.")
-  wanted = num_cpu_devices or recommended_cpu_devices(batch_sizes)
-  cache = {"compilation_cache_dir": jax.config.jax_compilation_cache_dir}
-  if compilation_cache_dir is not None and not cache["compilation_cache_dir"]:
-    jax.config.update("jax_compilation_cache_dir", os.fspath(compilation_cache_dir))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    cache["compilation_cache_dir"] = os.fspath(compilation_cache_dir)
+  wanted = num_cpu_devices or recommended_cpu_devices(batch_sizes, image_shape)
+  cache = {"compilation_cache_dir": enable_compilation_cache(compilation_cache_dir)}
   user = _user_device_count()
-  if xla_bridge.backends_are_initialized():
+  if user is not None and num_cpu_devices is None:
+    return {"num_cpu_devices": user, "source": "user", **cache}
+  try:
+    jax.config.update("jax_num_cpu_devices", wanted)
+  except RuntimeError:  # JAX refuses once its backends are running
     current = len(jax.devices("cpu"))
     if current != wanted:
       logging.warning("kdjax.performance.configure() came after JAX initialised its "
                       "backends: %d CPU device(s) instead of %d. Call it at startup.",
                       current, wanted)
     return {"num_cpu_devices": current, "source": "too late", **cache}
-  if user is not None and num_cpu_devices is None:
-    return {"num_cpu_devices": user, "source": "user", **cache}
-  jax.config.update("jax_num_cpu_devices", wanted)
   return {"num_cpu_devices": wanted, "source": "kdjax", **cache}

@@ -68,7 +68,21 @@ def annealing_phi(max_temperature: int, steps_per_level: int) -> optax.Schedule:
 
 
 def constant(value: float) -> optax.Schedule:
-  """A constant schedule (``optax.constant_schedule``) with a finite value.
+  r"""A constant schedule (``optax.constant_schedule``) with a finite value.
+
+  Use it where a schedule is required but the value does not move; anything that accepts a
+  scalar-or-schedule also takes the plain scalar.
+
+  .. math:: v(n) = v
+
+  Args:
+    value: the value :math:`v`, finite.
+
+  Returns:
+    An ``optax.Schedule`` returning ``value`` (a scalar) at every step.
+
+  Raises:
+    ValueError: if ``value`` is not finite.
 
   Example:
     >>> float(constant(4.0)(1000))
@@ -85,6 +99,16 @@ def linear(init_value: float, end_value: float, transition_steps: int,
   .. math:: v(n) = v_0 + (v_1 - v_0)\,\mathrm{clip}\big((n - n_0)/N,\ 0,\ 1\big)
 
   DKD's loss warm-up ``min(epoch / 20, 1)`` is ``linear(0, 1, 20 * steps_per_epoch)``.
+
+  Args:
+    init_value: :math:`v_0`, the value up to ``transition_begin``, finite.
+    end_value: :math:`v_1`, the value from ``transition_begin + transition_steps`` on,
+      finite.
+    transition_steps: :math:`N`, the length of the ramp, an integer >= 1.
+    transition_begin: :math:`n_0`, the step at which the ramp starts, an integer >= 0.
+
+  Returns:
+    An ``optax.Schedule`` returning a scalar.
 
   Raises:
     ValueError: on non-finite values, ``transition_steps < 1`` or ``transition_begin < 0``.
@@ -108,6 +132,14 @@ def cosine(init_value: float, end_value: float, decay_steps: int) -> optax.Sched
 
   Works for rising as well as falling values (e.g. a temperature annealed downwards).
 
+  Args:
+    init_value: :math:`v_0`, the value at step 0, finite.
+    end_value: :math:`v_1`, the value from ``decay_steps`` on, finite.
+    decay_steps: :math:`N`, the length of the transition, an integer >= 1.
+
+  Returns:
+    An ``optax.Schedule`` returning a float32 scalar.
+
   Raises:
     ValueError: on non-finite values or ``decay_steps < 1``.
 
@@ -129,10 +161,25 @@ def cosine(init_value: float, end_value: float, decay_steps: int) -> optax.Sched
 
 def piecewise_constant(init_value: float, boundaries_and_values: Mapping[int, float]
                        ) -> optax.Schedule:
-  """A staircase with absolute values: ``init_value`` until the first boundary, and so on.
+  r"""A staircase with absolute values: ``init_value`` until the first boundary, and so on.
 
   Unlike ``optax.piecewise_constant_schedule`` (which multiplies by scales), the mapping
-  gives the value taken *from* each boundary step on, e.g. ``{100: 2.0, 200: 1.0}``.
+  gives the value taken *from* each boundary step on, e.g. ``{100: 2.0, 200: 1.0}``. Use it
+  for a temperature or loss weight that changes at fixed milestones.
+
+  .. math::
+     v(n) = v_j \quad\text{with}\quad j = \#\{i : n \ge b_i\},\qquad
+     v_0 = \mathtt{init\_value}
+
+  for the sorted boundaries :math:`b_1 < b_2 < \dots` and their values :math:`v_1, v_2, \dots`.
+
+  Args:
+    init_value: :math:`v_0`, the value before the first boundary, finite.
+    boundaries_and_values: boundary step (an integer >= 0) → the finite value taken from
+      that step on; any order.
+
+  Returns:
+    An ``optax.Schedule`` returning a float32 scalar.
 
   Raises:
     ValueError: on non-finite values or boundaries that are not non-negative integers.
@@ -159,9 +206,22 @@ def piecewise_constant(init_value: float, boundaries_and_values: Mapping[int, fl
 
 
 def join(schedules: Sequence[optax.Schedule], boundaries: Sequence[int]) -> optax.Schedule:
-  """Runs ``schedules[i]`` from ``boundaries[i-1]`` on, each restarted at step 0.
+  r"""Runs ``schedules[i]`` from ``boundaries[i-1]`` on, each restarted at step 0.
 
-  A thin, validated ``optax.join_schedules``.
+  A thin, validated ``optax.join_schedules``: use it to chain phases, e.g. a warm-up ramp and
+  then a constant.
+
+  .. math::
+     v(n) = v_i(n - b_i)\quad\text{for}\quad b_i \le n < b_{i+1},\qquad
+     b_0 = 0,\ b_{m} = \infty
+
+  Args:
+    schedules: the :math:`m` schedules :math:`v_0, \dots, v_{m-1}`, in order.
+    boundaries: the :math:`m - 1` steps :math:`b_1 < \dots < b_{m-1}` at which the next
+      schedule takes over.
+
+  Returns:
+    An ``optax.Schedule``.
 
   Raises:
     ValueError: unless ``len(boundaries) == len(schedules) - 1`` and the boundaries are
@@ -184,7 +244,25 @@ def join(schedules: Sequence[optax.Schedule], boundaries: Sequence[int]) -> opta
 
 
 def resolve(value: ScalarOrSchedule, step: jax.typing.ArrayLike) -> jax.Array:
-  """The value of a scalar-or-schedule at ``step``, as a float32 ``jax.Array``."""
+  """The value of a scalar-or-schedule at ``step``, as a float32 ``jax.Array``.
+
+  Use it wherever a hyperparameter may be either a constant or a schedule: inside a jitted
+  step ``step`` is traced, and so is the result.
+
+  Args:
+    value: a scalar (or array) or an ``optax.Schedule`` (any callable of the step).
+    step: the step, an integer scalar (possibly traced).
+
+  Returns:
+    ``value(step)`` if ``value`` is callable, else ``value``; float32, of the value's shape
+    (a scalar ``[]`` for scalars and kdjax's schedules).
+
+  Example:
+    >>> resolve(2, step=0)
+    Array(2., dtype=float32)
+    >>> float(resolve(linear(0.0, 1.0, transition_steps=10), step=5))
+    0.5
+  """
   if callable(value):
     return jnp.asarray(value(step), jnp.float32)
   return jnp.asarray(value, jnp.float32)
@@ -195,12 +273,35 @@ def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
                 samples: int = 1001) -> None:
   """Checks that a scalar or schedule stays within ``[low, high]`` over ``num_steps`` steps.
 
-  A schedule is evaluated at ``samples`` evenly spaced steps plus both ends, in one
-  vectorised call; piecewise-linear and staircase schedules reach their extremes at their
-  knots, which the sampling catches to within ``num_steps / samples`` steps.
+  A schedule is evaluated at ``samples`` evenly spaced steps from 0 to ``num_steps - 1``
+  (both ends included), in one vectorised call; piecewise-linear and staircase schedules
+  reach their extremes at their knots, which the sampling catches to within
+  ``num_steps / samples`` steps. Objectives and transforms call it when they are built,
+  since inside a jitted step the values are traced and cannot be checked.
+
+  Args:
+    name: the hyperparameter's name, for the error message.
+    value: a scalar or an ``optax.Schedule`` returning a scalar.
+    low: the lower bound (default: none).
+    high: the upper bound, always included (default: none).
+    low_open: exclude ``low`` itself (e.g. a temperature must be > 0).
+    num_steps: the length of training: steps ``[0, num_steps)`` are checked.
+    samples: the number of evenly spaced steps evaluated.
 
   Raises:
-    ValueError: naming ``name``, the offending value and the step where it occurs.
+    ValueError: naming ``name``, the offending value and the (first) step where it occurs,
+      when a value is outside the interval or not finite.
+
+  Example:
+    >>> check_range("gamma", linear(0.0, 1.0, 10), low=0.0, high=1.0, num_steps=20)
+    >>> check_range("gamma", linear(0.0, 2.0, 10), low=0.0, high=1.0, num_steps=20)
+    Traceback (most recent call last):
+    ...
+    ValueError: gamma must lie in [0.0, 1.0]; it is 1.2... at step 6.
+    >>> check_range("temperature", 0.0, low=0.0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must lie in (0.0, inf]; it is 0.0 at step 0.
   """
   if callable(value):
     steps = np.unique(np.linspace(0, max(num_steps - 1, 0), samples).astype(np.int64))

@@ -19,6 +19,10 @@ from kdjax import networks
 class TrainState(struct.PyTreeNode):
   """What a distillation step updates.
 
+  Build it with ``create_train_state`` and pass it to (and get it back from) the step; it
+  is a pytree, so it can be checkpointed, donated, and stacked for sweeps
+  (``kdjax.sweep.stack_states``).
+
   The optimizer acts on ``trainables`` = ``{"student": params, "aux": aux_params}``, so
   auxiliary heads (FitNets regressors) train with the student while ``params`` stays
   exactly the student's exportable parameters. Write ``optax.masked`` / ``multi_transform``
@@ -36,6 +40,16 @@ class TrainState(struct.PyTreeNode):
     hparams: per-student constants that replace objective schedules, e.g.
       ``{"kd/temperature": 8.0}`` (see ``Objective.overrides``); stacked across students,
       they make hyperparameter sweeps one compiled program.
+
+  Example:
+    >>> from kdjax import models
+    >>> model = models.get("mlp_tiny", 10)
+    >>> variables = model.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)), train=False)
+    >>> state = create_train_state(model, variables, optax.sgd(0.1), jax.random.key(1))
+    >>> int(state.step), sorted(state.trainables), sorted(state.model_state)
+    (0, ['aux', 'student'], ['batch_stats'])
+    >>> int(state.replace(step=state.step + 1).step)  # immutable: replace returns a copy
+    1
   """
 
   step: jax.Array
@@ -85,7 +99,32 @@ def create_train_state(student: networks.Network | Any,
     A ``TrainState`` at step 0.
 
   Raises:
-    ValueError: if ``aux_heads`` are given without ``sample_inputs``.
+    ValueError: if ``aux_heads`` are given without ``sample_inputs``, or an aux head is
+      invalid (see ``kdjax.heads.check_heads``) or reads a feature the student does not
+      sow.
+    TypeError: if ``student`` is neither a ``Network`` nor a model ``as_network`` accepts.
+
+  Example: a student with a trainable projection head on its ``"pooled"`` features.
+
+    >>> from flax import linen as nn
+    >>> from kdjax import heads, models
+    >>> class Projector(nn.Module):  # heads are called as module(feature, train=...)
+    ...   @nn.compact
+    ...   def __call__(self, x, train):
+    ...     return nn.Dense(4)(x)
+    >>> student = models.get("mlp_tiny", 10)
+    >>> x = jnp.zeros((2, 8, 8, 1))  # [B, H, W, C]
+    >>> variables = student.init(jax.random.key(0), x, train=False)
+    >>> projector = heads.AuxHead(Projector(), source="pooled")
+    >>> state = create_train_state(student, variables, optax.adam(1e-3), jax.random.key(1),
+    ...                            aux_heads={"proj": projector}, sample_inputs=x)
+    >>> state.aux_params["proj"]["Dense_0"]["kernel"].shape  # pooled is [2, 16]
+    (16, 4)
+    >>> create_train_state(student, variables, optax.adam(1e-3), jax.random.key(1),
+    ...                    aux_heads={"proj": projector})
+    Traceback (most recent call last):
+    ...
+    ValueError: aux heads ['proj'] need sample_inputs to be initialised.
   """
   student = networks.as_network(student)
   heads = heads_lib.check_heads(aux_heads or {})

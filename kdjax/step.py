@@ -87,6 +87,18 @@ def make_teacher_forward(teacher: Teacher | None,
     ValueError: at build time for features without a teacher; at the first call for a
       wrong number of variable pytrees, missing variables, or teachers whose class counts
       differ.
+
+  Example:
+    >>> from kdjax import models
+    >>> teacher, assistant = models.get("mlp", 10), models.get("mlp_tiny", 10)
+    >>> images = jnp.ones((4, 8, 8, 1))
+    >>> variables = [m.init(jax.random.key(i), images, train=False)
+    ...              for i, m in enumerate((teacher, assistant))]
+    >>> forward = make_teacher_forward((teacher, assistant))
+    >>> forward(variables, {"image": images})["logits"].shape  # [n, B, K]
+    (2, 4, 10)
+    >>> make_teacher_forward(None)(None, {"image": images}) is None  # no cached logits
+    True
   """
   if teacher is None:
     if features:
@@ -151,9 +163,35 @@ def make_student_update(student: networks.Network | nn.Module,
                         log_schedules: Mapping[str, optax.Schedule] | None = None) -> Update:
   """Builds ``(state, teacher_outputs, batch) -> (state, metrics)``, the student side of a step.
 
-  ``make_train_step`` composes it with ``make_teacher_forward``; ``kdjax.sweep`` vmaps it
-  over students with the teacher outputs computed once, outside the vmap. Arguments as in
-  ``make_train_step``.
+  Use it when the teacher's outputs come from elsewhere: ``make_train_step`` composes it
+  with ``make_teacher_forward``; ``kdjax.sweep`` maps it over students with the teacher
+  outputs computed once; the trainer wraps it with a finiteness check. Arguments as in
+  ``make_train_step``; ``teacher_outputs`` is what ``make_teacher_forward`` returns
+  (``{"logits": [n, B, K], <feature>: ...}``) or ``None`` without a teacher.
+
+  Returns:
+    The update function.
+
+  Raises:
+    ValueError: at build time when ``log_schedules`` names clash with the objective's
+      metrics or an aux head reads another head; at the first call for a state whose aux
+      heads differ, a batch without images, or teacher logits whose class count differs
+      from the student's.
+
+  Example:
+    >>> from kdjax import models, objective
+    >>> from kdjax.state import create_train_state
+    >>> student = models.get("mlp_tiny", 10)
+    >>> images = jnp.ones((4, 8, 8, 1))
+    >>> obj = objective.Objective((objective.term("kd", temperature=2.0),))
+    >>> opt = optax.sgd(0.1)
+    >>> state = create_train_state(student, student.init(jax.random.key(0), images, train=False),
+    ...                            opt, jax.random.key(1))
+    >>> update = jax.jit(make_student_update(student, obj, opt))
+    >>> teacher_outputs = {"logits": jnp.zeros((1, 4, 10))}  # one teacher, batch 4, K = 10
+    >>> state, metrics = update(state, teacher_outputs, {"image": images})
+    >>> int(state.step), float(metrics["kd/temperature"])
+    (1, 2.0)
   """
   student = networks.as_network(student)
   heads = heads_lib.check_heads(aux_heads or {})

@@ -22,11 +22,34 @@ def _mean_std(values: Sequence[float]) -> str:
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
-  """A Markdown table, one row per stage: accuracy in %, mean ± std over seeds.
+  r"""A Markdown table, one row per stage: accuracy in %, mean ± std over seeds.
+
+  Use it to compare the stages of a run at a glance (:func:`write` puts it in
+  ``summary.md``). Over the :math:`S` seeds' accuracies :math:`a_s` (a single seed shows
+  the mean alone):
+
+  .. math::
+     \bar a = \frac1S \sum_s a_s, \qquad
+     \mathrm{std} = \sqrt{\frac{1}{S - 1} \sum_s (a_s - \bar a)^2}
 
   Args:
-    results: per-stage records with ``stage``, ``model``, ``method``, ``teachers``,
-      ``last_accuracy`` and ``best_accuracy`` (lists over seeds, in [0, 1]).
+    results: per-stage records with ``stage``, ``model``, ``method``, ``teachers`` (names,
+      possibly none), ``last_accuracy`` and ``best_accuracy`` (lists ``[S]`` over seeds,
+      in [0, 1]).
+
+  Returns:
+    The Markdown table, ending with a newline.
+
+  Raises:
+    KeyError: naming a field missing from a record.
+
+  Example:
+    >>> print(table([{"stage": "student", "model": "mlp_tiny", "method": "kd",
+    ...               "teachers": ["teacher"], "last_accuracy": [0.90, 0.92],
+    ...               "best_accuracy": [0.91, 0.93]}]))
+    | stage | model | method | teachers | seeds | last acc. (%) | best acc. (%) |
+    |---|---|---|---|---|---|---|
+    | student | mlp_tiny | kd | teacher | 2 | 91.00 ± 1.41 | 92.00 ± 1.41 |
   """
   lines = ["| stage | model | method | teachers | seeds | last acc. (%) | best acc. (%) |",
            "|---|---|---|---|---|---|---|"]
@@ -39,7 +62,29 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def plot(results: Sequence[dict[str, Any]], path: str) -> None:
-  """Test accuracy against step for every stage (mean over seeds, shaded ± std)."""
+  """Plots test accuracy against step for every stage (mean over seeds, shaded ± std).
+
+  Use it for the curves of a run (:func:`write` saves them as ``accuracy.png``); one line
+  per stage, labelled ``"<stage> (<method>)"``.
+
+  Args:
+    results: per-stage records with ``stage``, ``method`` and ``curve``:
+      ``{"step": [E], "accuracy": [E] or [E, S]}``, the accuracy in [0, 1] of ``S`` seeds
+      at ``E`` evaluations.
+    path: the image file to write; its extension picks the format (e.g. ``.png``).
+
+  Raises:
+    KeyError: naming a field missing from a record.
+    ValueError: if a curve's accuracies do not come in one row per step.
+
+  Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "accuracy.png")
+    >>> plot([{"stage": "student", "method": "kd",
+    ...        "curve": {"step": [100, 200], "accuracy": [[0.8, 0.82], [0.9, 0.92]]}}], path)
+    >>> plt.imread(path).shape  # 7 × 4.5 inches at 120 dpi, RGBA
+    (540, 840, 4)
+  """
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
   for r in results:
     steps = np.asarray(r["curve"]["step"])
@@ -59,7 +104,34 @@ def plot(results: Sequence[dict[str, Any]], path: str) -> None:
 
 
 def write(results: Sequence[dict[str, Any]], directory: str, title: str) -> str:
-  """Writes ``summary.md`` and ``accuracy.png`` into ``directory``; returns the table."""
+  """Writes ``summary.md`` and ``accuracy.png`` into ``directory``; returns the table.
+
+  The end-of-run report: ``summary.md`` has the ``title`` as heading, the :func:`table` and
+  the :func:`plot` of the curves; an earlier report in ``directory`` is overwritten.
+
+  Args:
+    results: per-stage records with the fields :func:`table` and :func:`plot` read.
+    directory: an existing directory.
+    title: the Markdown heading.
+
+  Returns:
+    The Markdown table (also printed by the trainer at the end of a run).
+
+  Raises:
+    FileNotFoundError: if ``directory`` does not exist.
+    KeyError: naming a field missing from a record.
+
+  Example:
+    >>> import os, tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> results = [{"stage": "teacher", "model": "mlp", "method": "scratch", "teachers": [],
+    ...             "last_accuracy": [0.95], "best_accuracy": [0.96],
+    ...             "curve": {"step": [100, 200], "accuracy": [[0.9], [0.95]]}}]
+    >>> print(write(results, directory, title="Digits").splitlines()[-1])
+    | teacher | mlp | scratch | — | 1 | 95.00 | 96.00 |
+    >>> sorted(os.listdir(directory))
+    ['accuracy.png', 'summary.md']
+  """
   text = table(results)
   with open(os.path.join(directory, SUMMARY_FILE), "w") as f:
     f.write(f"# {title}\n\nAccuracy on the test split, in %: mean ± std over seeds; "

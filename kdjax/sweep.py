@@ -46,8 +46,28 @@ from kdjax.state import TrainState
 def stack_states(states: Sequence[TrainState]) -> TrainState:
   """Stacks states of identical structure along a new leading student axis.
 
+  Args:
+    states: one ``TrainState`` per student (same model, optimizer, heads, hparams keys).
+
+  Returns:
+    One ``TrainState`` whose every leaf has a leading axis of ``len(states)``.
+
   Raises:
     ValueError: if ``states`` is empty or their structures (or hparams keys) differ.
+
+  Example:
+    >>> from kdjax import models
+    >>> from kdjax.state import create_train_state
+    >>> student = models.get("mlp_tiny", 10)
+    >>> images = jnp.ones((1, 8, 8, 1))
+    >>> states = [create_train_state(student, student.init(jax.random.key(i), images, train=False),
+    ...                              optax.sgd(0.1), jax.random.key(i)) for i in range(3)]
+    >>> stack_states(states).step.shape
+    (3,)
+    >>> stack_states([])
+    Traceback (most recent call last):
+    ...
+    ValueError: stack_states needs at least one state.
   """
   if not states:
     raise ValueError("stack_states needs at least one state.")
@@ -59,7 +79,24 @@ def stack_states(states: Sequence[TrainState]) -> TrainState:
 
 
 def unstack_states(states: TrainState) -> list[TrainState]:
-  """Splits stacked states back into one state per student."""
+  """Splits stacked states back into one state per student (``stack_states`` undone).
+
+  Args:
+    states: a ``TrainState`` with a leading student axis on every leaf.
+
+  Returns:
+    The list of per-student states.
+
+  Example:
+    >>> from kdjax import models
+    >>> from kdjax.state import create_train_state
+    >>> student = models.get("mlp_tiny", 10)
+    >>> images = jnp.ones((1, 8, 8, 1))
+    >>> state = create_train_state(student, student.init(jax.random.key(0), images, train=False),
+    ...                            optax.sgd(0.1), jax.random.key(0))
+    >>> [int(s.step) for s in unstack_states(stack_states([state, state]))]
+    [0, 0]
+  """
   num_students = jax.tree.leaves(states)[0].shape[0]
   return [jax.tree.map(lambda x, i=i: x[i], states) for i in range(num_students)]
 
@@ -74,6 +111,27 @@ def over_students(fn: Callable[..., Any], *, vectorize: bool | None = None
   ``True`` elsewhere, decided when traced. On XLA:CPU a vmapped convolution with
   per-student weights becomes a grouped convolution, several times slower than separate
   ones (see ``make_sweep_train_step``). Use it for train and eval steps alike.
+
+  Args:
+    fn: ``(state, *shared) -> outputs`` for one student, e.g. a train or eval step.
+    vectorize: ``True`` (vmap), ``False`` (unrolled) or ``None`` (by backend).
+
+  Returns:
+    ``(states, *shared) -> outputs`` stacked along the student axis.
+
+  Example:
+    >>> from kdjax import models
+    >>> from kdjax import step as step_lib
+    >>> from kdjax.state import create_train_state
+    >>> student = models.get("mlp_tiny", 10)
+    >>> images = jnp.ones((4, 8, 8, 1))
+    >>> states = stack_states([create_train_state(
+    ...     student, student.init(jax.random.key(i), images, train=False), optax.sgd(0.1),
+    ...     jax.random.key(i)) for i in range(2)])
+    >>> evaluate = jax.jit(over_students(step_lib.make_eval_step(student)))
+    >>> metrics = evaluate(states, None, {"image": images, "label": jnp.zeros(4, jnp.int32)})
+    >>> metrics["accuracy"].shape
+    (2,)
   """
 
   def mapped(states, *shared):
@@ -116,6 +174,11 @@ def make_sweep_train_step(student: networks.Network | nn.Module,
 
   Returns:
     The sweep train step, to ``jax.jit`` (or ``jax.pmap`` with ``axis_name``).
+
+  Raises:
+    ValueError: as ``kdjax.step.make_train_step``.
+
+  Example: see the module docstring (three students with one temperature each).
   """
   teacher_forward = step_lib.make_teacher_forward(
       teacher, features=objective.teacher_features, dtype=teacher_dtype)

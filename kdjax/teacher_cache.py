@@ -48,6 +48,11 @@ def compute_teacher_logits(teacher: step_lib.Teacher,
                            dtype: jnp.dtype | None = None) -> np.ndarray:
   """Runs the teacher(s) in eval mode over a dataset and stores the logits by example index.
 
+  Use it once before a stage whose teachers see every example the same way each epoch (no
+  random augmentation), then feed the batches through :func:`add_teacher_logits` to a step
+  built with ``teacher=None``. Iterate the split once, e.g. with
+  ``kdjax.data.eval_batches(..., split="train")``, whose padding is masked.
+
   Args:
     teacher: a teacher (network or Linen module) or a sequence of teacher and assistants,
       as for ``kdjax.step.make_train_step``.
@@ -61,8 +66,24 @@ def compute_teacher_logits(teacher: step_lib.Teacher,
     float32 ``[N, K]`` for one teacher, ``[N, n, K]`` for a sequence of n teachers.
 
   Raises:
-    ValueError: on a batch without ``"index"``, an index outside ``[0, N)``, or examples
-      that no batch covered.
+    ValueError: on a ``num_examples`` that is not a positive integer, a batch without
+      ``"image"`` or ``"index"`` (or whose arrays disagree on the batch size), an index
+      ``>= N``, examples that no batch covered, or teacher variables that do not match the
+      teachers.
+
+  Example:
+    >>> from kdjax import models
+    >>> teacher = models.get("mlp_tiny", 10)
+    >>> images = np.zeros((4, 8, 8, 1), np.float32)
+    >>> teacher_vars = teacher.init(jax.random.key(0), images, train=False)
+    >>> batches = [{"image": images, "index": np.array([0, 1, 2, 3])},
+    ...            {"image": images, "index": np.array([4, 5, -1, -1])}]  # -1: padding
+    >>> compute_teacher_logits(teacher, teacher_vars, batches, num_examples=6).shape  # [N, K]
+    (6, 10)
+    >>> compute_teacher_logits(teacher, teacher_vars, batches[:1], num_examples=6)
+    Traceback (most recent call last):
+    ...
+    ValueError: 2 of 6 examples never appeared in the batches (first missing index: 4).
   """
   if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
     raise ValueError(f"num_examples={num_examples!r} must be a positive integer.")
@@ -97,10 +118,29 @@ def compute_teacher_logits(teacher: step_lib.Teacher,
 def add_teacher_logits(batch: batch_lib.Batch, cache: np.ndarray) -> dict[str, Any]:
   """Returns ``batch`` with ``"teacher_logits"`` looked up by ``batch["index"]``.
 
-  Padding entries (index -1) get row 0; their mask keeps them out of every loss.
+  Apply it to every batch given to a step built with ``teacher=None``, which then reads the
+  cached logits instead of running a teacher. Padding entries (index -1) get row 0; their
+  mask keeps them out of every loss.
+
+  Args:
+    batch: a batch with ``"index"`` ``[B]``; its other entries are kept.
+    cache: from :func:`compute_teacher_logits`, ``[N, K]`` or ``[N, n, K]``.
+
+  Returns:
+    A new dict: ``batch`` plus ``"teacher_logits"`` ``[B, K]`` (or ``[B, n, K]``).
 
   Raises:
     ValueError: on a batch without ``"index"`` or an index beyond the cache.
+
+  Example:
+    >>> cache = np.arange(6.0).reshape(3, 2)  # N = 3 examples, K = 2 classes
+    >>> batch = {"image": np.zeros((3, 8, 8, 1)), "index": np.array([2, 0, -1])}
+    >>> add_teacher_logits(batch, cache)["teacher_logits"].tolist()
+    [[4.0, 5.0], [0.0, 1.0], [0.0, 1.0]]
+    >>> add_teacher_logits({**batch, "index": np.array([3, 0, 1])}, cache)
+    Traceback (most recent call last):
+    ...
+    ValueError: example index 3 is beyond the cache of 3 examples.
   """
   if batch_lib.INDEX not in batch:
     raise ValueError(f"add_teacher_logits needs batch[{batch_lib.INDEX!r}]; the batch has keys "

@@ -30,7 +30,7 @@ every step on the device and stop training (``config.nonfinite = "stop"``) befor
 checkpoint or export records the bad state, or are skipped (``"skip"``) and counted.
 """
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 import dataclasses
 import json
 import os
@@ -38,7 +38,7 @@ import signal
 import tempfile
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 from absl import logging
 import jax
@@ -51,6 +51,7 @@ import tqdm
 from kdjax import (
   checkpoints,
   data,
+  finite_guard,
   initializers,
   methods,
   metric_writers,
@@ -58,6 +59,7 @@ from kdjax import (
   models,
   optimizers,
   parallel,
+  performance,
   summary,
   sweep,
   teacher_cache,
@@ -71,8 +73,6 @@ RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 NONFINITE_MODES = ("stop", "skip")
 # Names under which non-finite teacher outputs and updated student variables are reported.
-TEACHER_OUTPUTS = "teacher_logits"
-STUDENT_VARIABLES = "student_variables"
 _MIXUP_STREAM = 3  # fold_in tag of the mixup key (1: initialization, 2: student rng)
 
 
@@ -85,6 +85,12 @@ class Preempted(Exception):
 
   Attributes:
     signum: the number of the signal that stopped training.
+
+  Example:
+    >>> import signal
+    >>> stopped = Preempted(signal.SIGTERM, "SIGTERM received: stopped stage 'kd' at step 40")
+    >>> 128 + stopped.signum  # the binary's exit code
+    143
   """
 
   def __init__(self, signum: int, message: str):
@@ -101,19 +107,47 @@ class _Teacher:
 
 
 def stage_dir(workdir: str, name: str) -> str:
+  """The directory of stage ``name`` of the run in ``workdir``.
+
+  Example:
+    >>> stage_dir("/runs/cifar10", "kd")
+    '/runs/cifar10/stages/kd'
+  """
   return os.path.join(workdir, STAGES_DIR, name)
 
 
 def export_dir(workdir: str, name: str, seed_index: int = 0, kind: str = "best") -> str:
-  """Where stage ``name`` exports the ``kind`` ("best" or "last") network of a seed."""
+  """Where stage ``name`` exports the ``kind`` ("best" or "last") network of a seed.
+
+  Load it with ``kdjax.checkpoints.load_network`` (e.g. as a teacher outside the trainer).
+
+  Example:
+    >>> export_dir("/runs/cifar10", "kd", seed_index=2, kind="last")
+    '/runs/cifar10/stages/kd/export/seed2/last'
+  """
   return os.path.join(stage_dir(workdir, name), "export", f"seed{seed_index}", kind)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks a run config before anything is trained.
 
+  Every field's type and range, each stage's method, teachers (earlier stages or
+  ``teacher_dirs``), ``init_from``, optimizer and objective (built once, so their errors
+  surface here), and mixup against methods that read labels. ``train_and_evaluate`` calls
+  it first; call it yourself to check a config without training.
+
   Raises:
     ValueError: naming the offending field (``stages.NAME.FIELD``) and value.
+
+  Example:
+    >>> from configs import base
+    >>> config = base.get_config()
+    >>> validate(config)
+    >>> config.stages.kd.num_steps = 0
+    >>> validate(config)
+    Traceback (most recent call last):
+    ...
+    ValueError: stages.kd.num_steps=0 must be a positive integer.
   """
   ds = config.dataset
   if ds.augmentation not in data.AUGMENTATIONS:
@@ -122,8 +156,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "eval_batch_size"):
     if not (isinstance(ds[field], int) and ds[field] >= 1):
       raise ValueError(f"dataset.{field}={ds[field]!r} must be a positive integer.")
-  if not (isinstance(ds.worker_count, int) and ds.worker_count >= 0):
-    raise ValueError(f"dataset.worker_count={ds.worker_count!r} must be an integer >= 0.")
+  if not (isinstance(ds.worker_count, int) and ds.worker_count >= -1):
+    raise ValueError(f"dataset.worker_count={ds.worker_count!r} must be an integer >= 0, or "
+                     f"-1 (auto).")
   for field in ("num_seeds", "eval_every_steps", "log_every_steps", "checkpoint_every_steps"):
     if not (isinstance(config[field], int) and config[field] >= 1):
       raise ValueError(f"{field}={config[field]!r} must be a positive integer.")
@@ -335,11 +370,24 @@ class _Run:
 
   # -- data ---------------------------------------------------------------------------------
 
+  @property
+  def worker_count(self) -> int:
+    """``dataset.worker_count``, with auto (-1) resolved for this host.
+
+    On a GPU the input pipeline limits training (CIFAR-10, resnet56 → resnet8 on an H100:
+    3,484 img/s decoding in the trainer's process, 21,457 with 8 workers); on a CPU the step
+    does (the in-process pipeline cost ~1 % of a fused KD step on 2 cores).
+    """
+    count = self.config.dataset.worker_count
+    if count != -1:
+      return count
+    return 0 if jax.default_backend() == "cpu" else min(os.cpu_count() or 1, 16)
+
   def train_iterator(self):
     ds = self.config.dataset
     return data.train_iterator(ds.name, data_dir=self.data_dir, batch_size=ds.batch_size,
                                seed=self.config.seed, augmentation=ds.augmentation,
-                               download=ds.download, worker_count=ds.worker_count)
+                               download=ds.download, worker_count=self.worker_count)
 
   def eval_batches(self, split: str = "test") -> Iterable[dict[str, np.ndarray]]:
     ds = self.config.dataset
@@ -392,7 +440,7 @@ def _teacher_accuracy(run: _Run, teacher: _Teacher) -> float:
   """The teacher's test accuracy: a sanity check before it teaches anyone."""
   network_state = state_lib.create_train_state(teacher.module, teacher.variables,
                                                optax.identity(), jax.random.key(0))
-  eval_fn = run.compile(jax.vmap(step_lib.make_eval_step(teacher.module), (0, None, None)),
+  eval_fn = run.compile(sweep.over_students(step_lib.make_eval_step(teacher.module)),
                         donate_state=False)
   states = run.place(sweep.stack_states([network_state]))
   return float(run.evaluate(eval_fn, states, None)["accuracy"][0])
@@ -440,106 +488,6 @@ class _StopRequests:
   @property
   def name(self) -> str:
     return signal.Signals(self.signum).name
-
-
-class _Health(NamedTuple):
-  """Non-finite steps since the host last looked, recorded on the device, per student.
-
-  Attributes:
-    count: int32 ``[S]``, steps whose checked values were not all finite.
-    first_step: int32 ``[S]``, the first such step (its 1-based number); 0 if none.
-    first_terms: bool ``[S, C]``, which of the C checked values (``checked_names``) were
-      non-finite at it.
-  """
-
-  count: jax.Array
-  first_step: jax.Array
-  first_terms: jax.Array
-
-
-def _healthy(num_students: int, num_checked: int) -> _Health:
-  return _Health(jnp.zeros(num_students, jnp.int32), jnp.zeros(num_students, jnp.int32),
-                 jnp.zeros((num_students, num_checked), bool))
-
-
-def checked_names(checked: Sequence[str]) -> tuple[str, ...]:
-  """The values ``guarded_train_step`` checks, in the order of ``_Health.first_terms``."""
-  return (TEACHER_OUTPUTS, *checked, STUDENT_VARIABLES)
-
-
-# What a skipped step leaves as it was: everything the update writes except the counter.
-_SKIPPED_FIELDS = ("params", "model_state", "opt_state", "output_tx_state", "aux_params",
-                   "aux_state")
-
-
-def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_lib.Update,
-                       checked: Sequence[str], *, skip: bool) -> Callable[..., Any]:
-  """Wraps a train step with a per-step finiteness check that needs no host sync.
-
-  The step becomes ``((states, health), teacher_vars, batch) -> ((states, health),
-  metrics)``: it computes the teacher outputs and the student update, then a flag per
-  student: are the teacher outputs, the ``checked`` metrics (the losses and ``grad_norm``,
-  whose non-finiteness is that of the gradients) and the updated student variables (an
-  update can overflow from finite gradients) all finite? ``health`` (a ``_Health``)
-  accumulates the count of bad steps and what went wrong at the first one.
-  With ``skip``, a bad step leaves the student's parameters, model and optimizer states as
-  they were (``jnp.where`` on the flag: no branch, no sync); the step counter still
-  advances, so schedules stay aligned with the data stream.
-
-  Trade-off: reading the flag on the host after every step would stop training at the
-  exact bad step, but forces a device-to-host sync per step, which serialises dispatch and
-  costs throughput on accelerators. Here the flags stay on the device and the host reads
-  ``health`` only where it synchronises anyway (log, eval, checkpoint, preemption): a bad
-  step is still named exactly, the host learns of it up to ``log_every_steps`` steps late,
-  and nothing derived from it (a checkpoint, an export, an evaluation) is ever written,
-  since the host checks before each of those. In "stop" mode the steps between the bad one
-  and its discovery are wasted work, at most one logging interval.
-
-  Args:
-    teacher_forward: from ``kdjax.step.make_teacher_forward``.
-    update: the student update, ``jax.vmap``-ed over stacked students
-      (``kdjax.step.make_student_update``); its metrics have a leading student axis.
-    checked: the metric names whose finiteness is checked, e.g. ``("loss", "loss/kd",
-      "grad_norm")``; ``health.first_terms`` follows ``checked_names(checked)``.
-    skip: whether to skip (rather than apply) updates with non-finite values.
-
-  Returns:
-    The guarded step, to jit with the carry ``(states, health)`` donated.
-  """
-
-  def step(carry, teacher_vars, batch):
-    states, health = carry
-    teacher_outputs = teacher_forward(teacher_vars, batch)
-    new_states, metrics = update(states, teacher_outputs, batch)
-    teacher_bad = jnp.zeros((), bool)
-    if teacher_outputs is not None:
-      teacher_bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                                        for x in jax.tree.leaves(teacher_outputs)]))
-    student_axes = new_states.step.ndim
-
-    def leaf_bad(x):
-      return ~jnp.all(jnp.isfinite(x), axis=tuple(range(student_axes, x.ndim)))
-
-    variables_bad = jnp.any(jnp.stack(
-        [leaf_bad(x) for x in jax.tree.leaves((new_states.params, new_states.model_state))
-         if jnp.issubdtype(x.dtype, jnp.inexact)]), axis=0)
-    flags = jnp.stack([jnp.broadcast_to(teacher_bad, new_states.step.shape)]
-                      + [~jnp.isfinite(metrics[name]) for name in checked] + [variables_bad],
-                      axis=-1)
-    bad = jnp.any(flags, axis=-1)
-    if skip:
-      def keep(new, old):
-        return jnp.where(bad.reshape(bad.shape + (1,) * (new.ndim - bad.ndim)), old, new)
-      new_states = new_states.replace(**{
-          field: jax.tree.map(keep, getattr(new_states, field), getattr(states, field))
-          for field in _SKIPPED_FIELDS})
-    first = bad & (health.first_step == 0)
-    health = _Health(count=health.count + bad.astype(jnp.int32),
-                     first_step=jnp.where(first, new_states.step, health.first_step),
-                     first_terms=jnp.where(first[..., None], flags, health.first_terms))
-    return (new_states, health), metrics
-
-  return step
 
 
 def _with_mixup(train_step: Callable[..., Any], seed: int,
@@ -626,19 +574,19 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   # The sweep step of kdjax.sweep, with the teacher outputs exposed to the finiteness check.
   teacher_forward = step_lib.make_teacher_forward(
       None if cache is not None else teacher_modules, features=recipe.objective.teacher_features)
-  update = jax.vmap(step_lib.make_student_update(
+  update = sweep.over_students(step_lib.make_student_update(
       module, recipe.objective, optimizer, output_tx=recipe.output_tx, aux_heads=recipe.aux_heads,
-      log_schedules={"learning_rate": learning_rate, **recipe.log_schedules}),
-                    in_axes=(0, None, None))
+      log_schedules={"learning_rate": learning_rate, **recipe.log_schedules}))
   checked = ("loss", *(f"loss/{t.label}" for t in recipe.objective.terms), "grad_norm")
-  names = checked_names(checked)
-  train_step = guarded_train_step(teacher_forward, update, checked,
+  names = finite_guard.checked_names(checked)
+  train_step = finite_guard.guarded_train_step(teacher_forward, update, checked,
                                   skip=config.nonfinite == "skip")
   if stage.mixup:
     train_step = _with_mixup(train_step, config.seed, stage.mixup)
   train_fn = run.compile(train_step, donate_state=True)
-  eval_fn = run.compile(jax.vmap(step_lib.make_eval_step(module, teacher=teacher_modules),
-                                 (0, None, None)), donate_state=False)
+  eval_fn = run.compile(sweep.over_students(step_lib.make_eval_step(module,
+                                                                     teacher=teacher_modules)),
+                        donate_state=False)
 
   iterator = run.train_iterator()
   ckpts = checkpoints.RunCheckpoints(os.path.join(directory, "checkpoints"))
@@ -665,7 +613,7 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     step = 0
   _rewind_metrics(directory, step)
   states = run.place(states)
-  health = run.place(_healthy(num_seeds, len(names)))
+  health = run.place(finite_guard.healthy(num_seeds, len(names)))
   checked_since = step
 
   provenance = {**_provenance(stage.model, info), "stage": name, "method": stage.method}
@@ -682,12 +630,7 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     nonlocal health, checked_since
     host = jax.device_get(health)
     if host.count.any():
-      first = int(host.first_step[host.count > 0].min())
-      culprits = [i for i in range(num_seeds) if host.count[i] and host.first_step[i] == first]
-      terms = ", ".join(n for n, bad in zip(names, host.first_terms[culprits[0]], strict=True)
-                        if bad)
-      where = (f"step {first} in {terms} (seed{'s' if len(culprits) > 1 else ''} "
-               f"{', '.join(str(seeds[i]) for i in culprits)})")
+      where = finite_guard.describe(host, names, seeds)
       if config.nonfinite == "stop":
         latest = ckpts.latest_step()
         kept = ("no checkpoint was written" if latest is None else
@@ -700,7 +643,7 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
       _report(f"stage {name}: skipped {int(host.count.sum())} update(s) with non-finite values "
               f"in steps {checked_since + 1}-{step}, the first at {where}; "
               f"{sum(progress['nonfinite_steps'])} so far")
-      health = run.place(_healthy(num_seeds, len(names)))
+      health = run.place(finite_guard.healthy(num_seeds, len(names)))
     checked_since = step
 
   def save(step: int) -> None:
@@ -781,11 +724,31 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   return result
 
 
-def enable_compilation_cache(directory: str) -> None:
-  """Turns on JAX's persistent compilation cache (repeated runs skip XLA compilation)."""
-  if directory:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+def configure_performance(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """Applies ``kdjax.performance.configure`` for this run; call before JAX starts.
+
+  The number of virtual CPU devices follows the run's train and eval batch sizes and its
+  dataset's image shape; the compilation cache goes to ``config.compilation_cache_dir``.
+  Call it before anything starts JAX's backends (``validate`` does): ``launch/train.py``
+  calls it first thing.
+
+  Returns:
+    What ``kdjax.performance.configure`` applied, or ``None`` when a batch size or the
+    dataset name is invalid (``validate`` then refuses the config, naming the field).
+
+  Example:
+    >>> from configs import cifar10_kd
+    >>> applied = configure_performance(cifar10_kd.get_config())  # JAX is running here
+    >>> applied["source"] in ("too late", "user")
+    True
+  """
+  ds = config.dataset
+  try:
+    return performance.configure(batch_sizes=(ds.batch_size, ds.eval_batch_size),
+                                 image_shape=data.image_shape(ds.name),
+                                 compilation_cache_dir=config.compilation_cache_dir)
+  except ValueError:
+    return None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
@@ -810,11 +773,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     FloatingPointError: when training produces a NaN or Inf (``config.nonfinite="stop"``).
     Preempted: after SIGTERM or SIGINT, with the checkpoint saved.
     kdjax.checkpoints.UnreadableCheckpointsError: when no checkpoint of a stage is readable.
+
+  Example: a teacher and a KD student, four steps each, on the bundled digits.
+    >>> import contextlib, io, tempfile
+    >>> from configs import base
+    >>> config = base.get_config()
+    >>> config.stages.teacher = base.stage("mlp_tiny", "scratch", num_steps=4)
+    >>> config.stages.kd = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=4)
+    >>> config.update({"eval_every_steps": 2, "progress_bar": False, "compilation_cache_dir": ""})
+    >>> config.dataset.batch_size = 32
+    >>> workdir = tempfile.mkdtemp()
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # progress reports and the table
+    ...   results = train_and_evaluate(config, workdir)
+    >>> [(r["stage"], r["curve"]["step"]) for r in results]
+    [('teacher', [2, 4]), ('kd', [2, 4])]
+    >>> sorted(os.listdir(workdir))
+    ['accuracy.png', 'stages', 'summary.md']
   """
   validate(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   _check_writable(workdir)
-  enable_compilation_cache(config.compilation_cache_dir)
+  performance.enable_compilation_cache(config.compilation_cache_dir)
   with _StopRequests() as stop:
     run = _Run(config, workdir)
     results = []

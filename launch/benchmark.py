@@ -593,14 +593,13 @@ def main(argv: Sequence[str]) -> None:
   if _PERFORMANCE_DEFAULTS.value or _DEVICES.value:
     applied = performance.configure(batch_sizes=(_BATCH_SIZE.value,),
                                     num_cpu_devices=_DEVICES.value,
-                                    compilation_cache_dir=_COMPILATION_CACHE_DIR.value)
+                                    compilation_cache_dir=_COMPILATION_CACHE_DIR.value or "")
   else:
-    applied = {"num_cpu_devices": 1, "source": "--noperformance_defaults"}
+    applied = {"num_cpu_devices": 1, "source": "--noperformance_defaults",
+               "compilation_cache_dir": performance.enable_compilation_cache(
+                   _COMPILATION_CACHE_DIR.value or "")}
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  if _COMPILATION_CACHE_DIR.value and not _PERFORMANCE_DEFAULTS.value:
-    jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE_DIR.value)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
   measure = [m.strip() for m in _MEASURE.value]
   unknown = sorted(set(measure) - {*_STEP_NAMES, "pipeline"} - {"student_1dev"})

@@ -64,6 +64,8 @@ def main(argv):
     config.lock()  # locked already (lock_config=True); a config that failed to load says why
   except OSError as error:
     sys.exit(_load_error(error))
+  # Virtual CPU devices and the compilation cache, before anything starts JAX's backends.
+  logging.info("performance settings: %s", trainer.configure_performance(config))
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value)
   except trainer.Preempted as stopped:

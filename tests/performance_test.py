@@ -16,46 +16,65 @@ from kdjax.objective import Objective, term
 from kdjax.state import create_train_state
 
 
-@pytest.mark.parametrize("batch_sizes, expected", [
-    ((128,), 8),
-    ((256,), 8),
-    ((64,), 4),
-    ((32,), 2),
-    ((16,), 1),
-    ((128, 500), 4),
-    ((128, 512), 8),
-    ((100,), 4),
-    ((7,), 1),
+@pytest.mark.parametrize("batch_sizes, image_shape, expected", [
+    ((128,), (32, 32, 3), 8),
+    ((256,), (32, 32, 3), 8),
+    ((64,), (32, 32, 3), 4),
+    ((32,), (32, 32, 3), 2),
+    ((16,), (32, 32, 3), 1),
+    ((128, 500), (32, 32, 3), 4),
+    ((128, 512), (32, 32, 3), 8),
+    ((128, 1000), (32, 32, 3), 8),
+    ((100,), (32, 32, 3), 4),
+    ((7,), (32, 32, 3), 1),
+    ((64, 512), (8, 8, 1), 1),  # the quickstart: small images stay on one device
+    ((1024,), (8, 8, 1), 4),
+    ((32,), (224, 224, 3), 8),
 ])
-def test_recommended_cpu_devices(batch_sizes, expected):
-  assert performance.recommended_cpu_devices(batch_sizes) == expected
+def test_recommended_cpu_devices(batch_sizes, image_shape, expected):
+  assert performance.recommended_cpu_devices(batch_sizes, image_shape) == expected
 
 
 def test_recommended_cpu_devices_respects_limits():
   assert performance.recommended_cpu_devices((128,), max_devices=4) == 4
-  assert performance.recommended_cpu_devices((128,), min_per_device_batch=64) == 2
+  assert performance.recommended_cpu_devices((128,), min_pixels_per_device=64 * 1024) == 2
   assert performance.recommended_cpu_devices((128,), max_devices=1) == 1
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"batch_sizes": ()},
-    {"batch_sizes": (0,)},
-    {"batch_sizes": (12.0,)},
-    {"batch_sizes": (True,)},
-    {"max_devices": 0},
-    {"min_per_device_batch": -1},
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_sizes": ()}, "batch_sizes is empty"),
+    ({"batch_sizes": (0,)}, r"batch_sizes\[0\]=0"),
+    ({"batch_sizes": (12.0,)}, r"batch_sizes\[0\]=12.0"),
+    ({"batch_sizes": (True,)}, r"batch_sizes\[0\]=True"),
+    ({"image_shape": (32, 32)}, r"image_shape=\(32, 32\) must be \[H, W, C\]"),
+    ({"image_shape": (32, 0, 3)}, r"image_shape\[1\]=0"),
+    ({"max_devices": 0}, "max_devices=0"),
+    ({"min_pixels_per_device": -1}, "min_pixels_per_device=-1"),
 ])
-def test_recommended_cpu_devices_rejects_bad_arguments(kwargs):
-  with pytest.raises(ValueError):
+def test_recommended_cpu_devices_rejects_bad_arguments(kwargs, match):
+  with pytest.raises(ValueError, match=match):
     performance.recommended_cpu_devices(**kwargs)
 
 
 def test_configure_after_backend_start_changes_nothing():
   jax.devices()  # the test session's backends are running (8 devices, from conftest)
   before = len(jax.devices("cpu"))
-  applied = performance.configure(batch_sizes=(64,))
+  applied = performance.configure(num_cpu_devices=2)
   assert applied["num_cpu_devices"] == before and applied["source"] == "too late"
   assert len(jax.devices("cpu")) == before
+  # conftest set the count through jax.config, as a user would: configure keeps it.
+  assert performance.configure(batch_sizes=(64,))["source"] == "user"
+
+
+def test_configure_after_backend_start_in_a_fresh_process_says_too_late():
+  out = _run("""
+      import jax
+      jax.devices()
+      from kdjax import performance
+      applied = performance.configure(batch_sizes=(128,))
+      print(applied["source"], applied["num_cpu_devices"], len(jax.devices("cpu")))
+      """, {"JAX_PLATFORMS": "cpu"})
+  assert out == "too late 1 1"
 
 
 def test_configure_rejects_bad_device_count():

@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import base
-from kdjax import checkpoints, data, losses, metric_writers, models, objective, sweep, trainer
+from kdjax import checkpoints, data, losses, metric_writers, models, objective, trainer
 from kdjax import state as state_lib
 from kdjax import step as step_lib
 
@@ -391,41 +391,6 @@ def test_nonfinite_cached_teacher_logits_are_refused_before_training(
   with pytest.raises(ValueError, match=r"stage kd: the logits of its teachers \(external\) are "
                      r"not finite on 1437 of 1437 training examples \(the first: example 0\)"):
     trainer.train_and_evaluate(config, str(tmp_path))
-
-
-@pytest.mark.parametrize("skip", [True, False])
-def test_guarded_step_flags_a_bad_batch_without_a_host_sync(skip):
-  module = models.get("mlp_tiny", 10)
-  optimizer = optax.sgd(0.1)
-  obj = objective.Objective((objective.term("ce", 1.0),))
-  variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
-  states = sweep.stack_states([state_lib.create_train_state(module, variables, optimizer,
-                                                            jax.random.key(1))] * 2)
-  checked = ("loss", "loss/ce", "grad_norm")
-  step = jax.jit(trainer.guarded_train_step(
-      step_lib.make_teacher_forward(None),
-      jax.vmap(step_lib.make_student_update(module, obj, optimizer), in_axes=(0, None, None)),
-      checked, skip=skip))
-  carry = (states, trainer._healthy(2, len(trainer.checked_names(checked))))
-  images = np.random.default_rng(0).normal(size=(3, 8, 8, 8, 1)).astype(np.float32)
-  images[1, 0, 3, 3, 0] = np.nan  # one pixel of one example of the second batch
-  params = []
-  for batch_images in images:
-    carry, _ = step(carry, None, {"image": batch_images, "label": np.arange(8) % 10})
-    params.append(jax.device_get(carry[0].params))
-  health = jax.device_get(carry[1])
-  np.testing.assert_array_equal(health.count, [2, 2] if not skip else [1, 1])
-  np.testing.assert_array_equal(health.first_step, [2, 2])
-  flagged = zip(trainer.checked_names(checked), health.first_terms[0], strict=True)
-  assert [name for name, bad in flagged if bad] == [
-      "loss", "loss/ce", "grad_norm", "student_variables"]
-  np.testing.assert_array_equal(jax.device_get(carry[0].step), [3, 3])
-  if skip:  # the bad batch left the students as they were; the next one trained them
-    jax.tree.map(np.testing.assert_array_equal, params[1], params[0])
-    assert not trainer._nonfinite_leaves(params[2])
-    assert checkpoints.parameter_hash(params[2]) != checkpoints.parameter_hash(params[1])
-  else:
-    assert trainer._nonfinite_leaves(params[2])
 
 
 # -- bad input -----------------------------------------------------------------------------

@@ -249,6 +249,7 @@ class TestRefusals:
       (lambda c: setattr(c.stages.kd.optimizer, "learning_rate", 0.0), "learning_rate=0.0"),
       (lambda c: setattr(c.dataset, "augmentation", "mixup"), "augmentation='mixup'"),
       (lambda c: setattr(c.dataset, "batch_size", 0), "batch_size=0"),
+      (lambda c: setattr(c.dataset, "worker_count", -2), r"worker_count=-2 .* -1 \(auto\)"),
       (lambda c: setattr(c.stages.kd, "init_from", "kd"), "init_from='kd'"),
   ])
   def test_invalid_config_values_name_the_field(self, data_dir, edit, match):
@@ -259,6 +260,28 @@ class TestRefusals:
     edit(config)
     with pytest.raises(ValueError, match=match):
       trainer.validate(config)
+
+
+@pytest.mark.parametrize("config_name, edit, expected", [
+    ("cifar10_kd", "", "kdjax 8"),  # batch 128 of 32 × 32 images: 16 per device
+    ("quickstart", "", "kdjax 1"),  # 8 × 8 digits: one device is faster
+    ("cifar10_kd", "config.dataset.batch_size = 0", "None 1"),  # validate names the field
+])
+def test_configure_performance_before_jax_starts(config_name, edit, expected, tmp_path):
+  code = f"""
+import jax
+from configs import {config_name} as c
+from kdjax import trainer
+config = c.get_config()
+config.compilation_cache_dir = {str(tmp_path)!r}
+{edit}
+applied = trainer.configure_performance(config)
+print(applied and applied["source"], len(jax.devices("cpu")))
+"""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=120, check=True)
+  assert result.stdout.split("\n")[-2] == expected, result.stderr
 
 
 def _load_config(path: str) -> ml_collections.ConfigDict:

@@ -8,6 +8,7 @@ from kdjax.data.pipeline import (
     dataset_info,
     default_data_dir,
     eval_batches,
+    image_shape,
     supported_datasets,
     train_iterator,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "dataset_info",
     "default_data_dir",
     "eval_batches",
+    "image_shape",
     "supported_datasets",
     "train_iterator",
 ]

@@ -59,6 +59,9 @@ _REGISTRY: dict[str, _Spec] = {
 class DatasetInfo:
   """Static facts about a supported dataset, as the pipeline serves it.
 
+  Use it to size a model (``num_classes``, ``image_shape``) and a schedule (``num_train``
+  examples per epoch) before reading any batch; get one from :func:`dataset_info`.
+
   Attributes:
     name: kdjax's name for the dataset (a key of the registry, e.g. ``"cifar10"``).
     tfds_name: the TFDS builder name it is read from.
@@ -68,6 +71,14 @@ class DatasetInfo:
     num_test: examples in the ``test`` split.
     mean: per-channel mean of pixels scaled to [0, 1], subtracted by the pipeline.
     std: per-channel standard deviation the pipeline divides by.
+
+  Example:
+    >>> info = dataset_info("digits")
+    >>> info.num_classes, info.image_shape, info.num_train, info.num_test
+    (10, (8, 8, 1), 1437, 360)
+    >>> steps_per_epoch = info.num_train // 32
+    >>> steps_per_epoch
+    44
   """
   name: str
   tfds_name: str
@@ -82,8 +93,20 @@ class DatasetInfo:
 def default_data_dir() -> str:
   """Returns the data directory used when none is given.
 
+  Set ``$KDJAX_DATA_DIR`` to point every kdjax reader at a shared prepared copy.
+
   Returns:
-    ``$KDJAX_DATA_DIR`` when set, else ``~/tensorflow_datasets`` (TFDS's own default).
+    ``$KDJAX_DATA_DIR`` as it is when set and not empty, else ``~/tensorflow_datasets``
+    (TFDS's own default) with ``~`` expanded.
+
+  Example:
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {DATA_DIR_ENV: "/data/tfds"}):
+    ...   default_data_dir()
+    '/data/tfds'
+    >>> with mock.patch.dict(os.environ, {DATA_DIR_ENV: ""}):
+    ...   default_data_dir() == os.path.expanduser("~/tensorflow_datasets")
+    True
   """
   return os.environ.get(DATA_DIR_ENV) or os.path.expanduser("~/tensorflow_datasets")
 
@@ -91,10 +114,38 @@ def default_data_dir() -> str:
 def supported_datasets() -> tuple[str, ...]:
   """Returns the dataset names :func:`train_iterator` and :func:`eval_batches` accept.
 
+  Use it to validate a config or list choices; :func:`dataset_info` accepts them too.
+
   Returns:
     kdjax's names; each dataset's TFDS builder name is accepted too.
+
+  Example:
+    >>> supported_datasets()
+    ('digits', 'cifar10', 'cifar100')
   """
   return tuple(_REGISTRY)
+
+
+def image_shape(name: str) -> tuple[int, int, int]:
+  """Returns ``(H, W, C)`` of a supported dataset's images, without reading any file.
+
+  For decisions taken before anything else starts, such as how many virtual CPU devices
+  to split batches over (``kdjax.performance.configure``).
+
+  Args:
+    name: ``"digits"``, ``"cifar10"`` or ``"cifar100"`` (or its TFDS builder name).
+
+  Returns:
+    ``(H, W, C)`` of one image, as the pipeline serves it.
+
+  Raises:
+    ValueError: if ``name`` is unknown.
+
+  Example:
+    >>> image_shape("cifar10"), image_shape("kdjax_digits")
+    ((32, 32, 3), (8, 8, 1))
+  """
+  return _resolve(name)[1].image_shape
 
 
 def _resolve(name: str) -> tuple[str, _Spec]:
@@ -137,6 +188,9 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike | None = None,
                  download: bool = False) -> DatasetInfo:
   """Returns the :class:`DatasetInfo` of a supported dataset, preparing digits if needed.
 
+  Use it before training to size the model and the schedule; it reads only metadata (CIFAR
+  must already be prepared in ``data_dir`` unless ``download`` is on).
+
   Args:
     name: ``"digits"``, ``"cifar10"`` or ``"cifar100"`` (or its TFDS builder name).
     data_dir: TFDS data directory; :func:`default_data_dir` when ``None``.
@@ -147,8 +201,18 @@ def dataset_info(name: str, *, data_dir: str | os.PathLike | None = None,
     The dataset's static facts, split sizes read from the prepared copy.
 
   Raises:
-    ValueError: if ``name`` is unknown.
+    ValueError: if ``name`` is unknown, or the dataset was prepared in a format without
+      random access (not array_record).
     FileNotFoundError: if the dataset is missing from ``data_dir`` and ``download`` is off.
+
+  Example:
+    >>> info = dataset_info("kdjax_digits")  # the TFDS name works too
+    >>> info.name, info.num_train + info.num_test
+    ('digits', 1797)
+    >>> dataset_info("mnist")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown dataset name='mnist'; supported: digits, cifar10, cifar100.
   """
   key, spec, builder = _builder(name, data_dir, download)
   splits = builder.info.splits
@@ -321,7 +385,9 @@ def train_iterator(
 
   Raises:
     ValueError: for an unknown dataset, split or augmentation, an empty split, a seed
-      out of range, non-positive sizes, or a shard smaller than one batch.
+      out of range, non-positive sizes, a negative ``worker_count``, a ``process_index``
+      outside ``[0, process_count)``, data prepared without random access, or a shard
+      smaller than one batch.
     FileNotFoundError: if the dataset is missing from ``data_dir`` and ``download`` is off.
 
   Example:
@@ -405,7 +471,9 @@ def eval_batches(
     "label": int32 [B], "index": int64 [B] (-1 for padding), "mask": bool [B]}``.
 
   Raises:
-    ValueError: for an unknown dataset or split, an empty split, or non-positive sizes.
+    ValueError: for an unknown dataset or split, an empty split, non-positive sizes, a
+      ``process_index`` outside ``[0, process_count)``, or data prepared without random
+      access.
     FileNotFoundError: if the dataset is missing from ``data_dir`` and ``download`` is off.
 
   Example:

@@ -62,7 +62,41 @@ def dkd(student_logits: jax.typing.ArrayLike,
 
 def decoupled_terms(s: jax.Array, t: jax.Array, labels: jax.Array,
                     temperature) -> tuple[jax.Array, jax.Array]:
-  """Returns per-example ``(TCKD, NCKD)``, both already multiplied by T²."""
+  r"""Returns per-example ``(TCKD, NCKD)``, both already multiplied by :math:`T^2`.
+
+  Use it to log or reweight DKD's two parts separately; ``dkd`` validates its inputs, stops
+  the teacher's gradient and returns :math:`\alpha\,\mathrm{TCKD} + \beta\,\mathrm{NCKD}`.
+  This function does neither check nor ``stop_gradient``.
+
+  .. math::
+     b = [p_y,\ 1 - p_y],\qquad
+     \hat p_k = \frac{e^{z_k/T}}{\sum_{j \ne y} e^{z_j/T}}\ \ (k \ne y),\qquad
+     \mathrm{TCKD} = T^2\,\mathrm{KL}(b_t \| b_s),\qquad
+     \mathrm{NCKD} = T^2\,\mathrm{KL}(\hat p_t \| \hat p_s)
+
+  with :math:`p = \mathrm{softmax}(z/T)` for the student's (:math:`z = s`) and the
+  teacher's (:math:`z = t`) logits; :math:`\mathrm{TCKD} + (1 - p_{t,y})\,\mathrm{NCKD}`
+  equals ``kd(s, t, T)``.
+
+  Args:
+    s: student logits ``[..., K]``, floating point.
+    t: teacher logits ``[..., K]``, same shape.
+    labels: integer labels ``[...]`` in ``[0, K)``.
+    temperature: T > 0 (a scalar, possibly traced).
+
+  Returns:
+    ``(tckd, nckd)``, each of shape ``[...]``.
+
+  Example:
+    >>> from kdjax.losses.hinton import kd
+    >>> s, t = jnp.array([[1.0, 2.0, 3.0, 0.5]]), jnp.array([[2.0, 0.0, 1.0, -1.0]])
+    >>> tckd, nckd = decoupled_terms(s, t, jnp.array([0]), 4.0)
+    >>> tckd.shape, nckd.shape
+    ((1,), (1,))
+    >>> p_ty = jax.nn.softmax(t / 4.0)[:, 0]  # the teacher's target probability
+    >>> bool(jnp.allclose(tckd + (1 - p_ty) * nckd, kd(s, t, 4.0)))
+    True
+  """
   target = jax.nn.one_hot(labels, s.shape[-1], dtype=bool)
   neg = jnp.finfo(s.dtype).min
 

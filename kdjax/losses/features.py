@@ -33,7 +33,8 @@ def hint(student_features: jax.typing.ArrayLike,
     Per-example losses ``[B]`` (mean over every non-batch axis).
 
   Raises:
-    ValueError: on mismatched shapes or unbatched inputs.
+    ValueError: on mismatched shapes, unbatched inputs (fewer than 2 axes) or non-float
+      features.
 
   References:
     Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015.
@@ -50,13 +51,27 @@ def hint(student_features: jax.typing.ArrayLike,
 
 
 def attention_map(features: jax.Array) -> jax.Array:
-  r"""Spatial attention map of NHWC features: :math:`a = \mathrm{normalize}(\mathrm{mean}_c f^2)`.
+  r"""Spatial attention map of NHWC features, flattened and L2-normalised per example.
+
+  The building block of ``attention_transfer``; use it to inspect or plot where a network
+  attends (reshape a row to ``[H, W]``).
+
+  .. math::
+     a_{hw} = \frac1C \textstyle\sum_c f_{hwc}^2,\qquad
+     a \leftarrow \frac{a}{\max(\lVert a \rVert_2,\ 10^{-12})}
 
   Args:
-    features: ``[B, H, W, C]``.
+    features: ``[B, H, W, C]``, floating point.
 
   Returns:
     ``[B, H·W]``, each row of unit L2 norm (zero rows stay zero).
+
+  Example:
+    >>> a = attention_map(jnp.ones((2, 4, 4, 3)))
+    >>> a.shape, float(a[0, 0]), float(jnp.linalg.norm(a[0]))
+    ((2, 16), 0.25, 1.0)
+    >>> attention_map(jnp.zeros((1, 2, 2, 3))).tolist()
+    [[0.0, 0.0, 0.0, 0.0]]
   """
   a = jnp.mean(features**2, axis=-1).reshape(features.shape[0], -1)
   norm = jnp.linalg.norm(a, axis=-1, keepdims=True)
@@ -80,8 +95,8 @@ def attention_transfer(student_features: Sequence[jax.typing.ArrayLike],
     Per-example losses ``[B]``.
 
   Raises:
-    ValueError: on sequences of different lengths or stages whose batch or spatial shapes
-      differ.
+    ValueError: on a single array instead of a sequence, empty sequences or sequences of
+      different lengths, or a stage that is not 4-D or whose batch or spatial shapes differ.
 
   References:
     Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR 2017.

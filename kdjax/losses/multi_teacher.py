@@ -22,8 +22,32 @@ def _check_stack(student: jax.Array, teachers: jax.Array) -> None:
 def check_drop_arguments(num_teachers: int, mode: str, keep_prob: float, drop_num: int) -> None:
   """Validates DGKD's stochastic-dropping hyperparameters.
 
+  ``teacher_keep_mask`` (and so ``dgkd``) calls it on every call; an ``Objective`` calls it
+  once the number of teachers is known (when the step is traced), so a bad config fails
+  before training. Only the argument that ``mode`` uses is checked: ``keep_prob`` for
+  ``"paper"``, ``drop_num`` for ``"code"``.
+
+  Args:
+    num_teachers: ``n``, the number of teaching networks (teacher plus assistants).
+    mode: ``"code"``, ``"paper"`` or ``"none"``; see ``teacher_keep_mask``.
+    keep_prob: the Bernoulli keep probability, in ``(0, 1]`` (``"paper"``; skipped when
+      traced).
+    drop_num: the number of terms removed, an integer in ``[0, n)`` (``"code"``).
+
   Raises:
-    ValueError: naming the bad value.
+    ValueError: naming the bad value: an unknown ``mode``, ``keep_prob`` outside ``(0, 1]``
+      or ``drop_num`` outside ``[0, n)``.
+
+  Example:
+    >>> check_drop_arguments(3, "code", keep_prob=0.75, drop_num=2)  # valid: returns None
+    >>> check_drop_arguments(3, "code", keep_prob=0.75, drop_num=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: drop_num=3 must be an integer in [0, 3) for 3 teaching networks.
+    >>> check_drop_arguments(3, "paper", keep_prob=0.0, drop_num=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: keep_prob=0.0 must lie in (0.0, 1.0].
   """
   v.check_choice("DGKD drop mode", mode, DROP_MODES)
   if mode == "paper":
@@ -42,7 +66,8 @@ def teacher_keep_mask(key: jax.Array,
                       drop_teacher: bool = False) -> jax.Array:
   r"""Which teaching networks guide the student on this mini-batch (DGKD's stochastic teaching).
 
-  Index 0 is the teacher, 1… the assistants from largest to smallest.
+  ``dgkd`` draws it once per mini-batch; call it directly to drop teachers from a custom
+  multi-teacher loss. Index 0 is the teacher, 1… the assistants from largest to smallest.
 
   - ``"code"`` (the official implementation): exactly ``drop_num`` of the ``n`` terms are
     removed, uniformly at random; the teacher can be among them.
@@ -51,8 +76,15 @@ def teacher_keep_mask(key: jax.Array,
     ``drop_teacher``.
   - ``"none"``: every network teaches.
 
+  .. math::
+     \texttt{"code"}:\ b \sim \mathrm{Uniform}\Big\{b \in \{0,1\}^n :
+     \textstyle\sum_X b_X = n - \mathrm{drop\_num}\Big\},\qquad
+     \texttt{"paper"}:\ b_X \overset{\mathrm{iid}}{\sim} \mathrm{Bernoulli}(p),\
+     b_0 = 1\ \text{(unless drop\_teacher)}
+
   Args:
-    key: a PRNG key; the same key gives the same mask.
+    key: a PRNG key; the same key gives the same mask (ignored, and may be ``None``, when
+      ``mode="none"``).
     num_teachers: ``n``, teacher plus assistants.
     mode: ``"code"``, ``"paper"`` or ``"none"``.
     keep_prob: Bernoulli keep probability in ``(0, 1]`` (``"paper"``).
@@ -60,10 +92,20 @@ def teacher_keep_mask(key: jax.Array,
     drop_teacher: let ``"paper"`` mode drop the teacher too.
 
   Returns:
-    Boolean ``[n]``.
+    Boolean ``[n]``; True marks a network that teaches.
 
   Raises:
-    ValueError: on an unknown mode or out-of-range ``keep_prob`` / ``drop_num``.
+    ValueError: on an unknown mode or out-of-range ``keep_prob`` / ``drop_num`` (see
+      ``check_drop_arguments``).
+
+  Example:
+    >>> mask = teacher_keep_mask(jax.random.key(0), 3, mode="code", drop_num=1)
+    >>> mask.shape, int(mask.sum())  # exactly one of the three dropped
+    ((3,), 2)
+    >>> bool(teacher_keep_mask(jax.random.key(1), 3, mode="paper", keep_prob=0.5)[0])
+    True
+    >>> teacher_keep_mask(None, 3, mode="none").tolist()
+    [True, True, True]
   """
   check_drop_arguments(num_teachers, mode, keep_prob, drop_num)
   if mode == "none":

@@ -44,8 +44,34 @@ def check_arguments(temperature, gamma, variant: str, top_k: int | None,
                     num_classes: int | None = None) -> None:
   """Validates DKP's hyperparameters (shared by the loss and the optax transformation).
 
+  ``dkp`` calls it on every call; objectives and ``kdjax.transforms.dkp`` call it when they
+  are built (with placeholder ``temperature=1.0, gamma=0.0`` and no ``num_classes``: their
+  temperatures and gammas may be schedules, range-checked separately). Traced
+  ``temperature`` and ``gamma`` values are not checked.
+
+  Args:
+    temperature: T, must be finite and > 0.
+    gamma: strength, must lie in ``[0, 1]``.
+    variant: ``"uniform"``, ``"mean"`` or ``"tail"``.
+    top_k: ``"tail"`` only: an integer ``>= 1`` (and ``<= K - 2`` when ``num_classes`` is
+      given); ignored by the other variants.
+    num_classes: K, when known, to check that ``top_k`` leaves a non-empty tail.
+
   Raises:
-    ValueError: naming the bad value.
+    ValueError: naming the bad value: an unknown ``variant``, ``temperature <= 0``,
+      ``gamma`` outside ``[0, 1]``, or a ``"tail"`` ``top_k`` that is missing, not an
+      integer, below 1 or above ``K - 2``.
+
+  Example:
+    >>> check_arguments(4.0, 0.5, "tail", top_k=3, num_classes=10)  # valid: returns None
+    >>> check_arguments(4.0, 0.5, "tail", top_k=None)
+    Traceback (most recent call last):
+    ...
+    ValueError: DKP variant 'tail' needs an integer top_k >= 1; got top_k=None.
+    >>> check_arguments(4.0, 1.5, "uniform", top_k=None)
+    Traceback (most recent call last):
+    ...
+    ValueError: gamma=1.5 must lie in [0.0, 1.0].
   """
   v.check_choice("DKP variant", variant, VARIANTS)
   v.check_positive("temperature", temperature)
@@ -68,8 +94,23 @@ def dkp(student_logits: jax.typing.ArrayLike,
         top_k: int | None = None) -> jax.Array:
   r"""Per-example DKP term, to be **added** to ``kd(student, teacher, temperature)``.
 
-  See the module docstring for the three variants and their mathematics. With
-  ``class_reduction="mean"`` on the KD side, scale this term by 1/K too.
+  Use it with a ``kd`` term to lower KD's built-in regularization while keeping its dark
+  knowledge; see the module docstring for the reasoning behind the three variants. With
+  ``class_reduction="mean"`` on the KD side, scale this term by 1/K too. The teacher is a
+  constant (``stop_gradient``), so :math:`\mathrm{sg}` applies to every teacher quantity:
+
+  .. math::
+     \Delta L = \gamma \cdot \begin{cases}
+       -T^2\, \varepsilon\, H(u, p_s^T) & \texttt{"uniform"} \\
+       \tfrac12\, (\bar s - \bar t)^2 & \texttt{"mean"} \\
+       -T^2\, P_t(R)\, \mathrm{KL}(P_{t|R}\ \|\ P_{s|R}) & \texttt{"tail"}
+     \end{cases}
+
+  with :math:`p^T = \mathrm{softmax}(\cdot / T)`, :math:`\varepsilon = K \min_k p^T_{t,k}`
+  (``uniform_floor``), :math:`H(u, q) = -\tfrac1K \sum_k \log q_k`,
+  :math:`\bar s = \tfrac1K \sum_k s_k`, R the classes other than the label y and the
+  teacher's ``top_k`` largest non-target logits, :math:`P_t(R) = \sum_{k \in R} p^T_{t,k}`
+  and :math:`P_{\cdot|R}` the tempered softmax renormalised over R.
 
   Args:
     student_logits: ``[..., K]``.
@@ -94,6 +135,21 @@ def dkp(student_logits: jax.typing.ArrayLike,
     True
     >>> dkp(s, t, temperature=4.0, gamma=1.0, variant="mean").tolist()
     [0.5]
+
+    A uniform teacher is all floor (:math:`\varepsilon = 1`): at ``gamma=1`` DKP cancels
+    KD's whole gradient.
+
+    >>> from kdjax.losses.hinton import kd
+    >>> total = lambda s: jnp.sum(kd(s, t, 4.0) + dkp(s, t, 4.0, gamma=1.0))
+    >>> bool(jnp.allclose(jax.grad(total)(s), 0.0, atol=1e-6))
+    True
+    >>> s4, t4 = jnp.array([[0.0, 1.0, 2.0, 3.0]]), jnp.array([[3.0, 2.0, 1.0, 0.0]])
+    >>> dkp(s4, t4, 1.0, 1.0, "tail", labels=jnp.array([0]), top_k=1).shape
+    (1,)
+    >>> dkp(s4, t4, 1.0, 1.0, "tail", labels=jnp.array([0]), top_k=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: top_k=3 leaves no tail with K=4 classes: top_k must be at most K - 2 = 2.
   """
   s, t = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
   v.check_same_shape(s, t)
@@ -109,7 +165,33 @@ def dkp(student_logits: jax.typing.ArrayLike,
 
 
 def uniform_floor(teacher_logits: jax.Array, temperature) -> jax.Array:
-  r""":math:`\varepsilon = K\min_k p^T_{t,k}`, the weight of the uniform floor, ``[...]``."""
+  r"""The weight :math:`\varepsilon` of the uniform floor in the tempered teacher.
+
+  The ``"uniform"`` variant of ``dkp`` removes :math:`\varepsilon\,H(u, p_s^T)` from KD; use
+  this to log how much of the teacher's tempered distribution is that class-free floor
+  (it grows with the temperature).
+
+  .. math::
+     \varepsilon = K \min_k p^T_{t,k} \in (0, 1],\qquad
+     p_t^T = \mathrm{softmax}(t / T) = \varepsilon\, u + (1 - \varepsilon)\, \hat p_t
+
+  with :math:`u = \tfrac1K \mathbf 1` the uniform distribution and :math:`\hat p_t` the
+  pruned teacher (zero on its least likely class).
+
+  Args:
+    teacher_logits: ``[..., K]``.
+    temperature: T > 0 (not validated here).
+
+  Returns:
+    :math:`\varepsilon`, ``[...]``; 1 for a uniform teacher.
+
+  Example:
+    >>> uniform_floor(jnp.zeros((2, 5)), 4.0).tolist()
+    [1.0, 1.0]
+    >>> t = jnp.array([[0.0, 0.0, 4.0 * np.log(3.0)]])  # tempered probabilities 1:1:3
+    >>> round(float(uniform_floor(t, 4.0)[0]), 4)  # 3 * 1/5
+    0.6
+  """
   num_classes = teacher_logits.shape[-1]
   return num_classes * jnp.min(jax.nn.softmax(teacher_logits / temperature), axis=-1)
 

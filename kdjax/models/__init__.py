@@ -70,12 +70,28 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 
 
 def names() -> tuple[str, ...]:
-  """Returns the registered model names, in registration order."""
+  """Returns the registered model names, in registration order.
+
+  Use it to list what ``get`` accepts, e.g. to validate a config or build a CLI's choices.
+
+  Returns:
+    A tuple of names: the ResNets, Wide ResNets, plain CNNs, VGGs and MLPs.
+
+  Example:
+    >>> from kdjax import models
+    >>> models.names()[:3], len(models.names())
+    (('resnet8', 'resnet14', 'resnet20'), 23)
+    >>> {"resnet32x4", "wrn_40_2", "plane4", "vgg13", "mlp_tiny"} <= set(models.names())
+    True
+  """
   return tuple(_REGISTRY)
 
 
 def get(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds a registered model.
+
+  The way to get a teacher or student by name (e.g. from a config); construct the family's
+  class (``ResNet``, ``WideResNet``, ...) directly for an unregistered architecture.
 
   Args:
     name: one of ``names()``, e.g. ``"resnet32x4"``, ``"wrn_40_2"``, ``"plane4"``, ``"mlp"``.
@@ -85,11 +101,34 @@ def get(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
       registered architecture (e.g. ``depth``) cannot be overridden: that raises TypeError.
 
   Returns:
-    The unbound Linen module.
+    The unbound Linen module, mapping images ``[B, H, W, C]`` to logits
+    ``[B, num_classes]``.
 
   Raises:
-    ValueError: if ``name`` is not registered (the message lists the valid names) or
-      ``num_classes`` is not a positive int.
+    ValueError: if ``name`` is not registered (the message lists the valid names),
+      ``num_classes`` is not a positive int, or (plane*) ``book`` is unknown.
+    TypeError: on a keyword that overrides the architecture (e.g. ``depth``) or is not a
+      field of the model.
+
+  Example:
+    >>> import functools
+    >>> from kdjax import models
+    >>> model = models.get("mlp_tiny", 10)
+    >>> type(model).__name__, model.num_classes, model.hidden_sizes
+    ('MLP', 10, (16,))
+    >>> x = jnp.zeros((2, 8, 8, 1))
+    >>> variables = jax.eval_shape(functools.partial(model.init, train=False),
+    ...                            jax.random.key(0), x)
+    >>> jax.eval_shape(functools.partial(model.apply, train=False), variables, x).shape
+    (2, 10)
+    >>> models.get("resnet9", 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown model 'resnet9'; valid: resnet8, resnet14, ..., mlp, mlp_tiny
+    >>> models.get("resnet8", 10, depth=20)
+    Traceback (most recent call last):
+    ...
+    TypeError: ...got multiple values for keyword argument 'depth'
   """
   if name not in _REGISTRY:
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(_REGISTRY)}")

@@ -23,6 +23,9 @@ from kdjax.models import _layers
 class MLP(nn.Module):
   """Flatten → (Dense → BN → ReLU) × len(hidden_sizes) → Dense head.
 
+  For the 8×8 digits dataset and for fast tests and examples (``"mlp_tiny"`` has one
+  hidden layer of 16); not a CIFAR model.
+
   Example:
     >>> import jax, jax.numpy as jnp
     >>> model = MLP(num_classes=10, hidden_sizes=(32,))

@@ -48,6 +48,9 @@ _BOOKS = {"cifar10": PLANE_CIFAR10_BOOK, "cifar100": PLANE_CIFAR100_BOOK}
 class PlainCNN(nn.Module):
   """A plain (residual-free) CNN described by a layout of conv widths and pools.
 
+  Use ``plane`` (or ``kdjax.models.get("plane4", ...)``) for TAKD's reference layouts, or
+  this class directly for a custom layout.
+
   Example:
     >>> import jax, jax.numpy as jnp
     >>> model = PlainCNN(num_classes=10, convs=(16, POOL, 16, POOL))
@@ -132,6 +135,10 @@ class PlainCNN(nn.Module):
 def plane(depth: int, num_classes: int, *, book: str | None = None, **kwargs: Any) -> PlainCNN:
   """Builds TAKD's ``plane{depth}``.
 
+  ``kdjax.models.get("plane{depth}", num_classes)`` calls it; call it directly to pick the
+  layout table explicitly. The TAKD/DGKD chains (e.g. plane10 → plane8 → … → plane2) use
+  these as teacher, assistants and student.
+
   Args:
     depth: 2, 4, 6, 8 or 10.
     num_classes: the number of logits K (the width of the book's last FC).
@@ -141,10 +148,21 @@ def plane(depth: int, num_classes: int, *, book: str | None = None, **kwargs: An
     **kwargs: further ``PlainCNN`` fields (``head_kernel_init``, ``dtype``).
 
   Returns:
-    The ``PlainCNN``.
+    The ``PlainCNN`` (unbound), mapping images ``[B, 32, 32, C]`` to logits
+    ``[B, num_classes]``.
 
   Raises:
     ValueError: on an unknown ``depth`` or ``book``.
+
+  Example:
+    >>> plane(4, 10).convs, plane(4, 100).convs
+    ((16, 16, 'M', 32, 32, 'M'), (32, 32, 'M', 64, 64, 'M'))
+    >>> plane(8, 10).hidden, plane(8, 10).feature_names
+    ((64,), ('stage1', 'stage2', 'stage3', 'stage4', 'pooled'))
+    >>> plane(3, 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown depth=3; valid: 2, 4, 6, 8, 10
   """
   if book is None:
     book = "cifar10" if num_classes <= 10 else "cifar100"

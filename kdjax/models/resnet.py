@@ -24,12 +24,34 @@ from kdjax.models import _layers
 
 
 class BasicBlock(nn.Module):
-  """Two 3×3 conv-BN layers with a residual connection, then ReLU.
+  r"""Two 3×3 conv-BN layers with a residual connection, then ReLU.
+
+  The building block of ``ResNet``; use it to assemble custom residual stages.
+
+  .. math::
+     y = \mathrm{ReLU}\big(\mathrm{BN}(W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 *_s x)))
+         + \mathrm{sc}(x)\big)
+
+  where :math:`*_s` is a stride-``strides`` conv and the shortcut :math:`\mathrm{sc}` is the
+  identity, or a 1×1 stride-``strides`` conv + BN when the stride or width changes.
 
   Attributes:
     features: the output width.
     strides: the stride of the first conv (and of the projection shortcut).
     dtype: the computation dtype.
+
+  Example:
+    >>> import functools
+    >>> x = jnp.zeros((2, 8, 8, 16))
+    >>> def shapes(block):  # init and apply on shapes only (jax.eval_shape)
+    ...   variables = jax.eval_shape(functools.partial(block.init, train=False),
+    ...                              jax.random.key(0), x)
+    ...   y = jax.eval_shape(functools.partial(block.apply, train=False), variables, x)
+    ...   return y.shape, "shortcut_conv" in variables["params"]
+    >>> shapes(BasicBlock(features=32, strides=2))  # projection shortcut
+    ((2, 4, 4, 32), True)
+    >>> shapes(BasicBlock(features=16))  # identity shortcut
+    ((2, 8, 8, 16), False)
   """
 
   features: int
@@ -38,7 +60,16 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Applies the block to ``x`` of shape ``[B, H, W, C]``; returns ``[B, H', W', features]``."""
+    """Applies the block.
+
+    Args:
+      x: ``[B, H, W, C]``.
+      train: use batch statistics and update ``batch_stats`` (needs
+        ``mutable=["batch_stats"]``).
+
+    Returns:
+      ``[B, ceil(H / strides), ceil(W / strides), features]``, non-negative.
+    """
     y = _layers.conv(self.features, 3, self.strides, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(_layers.batch_norm(train, self.dtype, name="bn1")(y))
     y = _layers.conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
@@ -51,6 +82,9 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
   """CIFAR ResNet of depth 6n+2 with three stages of n BasicBlocks.
+
+  The standard CIFAR distillation teachers and students (resnet56 → resnet20, resnet32x4 →
+  resnet8x4, ...); get the registered ones with ``kdjax.models.get``.
 
   Example:
     >>> import functools

@@ -31,6 +31,9 @@ def _max_pool(x: jax.Array) -> jax.Array:
 class VGG(nn.Module):
   """CIFAR VGG with BatchNorm and a single-layer classifier.
 
+  RepDistiller's vgg13 → vgg8 pair and a common teacher for cross-architecture students;
+  get the registered ones with ``kdjax.models.get``.
+
   Example:
     >>> import functools
     >>> import jax, jax.numpy as jnp

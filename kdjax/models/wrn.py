@@ -30,12 +30,34 @@ from kdjax.models import _layers
 
 
 class WideBasicBlock(nn.Module):
-  """Pre-activation block: BN → ReLU → conv3×3 → BN → ReLU → conv3×3, plus a shortcut.
+  r"""Pre-activation block: BN → ReLU → conv3×3 → BN → ReLU → conv3×3, plus a shortcut.
+
+  The building block of ``WideResNet``; use it to assemble custom pre-activation stages.
+
+  .. math::
+     a = \mathrm{ReLU}(\mathrm{BN}(x)),\qquad
+     y = W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 *_s a)) + \mathrm{sc}
+
+  where :math:`*_s` is a stride-``strides`` conv and :math:`\mathrm{sc}` is :math:`x` itself,
+  or :math:`W_{1\times1} *_s a` when the stride or width changes. No ReLU follows the sum.
 
   Attributes:
     features: the output width.
     strides: the stride of the first conv (and of the projection shortcut).
     dtype: the computation dtype.
+
+  Example:
+    >>> import functools
+    >>> x = jnp.zeros((2, 8, 8, 16))
+    >>> def shapes(block):  # init and apply on shapes only (jax.eval_shape)
+    ...   variables = jax.eval_shape(functools.partial(block.init, train=False),
+    ...                              jax.random.key(0), x)
+    ...   y = jax.eval_shape(functools.partial(block.apply, train=False), variables, x)
+    ...   return y.shape, "shortcut_conv" in variables["params"]
+    >>> shapes(WideBasicBlock(features=32, strides=2))  # projection shortcut
+    ((2, 4, 4, 32), True)
+    >>> shapes(WideBasicBlock(features=16))  # identity shortcut
+    ((2, 8, 8, 16), False)
   """
 
   features: int
@@ -44,7 +66,17 @@ class WideBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Applies the block to ``x`` of shape ``[B, H, W, C]``; returns ``[B, H', W', features]``."""
+    """Applies the block.
+
+    Args:
+      x: ``[B, H, W, C]``.
+      train: use batch statistics and update ``batch_stats`` (needs
+        ``mutable=["batch_stats"]``).
+
+    Returns:
+      The residual sum ``[B, ceil(H / strides), ceil(W / strides), features]`` (not
+      activated; it can be negative).
+    """
     activated = nn.relu(_layers.batch_norm(train, self.dtype, name="bn1")(x))
     y = _layers.conv(self.features, 3, self.strides, dtype=self.dtype, name="conv1")(activated)
     y = nn.relu(_layers.batch_norm(train, self.dtype, name="bn2")(y))
@@ -58,6 +90,9 @@ class WideBasicBlock(nn.Module):
 
 class WideResNet(nn.Module):
   """Pre-activation Wide ResNet WRN-depth-widen_factor for CIFAR.
+
+  RepDistiller's WRN teachers and students (wrn_40_2 → wrn_16_2, ...); get the registered
+  ones with ``kdjax.models.get``.
 
   Example:
     >>> import functools

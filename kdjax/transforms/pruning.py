@@ -12,7 +12,25 @@ from kdjax.transforms import _outputs
 
 
 class DKPState(NamedTuple):
-  """Step count of the schedules (temperature, gamma, weight)."""
+  """The state of the ``dkp`` transformation: the step count of its schedules.
+
+  Created by the transformation's ``init`` and advanced by one on every ``update``; the
+  schedules of ``temperature``, ``gamma`` and ``weight`` are evaluated at ``count``. It lives
+  in ``TrainState.output_tx_state``; you never build one yourself.
+
+  Attributes:
+    count: the number of updates so far, an int32 scalar ``[]``.
+
+  Example:
+    >>> tx = dkp(temperature=4.0, gamma=schedules.linear(0.0, 1.0, 100))
+    >>> state = tx.init(None)
+    >>> type(state).__name__, int(state.count)
+    ('DKPState', 0)
+    >>> s = jnp.zeros((2, 3))
+    >>> _, state = tx.update(jnp.zeros_like(s), state, s, teacher_logits=jnp.ones((2, 3)))
+    >>> int(state.count)
+    1
+  """
   count: jax.Array
 
 
@@ -37,6 +55,10 @@ def dkp(temperature: schedules.ScalarOrSchedule,
   output gradients it composes with ``optax.chain``, ``optax.masked`` and any optimizer; the
   step pulls the transformed gradient back through the network once.
 
+  Use it instead of a ``dkp`` loss term to keep DKP out of the reported loss and compose it
+  with other output transformations (``optax.chain``); pass it as ``output_tx`` to both
+  ``kdjax.state.create_train_state`` and the step builder.
+
   Args:
     temperature: T > 0 of the accompanying KD term (scalar or schedule).
     gamma: strength in [0, 1] (scalar or schedule).
@@ -53,8 +75,10 @@ def dkp(temperature: schedules.ScalarOrSchedule,
     ``"tail"``, integer ``labels`` ``[B]``; ``mask`` ``[B]`` marks real examples.
 
   Raises:
-    ValueError: on a temperature or gamma out of range anywhere in ``[0, num_steps)``, an
-      unknown variant or class reduction, or ``"tail"`` without a valid ``top_k``.
+    ValueError: on a temperature or gamma out of range (or a non-finite weight) anywhere in
+      ``[0, num_steps)``, an unknown variant or class reduction, or ``"tail"`` without a
+      valid ``top_k``. ``update`` raises it without ``params``, and on the same checks as
+      ``kdjax.losses.dkp`` (shapes, labels, ``top_k <= K - 2``).
 
   Example:
     >>> tx = dkp(temperature=4.0, gamma=0.5)
@@ -62,6 +86,13 @@ def dkp(temperature: schedules.ScalarOrSchedule,
     >>> g, _ = tx.update(jnp.zeros_like(s), tx.init(s), s, teacher_logits=t)
     >>> g.shape
     (2, 3)
+    >>> mean_dkp = lambda s: losses.reduce_mean(losses.dkp(s, t, 4.0, 0.5))
+    >>> bool(jnp.allclose(g, jax.grad(mean_dkp)(s)))  # the gradient of the batch-mean term
+    True
+    >>> dkp(temperature=4.0, gamma=0.5, variant="tail")
+    Traceback (most recent call last):
+    ...
+    ValueError: DKP variant 'tail' needs an integer top_k >= 1; got top_k=None.
   """
   pruning.check_arguments(1.0, 0.0, variant, top_k)
   validation.check_choice("class_reduction", class_reduction, validation.CLASS_REDUCTIONS)

@@ -18,13 +18,20 @@ def zero_mean_logit_gradients() -> optax.GradientTransformationExtraArgs:
 
   Returns:
     A stateless ``optax.GradientTransformationExtraArgs``; ``updates`` is the logit
-    gradient, or a dict of output gradients whose ``"logits"`` entry is projected.
+    gradient ``[B, K]``, or a dict of output gradients whose ``"logits"`` entry is
+    projected; other entries pass through unchanged.
+
+  Raises:
+    ValueError: (from ``update``) when ``updates`` is a dict without a ``"logits"`` entry.
 
   Example:
     >>> tx = zero_mean_logit_gradients()
     >>> g, _ = tx.update(jnp.array([[1.0, 2.0, 3.0]]), tx.init(None))
     >>> g.tolist()
     [[-1.0, 0.0, 1.0]]
+    >>> g, _ = tx.update({"logits": jnp.ones((1, 2)), "stage1": jnp.ones((1, 4))}, tx.init(None))
+    >>> g["logits"].tolist(), g["stage1"].tolist()
+    ([[0.0, 0.0]], [[1.0, 1.0, 1.0, 1.0]])
   """
 
   def init_fn(params):
