@@ -14,8 +14,10 @@ rounding):
   of the batch; the step averages gradients, BatchNorm statistics and metrics with
   ``lax.pmean``. BatchNorm normalises with device-local statistics unless the model's
   BatchNorm layers take the same ``axis_name`` (synchronised BatchNorm): build models with
-  it to get the single-device numbers. State and teacher variables are passed unmapped
-  (``in_axes=None``) and the state comes back replicated (``out_axes=None``).
+  it to get the single-device numbers, e.g. ``kdjax.models.get("resnet8", 10,
+  bn_axis_name=PMAP_AXIS)`` (every zoo model has the field). State and teacher variables
+  are passed unmapped (``in_axes=None``) and the state comes back replicated
+  (``out_axes=None``).
 """
 
 from collections.abc import Callable, Sequence

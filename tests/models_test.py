@@ -299,3 +299,21 @@ def test_mlp_hidden_sizes():
 def test_invalid_architecture(model, match):
   with pytest.raises(ValueError, match=match):
     _abstract_init(model, CIFAR)
+
+
+@pytest.mark.parametrize("name, shape", [("resnet8", CIFAR), ("wrn_16_1", CIFAR), ("vgg8", CIFAR),
+                                         ("plane4", CIFAR), ("mlp", DIGITS)])
+def test_bn_axis_name_synchronises_every_batchnorm(name, shape):
+  """Each BatchNorm, nested blocks included, averages its statistics over the named axis."""
+  model = models.get(name, K, bn_axis_name="devices")
+  x = jnp.zeros(shape)
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+  num_batchnorms = len(jax.tree.leaves(variables["batch_stats"])) // 2  # mean and var each
+
+  def train_apply(variables, images):
+    return model.apply(variables, images, train=True, mutable=["batch_stats"])
+
+  sync = jax.vmap(train_apply, in_axes=(None, 0), axis_name="devices")
+  assert str(jax.make_jaxpr(sync)(variables, x[None])).count("psum") == num_batchnorms
+  # Evaluation uses the running averages: no collective, so it runs outside the axis too.
+  jax.eval_shape(functools.partial(model.apply, train=False), variables, x)

@@ -12,7 +12,7 @@ import kd_testlib as lib
 import numpy as np
 import pytest
 
-from kdjax import heads, parallel
+from kdjax import heads, models, parallel
 from kdjax import step as step_lib
 from kdjax.objective import Objective, term
 from kdjax.state import create_train_state
@@ -145,3 +145,24 @@ def test_two_processes_end_where_one_process_with_eight_devices_ends(tmp_path):
   assert sorted(got.files) == sorted(expected)
   for name, value in expected.items():
     np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_zoo_model_with_bn_axis_name_gives_single_device_numbers_under_pmap():
+  """kdjax.models' synchronised BatchNorm: pmap over 8 devices == one device, global batch."""
+  student = models.get("resnet8", lib.NUM_CLASSES)
+  synced = models.get("resnet8", lib.NUM_CLASSES, bn_axis_name=parallel.PMAP_AXIS)
+  opt = lib.optimizer()
+  state = create_train_state(student, lib.init(student, 1), opt, jax.random.key(0))
+  single = jax.jit(step_lib.make_train_step(student, lib.hinton_objective(), opt,
+                                            teacher=TEACHER))
+  pmapped = parallel.pmap_step(step_lib.make_train_step(
+      synced, lib.hinton_objective(), opt, teacher=TEACHER, axis_name=parallel.PMAP_AXIS),
+      donate_state=False)
+  expected, state_pmap = state, state
+  teacher_vars = lib.init(TEACHER, 0)
+  for i in range(2):
+    expected, _ = single(expected, teacher_vars, lib.make_batch(i))
+    state_pmap, _ = pmapped(state_pmap, teacher_vars, lib.make_batch(i))
+  tolerance = {"rtol": 2e-4, "atol": 2e-6}
+  chex.assert_trees_all_close(state_pmap.params, expected.params, **tolerance)
+  chex.assert_trees_all_close(state_pmap.model_state, expected.model_state, **tolerance)

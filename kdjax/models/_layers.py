@@ -18,13 +18,16 @@ DENSE_INIT: Initializer = nn.initializers.he_normal()
 HEAD_INIT: Initializer = nn.initializers.lecun_normal()
 
 
-def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNorm:
+def batch_norm(train: bool, dtype: Dtype, name: str | None = None,
+               axis_name: str | None = None) -> nn.BatchNorm:
   """Returns a BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5).
 
   Args:
     train: whether to normalise with batch statistics and update ``batch_stats``.
     dtype: the computation dtype; scale and bias stay float32.
     name: the submodule name.
+    axis_name: in training, also average the batch statistics over this ``jax.pmap`` /
+      ``shard_map`` axis (synchronised BatchNorm: the global batch's statistics).
 
   Returns:
     An ``nn.BatchNorm`` over the last (channel) axis.
@@ -35,6 +38,7 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNo
     epsilon=1e-5,
     dtype=dtype,
     param_dtype=jnp.float32,
+    axis_name=axis_name if train else None,
     name=name,
   )
 

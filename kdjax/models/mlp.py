@@ -41,12 +41,16 @@ class MLP(nn.Module):
       ``kdjax.initializers.zero_mean()``.
     dtype: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and
       logits are returned in float32.
+    bn_axis_name: the ``jax.pmap`` axis over which BatchNorm statistics are averaged in
+      training (synchronised BatchNorm, e.g. ``kdjax.parallel.PMAP_AXIS``); ``None`` for
+      one device or ``jax.jit`` over a mesh, where statistics are already global.
   """
 
   num_classes: int
   hidden_sizes: tuple[int, ...] = (128, 128)
   head_kernel_init: _layers.Initializer = _layers.HEAD_INIT
   dtype: _layers.Dtype = jnp.float32
+  bn_axis_name: str | None = None
 
   @property
   def feature_names(self) -> tuple[str, ...]:
@@ -75,7 +79,7 @@ class MLP(nn.Module):
         param_dtype=jnp.float32,
         name=f"fc{i}",
       )(x)
-      x = nn.relu(_layers.batch_norm(train, self.dtype, name=f"bn{i}")(x))
+      x = nn.relu(_layers.batch_norm(train, self.dtype, f"bn{i}", self.bn_axis_name)(x))
       if i + 1 < len(self.hidden_sizes):
         self.sow("intermediates", f"stage{i + 1}", x)
     self.sow("intermediates", "pooled", x)

@@ -69,6 +69,9 @@ class PlainCNN(nn.Module):
       ``kdjax.initializers.zero_mean()``.
     dtype: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and
       logits are returned in float32.
+    bn_axis_name: the ``jax.pmap`` axis over which BatchNorm statistics are averaged in
+      training (synchronised BatchNorm, e.g. ``kdjax.parallel.PMAP_AXIS``); ``None`` for
+      one device or ``jax.jit`` over a mesh, where statistics are already global.
   """
 
   num_classes: int
@@ -76,6 +79,7 @@ class PlainCNN(nn.Module):
   hidden: tuple[int, ...] = ()
   head_kernel_init: _layers.Initializer = _layers.HEAD_INIT
   dtype: _layers.Dtype = jnp.float32
+  bn_axis_name: str | None = None
 
   @property
   def feature_names(self) -> tuple[str, ...]:
@@ -114,7 +118,7 @@ class PlainCNN(nn.Module):
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         continue
       x = _layers.conv(layer, 3, use_bias=True, dtype=self.dtype, name=f"conv{i}")(x)
-      x = nn.relu(_layers.batch_norm(train, self.dtype, name=f"bn{i}")(x))
+      x = nn.relu(_layers.batch_norm(train, self.dtype, f"bn{i}", self.bn_axis_name)(x))
       if i in stage_ends:
         self.sow("intermediates", f"stage{stage_ends.index(i) + 1}", x)
     x = x.reshape(x.shape[0], -1)

@@ -39,6 +39,7 @@ class BasicBlock(nn.Module):
     features: the output width.
     strides: the stride of the first conv (and of the projection shortcut).
     dtype: the computation dtype.
+    bn_axis_name: as in the network's ``bn_axis_name``.
 
   Example:
     >>> import functools
@@ -57,6 +58,7 @@ class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: _layers.Dtype = jnp.float32
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -71,12 +73,12 @@ class BasicBlock(nn.Module):
       ``[B, ceil(H / strides), ceil(W / strides), features]``, non-negative.
     """
     y = _layers.conv(self.features, 3, self.strides, dtype=self.dtype, name="conv1")(x)
-    y = nn.relu(_layers.batch_norm(train, self.dtype, name="bn1")(y))
+    y = nn.relu(_layers.batch_norm(train, self.dtype, "bn1", self.bn_axis_name)(y))
     y = _layers.conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
-    y = _layers.batch_norm(train, self.dtype, name="bn2")(y)
+    y = _layers.batch_norm(train, self.dtype, "bn2", self.bn_axis_name)(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = _layers.conv(self.features, 1, self.strides, dtype=self.dtype, name="shortcut_conv")(x)
-      x = _layers.batch_norm(train, self.dtype, name="shortcut_bn")(x)
+      x = _layers.batch_norm(train, self.dtype, "shortcut_bn", self.bn_axis_name)(x)
     return nn.relu(y + x)
 
 
@@ -110,6 +112,9 @@ class ResNet(nn.Module):
       ``kdjax.initializers.zero_mean()``.
     dtype: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and
       logits are returned in float32.
+    bn_axis_name: the ``jax.pmap`` axis over which BatchNorm statistics are averaged in
+      training (synchronised BatchNorm, e.g. ``kdjax.parallel.PMAP_AXIS``); ``None`` for
+      one device or ``jax.jit`` over a mesh, where statistics are already global.
   """
 
   num_classes: int
@@ -117,6 +122,7 @@ class ResNet(nn.Module):
   widths: tuple[int, int, int, int] = (16, 16, 32, 64)
   head_kernel_init: _layers.Initializer = _layers.HEAD_INIT
   dtype: _layers.Dtype = jnp.float32
+  bn_axis_name: str | None = None
 
   feature_names: ClassVar[tuple[str, ...]] = ("stem", "stage1", "stage2", "stage3", "pooled")
 
@@ -140,7 +146,7 @@ class ResNet(nn.Module):
     blocks = (self.depth - 2) // 6
     x = jnp.asarray(x, self.dtype)
     x = _layers.conv(self.widths[0], 3, dtype=self.dtype, name="stem_conv")(x)
-    x = nn.relu(_layers.batch_norm(train, self.dtype, name="stem_bn")(x))
+    x = nn.relu(_layers.batch_norm(train, self.dtype, "stem_bn", self.bn_axis_name)(x))
     self.sow("intermediates", "stem", x)
     for stage, (width, strides) in enumerate(zip(self.widths[1:], (1, 2, 2), strict=True), start=1):
       for block in range(blocks):
@@ -148,6 +154,7 @@ class ResNet(nn.Module):
           width,
           strides if block == 0 else 1,
           dtype=self.dtype,
+          bn_axis_name=self.bn_axis_name,
           name=f"stage{stage}_block{block + 1}",
         )(x, train)
       self.sow("intermediates", f"stage{stage}", x)

@@ -52,12 +52,16 @@ class VGG(nn.Module):
       ``kdjax.initializers.zero_mean()``.
     dtype: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and
       logits are returned in float32.
+    bn_axis_name: the ``jax.pmap`` axis over which BatchNorm statistics are averaged in
+      training (synchronised BatchNorm, e.g. ``kdjax.parallel.PMAP_AXIS``); ``None`` for
+      one device or ``jax.jit`` over a mesh, where statistics are already global.
   """
 
   num_classes: int
   blocks: tuple[tuple[int, ...], ...]
   head_kernel_init: _layers.Initializer = _layers.HEAD_INIT
   dtype: _layers.Dtype = jnp.float32
+  bn_axis_name: str | None = None
 
   feature_names: ClassVar[tuple[str, ...]] = (
     "stem",
@@ -91,7 +95,7 @@ class VGG(nn.Module):
         x = _max_pool(x)
       for i, width in enumerate(widths):
         x = _layers.conv(width, 3, use_bias=True, dtype=self.dtype, name=f"block{b}_conv{i}")(x)
-        x = nn.relu(_layers.batch_norm(train, self.dtype, name=f"block{b}_bn{i}")(x))
+        x = nn.relu(_layers.batch_norm(train, self.dtype, f"block{b}_bn{i}", self.bn_axis_name)(x))
       self.sow("intermediates", self.feature_names[b], x)
     x = jnp.mean(x, axis=(1, 2))
     self.sow("intermediates", "pooled", x)

@@ -45,6 +45,7 @@ class WideBasicBlock(nn.Module):
     features: the output width.
     strides: the stride of the first conv (and of the projection shortcut).
     dtype: the computation dtype.
+    bn_axis_name: as in the network's ``bn_axis_name``.
 
   Example:
     >>> import functools
@@ -63,6 +64,7 @@ class WideBasicBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: _layers.Dtype = jnp.float32
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -77,9 +79,9 @@ class WideBasicBlock(nn.Module):
       The residual sum ``[B, ceil(H / strides), ceil(W / strides), features]`` (not
       activated; it can be negative).
     """
-    activated = nn.relu(_layers.batch_norm(train, self.dtype, name="bn1")(x))
+    activated = nn.relu(_layers.batch_norm(train, self.dtype, "bn1", self.bn_axis_name)(x))
     y = _layers.conv(self.features, 3, self.strides, dtype=self.dtype, name="conv1")(activated)
-    y = nn.relu(_layers.batch_norm(train, self.dtype, name="bn2")(y))
+    y = nn.relu(_layers.batch_norm(train, self.dtype, "bn2", self.bn_axis_name)(y))
     y = _layers.conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = _layers.conv(self.features, 1, self.strides, dtype=self.dtype, name="shortcut_conv")(
@@ -115,6 +117,9 @@ class WideResNet(nn.Module):
       ``kdjax.initializers.zero_mean()``.
     dtype: the computation dtype (e.g. ``jnp.bfloat16``); parameters stay float32 and
       logits are returned in float32.
+    bn_axis_name: the ``jax.pmap`` axis over which BatchNorm statistics are averaged in
+      training (synchronised BatchNorm, e.g. ``kdjax.parallel.PMAP_AXIS``); ``None`` for
+      one device or ``jax.jit`` over a mesh, where statistics are already global.
   """
 
   num_classes: int
@@ -122,6 +127,7 @@ class WideResNet(nn.Module):
   widen_factor: int = 1
   head_kernel_init: _layers.Initializer = _layers.HEAD_INIT
   dtype: _layers.Dtype = jnp.float32
+  bn_axis_name: str | None = None
 
   feature_names: ClassVar[tuple[str, ...]] = ("stem", "stage1", "stage2", "stage3", "pooled")
 
@@ -155,10 +161,11 @@ class WideResNet(nn.Module):
           width,
           strides if block == 0 else 1,
           dtype=self.dtype,
+          bn_axis_name=self.bn_axis_name,
           name=f"stage{stage}_block{block + 1}",
         )(x, train)
       self.sow("intermediates", f"stage{stage}", x)
-    x = nn.relu(_layers.batch_norm(train, self.dtype, name="final_bn")(x))
+    x = nn.relu(_layers.batch_norm(train, self.dtype, "final_bn", self.bn_axis_name)(x))
     x = jnp.mean(x, axis=(1, 2))
     self.sow("intermediates", "pooled", x)
     logits = _layers.head(self.num_classes, self.head_kernel_init, self.dtype)(x)
