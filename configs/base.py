@@ -100,9 +100,10 @@ def get_config() -> ml_collections.ConfigDict:
       "batch_size": 128,  # global training batch size
       "eval_batch_size": 512,  # evaluation batch size (the last batch is padded and masked)
       # image-decoding worker processes of the training pipeline: 0 decodes in the trainer's
-      # process; -1 (auto) uses the host's cores (at most 16) when training on a GPU or TPU,
-      # where the pipeline is the bottleneck, and 0 on CPU, where the step is. A checkpoint
-      # resumes only with the same count.
+      # process; -1 (auto): half the host's cores, at most 8, on GPU/TPU hosts (the pipeline
+      # is the bottleneck there; needs absl flags parsed, as launch/train.py does), 0 on CPU
+      # (the step is). Batches are the same either way; a stage resumes with the count its
+      # checkpoint was saved with (auto keeps it; another explicit count is refused).
       "worker_count": -1,
   })
   config.stages = stages()

@@ -87,7 +87,9 @@ def checked_names(checked: Sequence[str]) -> tuple[str, ...]:
   return (TEACHER_OUTPUTS, *checked, STUDENT_VARIABLES)
 
 
-# What a skipped step leaves as it was: everything the update writes except the counter.
+# What a skipped step leaves as it was: every floating-point value the update writes. Integer
+# leaves (the step, optax's and the DKP transform's counters) advance, so every schedule
+# stays aligned with the data stream.
 _SKIPPED_FIELDS = ("params", "model_state", "opt_state", "output_tx_state", "aux_params",
                    "aux_state")
 
@@ -102,9 +104,11 @@ def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_li
   whose non-finiteness is that of the gradients) and the updated student variables (an
   update can overflow from finite gradients) all finite? ``health`` (a ``Health``)
   accumulates the count of bad steps and what went wrong at the first one.
-  With ``skip``, a bad step leaves the student's parameters, model and optimizer states as
-  they were (``jnp.where`` on the flag: no branch, no sync); the step counter still
-  advances, so schedules stay aligned with the data stream.
+  With ``skip``, a bad step leaves every floating-point value of the student's parameters,
+  model, optimizer and output-transform states as it was (``jnp.where`` on the flag: no
+  branch, no sync); integer counters (the step, optax's schedule counts, the DKP
+  transform's count) still advance, so the learning rate and every other schedule stay
+  aligned with the data stream and with the logged values.
 
   Trade-off: reading the flag on the host after every step would stop training at the
   exact bad step, but forces a device-to-host sync per step, which serialises dispatch and
@@ -152,6 +156,8 @@ def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_li
     bad = jnp.any(flags, axis=-1)
     if skip:
       def keep(new, old):
+        if not jnp.issubdtype(new.dtype, jnp.inexact):  # a counter: it advances
+          return new
         return jnp.where(bad.reshape(bad.shape + (1,) * (new.ndim - bad.ndim)), old, new)
       new_states = new_states.replace(**{
           field: jax.tree.map(keep, getattr(new_states, field), getattr(states, field))
@@ -174,7 +180,8 @@ def describe(health: Health, names: Sequence[str], seeds: Sequence[int]) -> str:
     seeds: the students' seeds, for the message.
 
   Returns:
-    E.g. ``"step 7 in loss, grad_norm (seeds 0, 2)"``.
+    E.g. ``"step 7 in loss, grad_norm (seeds 0, 2)"``: the earliest bad step, the seeds
+    that went bad at it, and the values that were non-finite for the first of those seeds.
 
   Raises:
     ValueError: if ``health`` records no bad step.

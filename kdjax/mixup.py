@@ -66,8 +66,9 @@ def mix_batch(key: jax.Array,
     The mixed batch (same shapes and dtypes, without ``"label"``).
 
   Raises:
-    ValueError: on a bad ``concentration`` or ``num_mixed``, a batch without images, or one
-      carrying ``"teacher_logits"`` (cached teacher outputs describe the unmixed images).
+    ValueError: on a bad ``concentration`` or ``num_mixed``, a batch without images or with
+      integer images, or one carrying ``"teacher_logits"`` (cached teacher outputs describe
+      the unmixed images).
 
   Example:
     >>> batch = {"image": jnp.array([[0.0], [1.0], [2.0]]), "label": jnp.array([0, 1, 2])}
@@ -85,8 +86,11 @@ def mix_batch(key: jax.Array,
     raise ValueError("the batch carries cached 'teacher_logits', computed on unmixed images; "
                      "mixup needs the teacher to run on the mixed view (no teacher cache).")
   batch_lib.batch_size(batch)  # checks that there are images and one batch size
-  ratios = jax.random.dirichlet(key, jnp.full((num_mixed,), concentration, jnp.float32))
   images = jnp.asarray(batch[batch_lib.IMAGE])
+  if not jnp.issubdtype(images.dtype, jnp.floating):
+    raise ValueError(f"mixup blends float images; batch['image'] has dtype {images.dtype} "
+                     f"(normalise the images to floats first).")
+  ratios = jax.random.dirichlet(key, jnp.full((num_mixed,), concentration, jnp.float32))
   mixed = sum(ratios[j] * jnp.roll(images, j, axis=0) for j in range(num_mixed))
   out = {k: jnp.asarray(v) for k, v in batch.items() if k != batch_lib.LABEL}
   out[batch_lib.IMAGE] = mixed.astype(images.dtype)

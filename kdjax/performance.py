@@ -1,9 +1,10 @@
 """Startup settings that make kdjax fast on CPU hosts, applied once before JAX starts.
 
 Call :func:`configure` at program start, before anything asks JAX for a device (the
-trainer's launcher and ``launch/benchmark.py`` do). It changes nothing on a host whose JAX
-backends are already running, nor a setting the user made (``XLA_FLAGS`` or
-``jax.config``), and it returns what it applied so that runs can log it.
+trainer's launcher and ``launch/benchmark.py`` do). Once JAX's backends are running it can
+no longer change the device count (it still turns on the compilation cache), and it never
+overrides a setting the user made (``XLA_FLAGS`` or ``jax.config``); it returns what it
+applied so that runs can log it.
 
 **What it sets, and why** (measured with ``launch/benchmark.py`` on a shared 2-core AMD EPYC
 VM, jax/jaxlib 0.10.2, batch 128, CIFAR shapes; ratios from one process, see
@@ -76,8 +77,9 @@ def recommended_cpu_devices(batch_sizes: Sequence[int] = (128,),
   ResNet-8 step in 12.1 ms on one device and 18.8 ms on four.
 
   Args:
-    batch_sizes: every global batch size a step will see (train and eval).
-    image_shape: ``[H, W, C]`` of one input image.
+    batch_sizes: every batch size a step of this process will see (train and eval; on
+      several processes, each one's share of the global batch).
+    image_shape: ``[H, W, C]`` of one input image; the channel count does not enter.
     max_devices: the most devices to use (8 was fastest on a 2-core CPU at batch 128).
     min_pixels_per_device: the fewest pixels (examples × H × W) per device; the default is
       16 images of 32 × 32, the measured optimum.
@@ -141,14 +143,16 @@ def enable_compilation_cache(directory: str | os.PathLike) -> str:
 
   Example:
     >>> import tempfile
-    >>> previous = jax.config.jax_compilation_cache_dir
+    >>> previous = (jax.config.jax_compilation_cache_dir,
+    ...             jax.config.jax_persistent_cache_min_compile_time_secs)
     >>> jax.config.update("jax_compilation_cache_dir", None)
     >>> cache = tempfile.mkdtemp()
     >>> enable_compilation_cache(cache) == cache == jax.config.jax_compilation_cache_dir
     True
     >>> enable_compilation_cache("~/elsewhere") == cache  # the first directory stays
     True
-    >>> jax.config.update("jax_compilation_cache_dir", previous)
+    >>> jax.config.update("jax_compilation_cache_dir", previous[0])  # as it was
+    >>> jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
   """
   current = jax.config.jax_compilation_cache_dir
   if current or not directory:
@@ -184,7 +188,7 @@ def configure(*,
     What is in force: ``{"num_cpu_devices": n, "source": ..., "compilation_cache_dir":
     ...}``, where ``source`` is ``"kdjax"`` (set here), ``"user"`` (set by ``XLA_FLAGS`` or
     ``jax.config`` before), or ``"too late"`` (JAX's backends were already initialised; the
-    device count did not change, and a warning says so).
+    device count did not change; a warning says so when it differs from the one wanted).
 
   Raises:
     ValueError: on a non-positive ``num_cpu_devices``, bad batch sizes or image shape.

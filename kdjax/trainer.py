@@ -39,8 +39,9 @@ import tempfile
 import threading
 import time
 from typing import Any
+import zlib
 
-from absl import logging
+from absl import flags, logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -72,7 +73,6 @@ STAGE_CONFIG_FILE = "stage_config.json"
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 NONFINITE_MODES = ("stop", "skip")
-# Names under which non-finite teacher outputs and updated student variables are reported.
 _MIXUP_STREAM = 3  # fold_in tag of the mixup key (1: initialization, 2: student rng)
 
 
@@ -150,6 +150,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ValueError: stages.kd.num_steps=0 must be a positive integer.
   """
   ds = config.dataset
+  try:
+    data.image_shape(ds.name)
+  except ValueError as error:
+    raise ValueError(f"dataset.name: {error}") from error
   if ds.augmentation not in data.AUGMENTATIONS:
     raise ValueError(f"dataset.augmentation={ds.augmentation!r} is unknown; valid: "
                      f"{', '.join(data.AUGMENTATIONS)}.")
@@ -215,12 +219,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         mixup.check_concentration(stage.mixup)
       except ValueError as error:
         raise ValueError(f"{where}.mixup: {error} 0 turns mixup off.") from error
-    if stage.method != "fitnets":  # fitnets' recipe needs the teacher's feature shapes
-      try:
-        recipe = method.build(stage.loss, stage.num_steps, {})
-      except ValueError as error:
-        raise ValueError(f"{where}.loss: {error}") from error
-      _check_mixup(where, stage, recipe)
+    # FitNets' regressor is sized from the teacher's feature, unknown until the teacher is
+    # loaded: a stand-in shape checks the rest of its recipe here.
+    stand_in = {stage.loss.hint_feature: (1, 1, 1, 1)} if stage.method == "fitnets" else {}
+    try:
+      recipe = method.build(stage.loss, stage.num_steps, stand_in)
+    except ValueError as error:
+      raise ValueError(f"{where}.loss: {error}") from error
+    _check_mixup(where, stage, recipe)
     earlier.append(name)
 
 
@@ -244,7 +250,9 @@ def _stage_record(config: ml_collections.ConfigDict, name: str) -> dict[str, Any
   """What a stage's results depend on: compared with the record of an existing stage dir."""
   return json.loads(json.dumps({
       "stage": config.stages[name].to_dict(),
-      "dataset": {k: v for k, v in config.dataset.to_dict().items() if k != "data_dir"},
+      # Where the data is and how many processes decode it do not change the batches.
+      "dataset": {k: v for k, v in config.dataset.to_dict().items()
+                  if k not in ("data_dir", "worker_count")},
       "seed": config.seed,
       "num_seeds": config.stages[name].num_seeds or config.num_seeds,
   }, default=list))
@@ -349,6 +357,44 @@ def _provenance(model: str, info: data.DatasetInfo) -> dict[str, Any]:
   return {"model": model, "num_classes": info.num_classes, "dataset": info.name}
 
 
+def _worker_count(configured: int, resumed_with: int | None = None) -> int:
+  """The training pipeline's worker processes: ``dataset.worker_count``, auto resolved.
+
+  Auto (-1) is 0 on a CPU backend, where the step limits training (decoding in the
+  trainer's process cost ~1 % of a fused KD step on 2 cores), and half the host's cores,
+  at most 8, on GPU and TPU hosts, where the input pipeline does (CIFAR-10 resnet56 →
+  resnet8 on an H100 with a 16-core host: 3,484 img/s decoding in the trainer's process,
+  21,457 with 8 workers). Worker processes need absl flags parsed (``launch/train.py``
+  parses them); elsewhere, e.g. in a notebook, auto decodes in the trainer's process.
+
+  Args:
+    configured: ``dataset.worker_count``: a count, or -1 for auto.
+    resumed_with: the count a checkpoint was saved with, if resuming: an input iterator's
+      state restores only into one with the same count, so auto keeps it.
+
+  Raises:
+    ValueError: if an explicit count differs from the checkpoint's, or asks for workers
+      while absl flags are not parsed.
+  """
+  count = configured
+  if count == -1:
+    if resumed_with is not None:
+      return resumed_with
+    if jax.default_backend() == "cpu" or not flags.FLAGS.is_parsed():
+      return 0
+    return min(max(len(os.sched_getaffinity(0)) // 2, 1), 8)
+  if resumed_with is not None and count != resumed_with:
+    raise ValueError(f"dataset.worker_count={count}, but the checkpoint to resume was saved "
+                     f"with {resumed_with} workers, and an input pipeline's state restores "
+                     f"only with the same count; set dataset.worker_count={resumed_with} "
+                     f"(or -1, auto, which keeps it).")
+  if count and not flags.FLAGS.is_parsed():
+    raise ValueError(f"dataset.worker_count={count} starts grain worker processes, which "
+                     f"need absl flags parsed: run through launch/train.py, call "
+                     f"absl.flags.FLAGS.mark_as_parsed() first, or set it to 0 or -1.")
+  return count
+
+
 class _Run:
   """The state shared by the stages of one run: config, data, mesh, results so far."""
 
@@ -370,24 +416,11 @@ class _Run:
 
   # -- data ---------------------------------------------------------------------------------
 
-  @property
-  def worker_count(self) -> int:
-    """``dataset.worker_count``, with auto (-1) resolved for this host.
-
-    On a GPU the input pipeline limits training (CIFAR-10, resnet56 → resnet8 on an H100:
-    3,484 img/s decoding in the trainer's process, 21,457 with 8 workers); on a CPU the step
-    does (the in-process pipeline cost ~1 % of a fused KD step on 2 cores).
-    """
-    count = self.config.dataset.worker_count
-    if count != -1:
-      return count
-    return 0 if jax.default_backend() == "cpu" else min(os.cpu_count() or 1, 16)
-
-  def train_iterator(self):
+  def train_iterator(self, worker_count: int):
     ds = self.config.dataset
     return data.train_iterator(ds.name, data_dir=self.data_dir, batch_size=ds.batch_size,
                                seed=self.config.seed, augmentation=ds.augmentation,
-                               download=ds.download, worker_count=self.worker_count)
+                               download=ds.download, worker_count=worker_count)
 
   def eval_batches(self, split: str = "test") -> Iterable[dict[str, np.ndarray]]:
     ds = self.config.dataset
@@ -490,19 +523,20 @@ class _StopRequests:
     return signal.Signals(self.signum).name
 
 
-def _with_mixup(train_step: Callable[..., Any], seed: int,
+def _with_mixup(train_step: Callable[..., Any], seed: int, stage: str,
                 concentration: float) -> Callable[..., Any]:
   """Mixes each batch's images before ``train_step`` (teacher and students see the mix).
 
-  One draw per step, keyed by the run's seed and the step counter, so every student of a
-  sweep and every process sees the same view, and a resumed run mixes as the uninterrupted
-  one did.
+  One draw per step, keyed by the run's seed, the stage's name and the step counter: every
+  student of a sweep and every process sees the same view, a resumed run mixes as the
+  uninterrupted one did, and two stages of a run draw different ratios.
   """
-  base_key = jax.random.fold_in(jax.random.key(seed), _MIXUP_STREAM)
+  stage_tag = zlib.crc32(stage.encode())
 
   def mixed_step(carry, teacher_vars, batch):
     states, _ = carry
-    key = jax.random.fold_in(base_key, states.step[0])
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _MIXUP_STREAM), stage_tag)
+    key = jax.random.fold_in(key, states.step[0])
     return train_step(carry, teacher_vars,
                       mixup.mix_batch(key, batch, concentration=concentration))
 
@@ -538,7 +572,6 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
                                            mutable=["intermediates"]), teachers[0].variables)
     feature_shapes = {k: v[0].shape for k, v in captured["intermediates"].items()}
   recipe = method.build(stage.loss, num_steps, feature_shapes)
-  _check_mixup(f"stages.{name}", stage, recipe)
   optimizer, learning_rate = optimizers.optimizer(stage.optimizer, num_steps)
 
   num_seeds = stage.num_seeds or config.num_seeds
@@ -582,13 +615,12 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   train_step = finite_guard.guarded_train_step(teacher_forward, update, checked,
                                   skip=config.nonfinite == "skip")
   if stage.mixup:
-    train_step = _with_mixup(train_step, config.seed, stage.mixup)
+    train_step = _with_mixup(train_step, config.seed, name, stage.mixup)
   train_fn = run.compile(train_step, donate_state=True)
   eval_fn = run.compile(sweep.over_students(step_lib.make_eval_step(module,
                                                                      teacher=teacher_modules)),
                         donate_state=False)
 
-  iterator = run.train_iterator()
   ckpts = checkpoints.RunCheckpoints(os.path.join(directory, "checkpoints"))
   progress = {"best_accuracy": [-1.0] * num_seeds, "best_step": [0] * num_seeds,
               "curve": {"step": [], "accuracy": []}, "nonfinite_steps": [0] * num_seeds}
@@ -604,6 +636,8 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   restored = ckpts.restore_latest(states, on_unreadable=report_unreadable)
   if restored is not None:
     step, states, saved = restored
+    worker_count = _worker_count(config.dataset.worker_count, saved.get("worker_count"))
+    iterator = run.train_iterator(worker_count)
     iterator.set_state(saved["iterator"])
     progress = saved["progress"]
     kept = (f" (unreadable checkpoints are kept in {ckpts.unreadable_directory})"
@@ -611,6 +645,8 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     _report(f"stage {name}: resumed from the checkpoint at step {step}{kept}")
   else:
     step = 0
+    worker_count = _worker_count(config.dataset.worker_count)
+    iterator = run.train_iterator(worker_count)
   _rewind_metrics(directory, step)
   states = run.place(states)
   health = run.place(finite_guard.healthy(num_seeds, len(names)))
@@ -648,7 +684,8 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
 
   def save(step: int) -> None:
     ckpts.save(step, jax.device_get(states),
-               {"iterator": iterator.get_state(), "progress": progress})
+               {"iterator": iterator.get_state(), "progress": progress,
+                "worker_count": worker_count})
 
   writer = metric_writers.MetricWriter(directory)
   bar = tqdm.tqdm(total=num_steps, initial=step, desc=name, unit="step", dynamic_ncols=True,
@@ -729,26 +766,32 @@ def configure_performance(config: ml_collections.ConfigDict) -> dict[str, Any] |
 
   The number of virtual CPU devices follows the run's train and eval batch sizes and its
   dataset's image shape; the compilation cache goes to ``config.compilation_cache_dir``.
-  Call it before anything starts JAX's backends (``validate`` does): ``launch/train.py``
-  calls it first thing.
+  It must come before anything starts JAX's backends, which ``validate`` and
+  ``train_and_evaluate`` do: ``launch/train.py`` calls it first thing.
 
   Returns:
-    What ``kdjax.performance.configure`` applied, or ``None`` when a batch size or the
-    dataset name is invalid (``validate`` then refuses the config, naming the field).
+    What ``kdjax.performance.configure`` applied, or ``None`` (with a warning) when the
+    batch sizes or the dataset name are invalid: ``validate`` then refuses the config,
+    naming the field.
 
   Example:
     >>> from configs import cifar10_kd
-    >>> applied = configure_performance(cifar10_kd.get_config())  # JAX is running here
-    >>> applied["source"] in ("too late", "user")
+    >>> config = cifar10_kd.get_config()
+    >>> config.compilation_cache_dir = ""  # none for this example
+    >>> # JAX is already running here, so the device count stays as it is.
+    >>> configure_performance(config)["source"] in ("user", "too late")
     True
   """
   ds = config.dataset
+  batch_sizes = (ds.batch_size, ds.eval_batch_size)
   try:
-    return performance.configure(batch_sizes=(ds.batch_size, ds.eval_batch_size),
-                                 image_shape=data.image_shape(ds.name),
-                                 compilation_cache_dir=config.compilation_cache_dir)
-  except ValueError:
+    image_shape = data.image_shape(ds.name)
+    performance.recommended_cpu_devices(batch_sizes, image_shape)  # checks the values
+  except ValueError as error:
+    logging.warning("kdjax's performance defaults are not applied: %s", error)
     return None
+  return performance.configure(batch_sizes=batch_sizes, image_shape=image_shape,
+                               compilation_cache_dir=config.compilation_cache_dir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str

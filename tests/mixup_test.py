@@ -79,24 +79,6 @@ def test_jit_equals_eager_and_sharded_equals_single_device():
   chex.assert_trees_all_close(sharded, eager, rtol=1e-6, atol=1e-7)
 
 
-def test_the_teacher_sees_the_mixed_view():
-  """A step on the mixed batch equals a step given the teacher's logits *of the mixed images*."""
-  teacher, student = lib.TinyConvNet(width=6), lib.TinyConvNet(width=3)
-  teacher_vars = lib.init(teacher, 0)
-  obj = objective.Objective((objective.term("kd", temperature=1.0),))
-  opt = lib.optimizer()
-  state = create_train_state(student, lib.init(student, 1), opt, jax.random.key(0))
-  mixed = mixup.mix_batch(jax.random.key(7), lib.make_batch(0))
-  online = jax.jit(step_lib.make_train_step(student, obj, opt, teacher=teacher))
-  new_online, metrics_online = online(state, teacher_vars, mixed)
-  teacher_logits = teacher.apply(teacher_vars, mixed["image"], train=False)
-  cached = jax.jit(step_lib.make_train_step(student, obj, opt))
-  new_cached, metrics_cached = cached(state, None, {**mixed, "teacher_logits": teacher_logits})
-  chex.assert_trees_all_close(new_online.params, new_cached.params, rtol=1e-5, atol=1e-6)
-  chex.assert_trees_all_close(metrics_online, metrics_cached, rtol=1e-5, atol=1e-6)
-  assert "accuracy" not in metrics_online  # no labels: nothing to score against
-
-
 def test_an_objective_that_needs_labels_fails_loudly_on_a_mixed_batch():
   student = lib.TinyConvNet(width=3)
   opt = lib.optimizer()
@@ -118,6 +100,11 @@ def test_an_objective_that_needs_labels_fails_loudly_on_a_mixed_batch():
 def test_bad_arguments_are_named(kwargs, match):
   with pytest.raises(ValueError, match=match):
     mixup.mix_batch(jax.random.key(0), lib.make_batch(0), **kwargs)
+
+
+def test_integer_images_are_refused_naming_the_dtype():
+  with pytest.raises(ValueError, match="dtype uint8"):
+    mixup.mix_batch(jax.random.key(0), {"image": np.zeros((4, 2, 2, 1), np.uint8)})
 
 
 def test_cached_teacher_logits_and_missing_images_are_refused():

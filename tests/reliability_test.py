@@ -587,8 +587,8 @@ BAD_INPUTS = {
             str(tmp_path / "run")), FileNotFoundError,
         r"Dataset 'cifar10' is not prepared in data_dir='.*empty'"),
     "unknown dataset": (
-        _train(**{"dataset.name": "imagenet"}), ValueError,
-        r"Unknown dataset name='imagenet'; supported: digits, cifar10, cifar100"),
+        _validate(**{"dataset.name": "imagenet"}), ValueError,
+        r"dataset.name: Unknown dataset name='imagenet'; supported: digits, cifar10, cifar100"),
     "empty split": (
         lambda data_dir, tmp_path: data.train_iterator(
             "digits", data_dir=data_dir, batch_size=8, seed=0, augmentation="none",

@@ -11,7 +11,9 @@ import json
 import os
 import subprocess
 import sys
+import types
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -156,25 +158,33 @@ def test_every_other_method_trains(tmp_path, data_dir):
 
 class TestResume:
 
+  @pytest.mark.parametrize("method", ["scratch", "function_matching"])
   def test_interrupted_stage_resumes_to_the_uninterrupted_result(self, tmp_path, data_dir,
-                                                                 monkeypatch):
+                                                                 monkeypatch, method):
+    """Function matching with mixup: the resumed run mixes every batch as the reference did."""
     config = _tiny_config(data_dir)
     config.num_seeds = 1
     config.stages = base.stages()
-    config.stages.student = base.stage("mlp_tiny", "scratch", num_steps=30,
-                                       optimizer=base.optimizer(name="sgd", learning_rate=0.05))
+    sgd = base.optimizer(name="sgd", learning_rate=0.05)
+    teachers = ()
+    if method == "function_matching":
+      config.stages.teacher = base.stage("mlp_tiny", "scratch", num_steps=10, optimizer=sgd)
+      teachers = ("teacher",)
+    config.stages.student = base.stage("mlp_tiny", method, teachers, num_steps=30,
+                                       optimizer=sgd, mixup=1.0 if teachers else 0.0)
     reference = trainer.train_and_evaluate(config, str(tmp_path / "reference"))
 
     original = trainer._Run.train_iterator
-    calls = {"batches": 0}
 
     class _Interrupting:
+      """Stops the run after 25 batches of a stage (the student's; the teacher has 10)."""
+
       def __init__(self, inner):
-        self.inner = inner
+        self.inner, self.batches = inner, 0
 
       def __next__(self):
-        calls["batches"] += 1
-        if calls["batches"] > 25:
+        self.batches += 1
+        if self.batches > 25:
           raise KeyboardInterrupt("simulated interruption")
         return next(self.inner)
 
@@ -185,7 +195,7 @@ class TestResume:
         self.inner.set_state(state)
 
     monkeypatch.setattr(trainer._Run, "train_iterator",
-                        lambda self: _Interrupting(original(self)))
+                        lambda self, workers: _Interrupting(original(self, workers)))
     workdir = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
       trainer.train_and_evaluate(config, workdir)
@@ -194,12 +204,59 @@ class TestResume:
     monkeypatch.setattr(trainer._Run, "train_iterator", original)
 
     resumed = trainer.train_and_evaluate(config, workdir)
-    assert resumed[0]["last_accuracy"] == reference[0]["last_accuracy"]
-    assert resumed[0]["curve"] == reference[0]["curve"]
+    assert resumed[-1]["last_accuracy"] == reference[-1]["last_accuracy"]
+    assert resumed[-1]["curve"] == reference[-1]["curve"]
     same = checkpoints.read_provenance(trainer.export_dir(workdir, "student", 0, "last"))
     ref = checkpoints.read_provenance(
         trainer.export_dir(str(tmp_path / "reference"), "student", 0, "last"))
     assert same["parameter_hash"] == ref["parameter_hash"]  # bit for bit
+
+
+def test_mixup_draws_one_view_per_step_seed_and_stage():
+  seen = []
+
+  def record(carry, teacher_vars, batch):
+    del teacher_vars
+    seen.append(np.asarray(batch["image"]))
+    return carry, {}
+
+  batch = {"image": np.arange(8, dtype=np.float32).reshape(8, 1), "label": np.arange(8)}
+
+  def view(step, seed=0, stage="fm"):
+    states = types.SimpleNamespace(step=jnp.full((2,), step))  # two students, one counter
+    trainer._with_mixup(record, seed, stage, 1.0)((states, None), None, batch)
+    return seen[-1]
+
+  np.testing.assert_array_equal(view(5), view(5))
+  assert not np.allclose(view(5), batch["image"])
+  for other in (view(6), view(5, seed=1), view(5, stage="fm2")):
+    assert not np.allclose(other, view(5))
+
+
+class TestWorkerCount:
+
+  def test_auto_is_in_process_on_cpu_and_in_notebooks_and_half_the_cores_elsewhere(
+      self, monkeypatch):
+    assert trainer._worker_count(-1) == 0  # this CPU backend
+    monkeypatch.setattr(trainer.jax, "default_backend", lambda: "gpu")
+    parsed = types.SimpleNamespace(FLAGS=types.SimpleNamespace(is_parsed=lambda: True))
+    monkeypatch.setattr(trainer, "flags", parsed)
+    assert trainer._worker_count(-1) == min(max(len(os.sched_getaffinity(0)) // 2, 1), 8)
+    parsed.FLAGS.is_parsed = lambda: False  # a notebook: grain's workers need parsed flags
+    assert trainer._worker_count(-1) == 0
+
+  def test_a_resumed_stage_keeps_its_checkpoints_count(self):
+    assert trainer._worker_count(-1, resumed_with=3) == 3
+    assert trainer._worker_count(0, resumed_with=0) == 0
+    with pytest.raises(ValueError, match="dataset.worker_count=0, but the checkpoint to resume "
+                                         "was saved with 2 workers"):
+      trainer._worker_count(0, resumed_with=2)
+
+  def test_workers_without_parsed_flags_are_refused(self, monkeypatch):
+    unparsed = types.SimpleNamespace(FLAGS=types.SimpleNamespace(is_parsed=lambda: False))
+    monkeypatch.setattr(trainer, "flags", unparsed)
+    with pytest.raises(ValueError, match="dataset.worker_count=2 starts grain worker processes"):
+      trainer._worker_count(2)
 
 
 class TestRefusals:

@@ -47,10 +47,11 @@ def dkp(temperature: schedules.ScalarOrSchedule,
   Adds the gradient of the batch-mean DKP term to the incoming logit gradient:
 
   .. math::
-     g_s \leftarrow g_s + w\,\nabla_s\,\frac{1}{\sum_i m_i}\sum_i m_i\,
+     g_s \leftarrow g_s + w\,c\,\nabla_s\,\frac{1}{\sum_i m_i}\sum_i m_i\,
      \mathrm{DKP}(s_i, t_i;\ T, \gamma)
 
-  so that an objective containing ``w · mean(kd)`` followed by this transformation gives the
+  with :math:`c = 1` for ``class_reduction="sum"`` and :math:`c = 1/K` for ``"mean"``, so
+  that an objective containing ``w · mean(kd)`` followed by this transformation gives the
   same parameter gradients as the objective ``w · mean(kd + dkp)``. Because it acts on
   output gradients it composes with ``optax.chain``, ``optax.masked`` and any optimizer; the
   step pulls the transformed gradient back through the network once.
