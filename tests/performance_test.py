@@ -100,6 +100,25 @@ def test_configure_in_a_fresh_process_sets_virtual_devices():
   assert out == "kdjax 8 8"
 
 
+@pytest.mark.parametrize("image_shape, user_flags, expected", [
+    ((32, 32, 3), "", "8 ['--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'] "
+                      "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"),
+    ((8, 8, 1), "", "1 []"),  # one device: the default scheduler is faster there
+    ((32, 32, 3), "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT",
+     "8 [] --xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"),  # the user's choice stays
+])
+def test_configure_sets_the_scheduler_for_split_batches(image_shape, user_flags, expected):
+  out = _run(f"""
+      import os
+      from kdjax import performance
+      applied = performance.configure(batch_sizes=(128,), image_shape={image_shape})
+      import jax
+      assert jax.jit(lambda x: 2 * x)(1.0) == 2.0  # XLA accepts the flags
+      print(len(jax.devices("cpu")), applied["xla_flags"], os.environ.get("XLA_FLAGS", ""))
+      """, {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": user_flags})
+  assert out == expected
+
+
 def test_configure_keeps_the_users_device_count():
   out = _run("""
       from kdjax import performance
