@@ -67,6 +67,7 @@ _DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
 # scheduler on 8 devices (teacher forward 0.98–1.01, student step 0.96–0.98); on 1 device it
 # made the student step 1.075× as long, so it is set only when batches are split.
 _SPLIT_BATCH_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+_ADDED_FLAGS: set[str] = set()  # what configure() appended to $XLA_FLAGS in this process
 
 
 # 16 CIFAR images (32 × 32) per device was the optimum: a first-stage activation of 1 MiB.
@@ -197,10 +198,12 @@ def configure(*,
 
   Returns:
     What is in force: ``{"num_cpu_devices": n, "source": ..., "compilation_cache_dir":
-    ...}``, where ``source`` is ``"kdjax"`` (set here; then ``"xla_flags"`` lists what was
-    added to ``$XLA_FLAGS``), ``"user"`` (set by ``XLA_FLAGS`` or ``jax.config`` before), or
-    ``"too late"`` (JAX's backends were already initialised; the device count did not
-    change; a warning says so when it differs from the one wanted).
+    ..., "xla_flags": [...]}``, where ``source`` is ``"kdjax"`` (set here), ``"user"`` (set
+    by ``XLA_FLAGS`` or ``jax.config`` before), or ``"too late"`` (JAX's backends were
+    already initialised; the device count did not change; a warning says so when it differs
+    from the one wanted); ``xla_flags`` are kdjax's flags in ``$XLA_FLAGS`` (the
+    memory-optimised scheduler, set only when ``source`` is ``"kdjax"`` and batches are
+    split: a device count chosen by the user, or a scheduler, is left alone).
 
   Raises:
     ValueError: on a non-positive ``num_cpu_devices``, bad batch sizes or image shape.
@@ -218,7 +221,8 @@ def configure(*,
   cache = {"compilation_cache_dir": enable_compilation_cache(compilation_cache_dir)}
   user = _user_device_count()
   if user is not None and num_cpu_devices is None:
-    return {"num_cpu_devices": user, "source": "user", **cache}
+    return {"num_cpu_devices": user, "source": "user", "xla_flags": sorted(_ADDED_FLAGS),
+            **cache}
   try:
     jax.config.update("jax_num_cpu_devices", wanted)
   except RuntimeError:  # JAX refuses once its backends are running
@@ -227,11 +231,16 @@ def configure(*,
       logging.warning("kdjax.performance.configure() came after JAX initialised its "
                       "backends: %d CPU device(s) instead of %d. Call it at startup.",
                       current, wanted)
-    return {"num_cpu_devices": current, "source": "too late", **cache}
-  # XLA reads XLA_FLAGS when its backends start, which has not happened yet.
-  split = wanted > 1 and _add_xla_flag(_SPLIT_BATCH_SCHEDULER)
-  xla_flags = [_SPLIT_BATCH_SCHEDULER] if split else []
-  return {"num_cpu_devices": wanted, "source": "kdjax", "xla_flags": xla_flags, **cache}
+    return {"num_cpu_devices": current, "source": "too late", "xla_flags": sorted(_ADDED_FLAGS),
+            **cache}
+  # XLA reads $XLA_FLAGS when it first compiles, which has not happened yet (the backends
+  # are not running). The flag applies to every CPU program of this process and its children.
+  if wanted > 1:
+    _add_xla_flag(_SPLIT_BATCH_SCHEDULER)
+  else:
+    _remove_xla_flag(_SPLIT_BATCH_SCHEDULER)  # set by an earlier call that split batches
+  return {"num_cpu_devices": wanted, "source": "kdjax", "xla_flags": sorted(_ADDED_FLAGS),
+          **cache}
 
 
 def _add_xla_flag(flag: str) -> bool:
@@ -241,4 +250,13 @@ def _add_xla_flag(flag: str) -> bool:
   if any(f.lstrip("-").split("=")[0] == name for f in current.split()):
     return False
   os.environ["XLA_FLAGS"] = f"{current} {flag}".strip()
+  _ADDED_FLAGS.add(flag)
   return True
+
+
+def _remove_xla_flag(flag: str) -> None:
+  """Takes ``flag`` back out of ``$XLA_FLAGS`` if ``_add_xla_flag`` put it there."""
+  if flag in _ADDED_FLAGS:
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != flag]
+    os.environ["XLA_FLAGS"] = " ".join(kept)
+    _ADDED_FLAGS.discard(flag)

@@ -267,8 +267,13 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
   return [] if old == new else [f"{prefix}: {old!r} → {new!r}"]
 
 
-def _claim_stage_dir(directory: str, record: dict[str, Any]) -> None:
+def _claim_stage_dir(directory: str, record: dict[str, Any]) -> int | None:
   """Creates a stage directory, or checks that an existing one belongs to this config.
+
+  Returns:
+    The ``dataset.worker_count`` an existing directory's record holds: kdjax 0.1 kept it in
+    the record (it does not change the batches, so it is not compared), and checkpoints of
+    that version do not store it. ``None`` for a new directory or a newer record.
 
   Raises:
     ValueError: listing the differing fields, if the directory holds another config's run.
@@ -277,14 +282,16 @@ def _claim_stage_dir(directory: str, record: dict[str, Any]) -> None:
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+    recorded_workers = old.get("dataset", {}).pop("worker_count", None)
     differences = _diff(old, record)
     if differences:
       raise ValueError(
           f"{directory} holds a run with a different config ({'; '.join(differences)}). "
           f"Use a new --workdir, or restore the config; nothing was changed.")
-    return
+    return recorded_workers
   os.makedirs(directory, exist_ok=True)
   _write_json(path, record, sort_keys=True)
+  return None
 
 
 def _write_json(path: str, value: Any, sort_keys: bool = False) -> None:
@@ -376,22 +383,25 @@ def _worker_count(configured: int, resumed_with: int | None = None) -> int:
     ValueError: if an explicit count differs from the checkpoint's, or asks for workers
       while absl flags are not parsed.
   """
-  count = configured
-  if count == -1:
-    if resumed_with is not None:
-      return resumed_with
+  if configured == -1 and resumed_with is None:
     if jax.default_backend() == "cpu" or not flags.FLAGS.is_parsed():
       return 0
-    return min(max(len(os.sched_getaffinity(0)) // 2, 1), 8)
-  if resumed_with is not None and count != resumed_with:
-    raise ValueError(f"dataset.worker_count={count}, but the checkpoint to resume was saved "
-                     f"with {resumed_with} workers, and an input pipeline's state restores "
-                     f"only with the same count; set dataset.worker_count={resumed_with} "
-                     f"(or -1, auto, which keeps it).")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(max((cores or 1) // 2, 1), 8)
+  if configured == -1:
+    count = resumed_with
+  elif resumed_with is not None and configured != resumed_with:
+    raise ValueError(f"dataset.worker_count={configured}, but the checkpoint to resume was "
+                     f"saved with {resumed_with} workers, and an input pipeline's state "
+                     f"restores only with the same count; set dataset.worker_count="
+                     f"{resumed_with} (or -1, auto, which keeps it).")
+  else:
+    count = configured
   if count and not flags.FLAGS.is_parsed():
-    raise ValueError(f"dataset.worker_count={count} starts grain worker processes, which "
-                     f"need absl flags parsed: run through launch/train.py, call "
-                     f"absl.flags.FLAGS.mark_as_parsed() first, or set it to 0 or -1.")
+    raise ValueError(f"dataset.worker_count={configured} means {count} grain worker "
+                     f"processes here (the checkpoint's count when resuming), which need absl "
+                     f"flags parsed: run through launch/train.py or call "
+                     f"absl.flags.FLAGS.mark_as_parsed() first.")
   return count
 
 
@@ -546,7 +556,7 @@ def _with_mixup(train_step: Callable[..., Any], seed: int, stage: str,
 def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   config, stage = run.config, run.config.stages[name]
   directory = stage_dir(run.workdir, name)
-  _claim_stage_dir(directory, _stage_record(config, name))
+  recorded_workers = _claim_stage_dir(directory, _stage_record(config, name))
   result_path = os.path.join(directory, RESULT_FILE)
   if os.path.exists(result_path):
     _report(f"stage {name}: complete, reusing {directory}")
@@ -636,7 +646,9 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   restored = ckpts.restore_latest(states, on_unreadable=report_unreadable)
   if restored is not None:
     step, states, saved = restored
-    worker_count = _worker_count(config.dataset.worker_count, saved.get("worker_count"))
+    # A checkpoint without a count was written with the one its stage record kept.
+    saved_workers = saved.get("worker_count", max(recorded_workers or 0, 0))
+    worker_count = _worker_count(config.dataset.worker_count, saved_workers)
     iterator = run.train_iterator(worker_count)
     iterator.set_state(saved["iterator"])
     progress = saved["progress"]

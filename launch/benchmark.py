@@ -297,7 +297,12 @@ def jax_steps(case: Case, measure: Sequence[str], *, batch_size: int, num_studen
     steps["student"] = _Stateful(compile_step(step_lib.make_train_step(student, ce, optimizer)),
                                  new_state(), None, device_batch)
   if mesh is not None and "student" in measure:
-    single = jax.jit(step_lib.make_train_step(student, ce, optimizer), donate_argnums=0)
+    # What one device gets without kdjax's settings: XLA's default scheduler (kdjax sets the
+    # memory-optimised one only when it splits batches, for the whole process).
+    default_scheduler = ({"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_DEFAULT"}
+                         if jax.default_backend() == "cpu" else None)
+    single = jax.jit(step_lib.make_train_step(student, ce, optimizer), donate_argnums=0,
+                     compiler_options=default_scheduler)
     steps["student_1dev"] = _Stateful(single, state_lib.create_train_state(
         student, student_vars[0], optimizer, jax.random.fold_in(key, 200)), None, batch)
   if "naive" in measure:

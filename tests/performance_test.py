@@ -119,6 +119,17 @@ def test_configure_sets_the_scheduler_for_split_batches(image_shape, user_flags,
   assert out == expected
 
 
+def test_a_later_call_for_one_device_takes_the_scheduler_back():
+  out = _run("""
+      import os
+      from kdjax import performance
+      performance.configure(batch_sizes=(128,), num_cpu_devices=8)
+      applied = performance.configure(batch_sizes=(128,), num_cpu_devices=1)
+      print(applied["xla_flags"], repr(os.environ["XLA_FLAGS"]))
+      """, {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_enable_fast_math=false"})
+  assert out == "[] '--xla_cpu_enable_fast_math=false'"
+
+
 def test_configure_keeps_the_users_device_count():
   out = _run("""
       from kdjax import performance

@@ -235,28 +235,44 @@ def test_mixup_draws_one_view_per_step_seed_and_stage():
 
 class TestWorkerCount:
 
+  @staticmethod
+  def _flags(monkeypatch, parsed: bool):
+    namespace = types.SimpleNamespace(FLAGS=types.SimpleNamespace(is_parsed=lambda: parsed))
+    monkeypatch.setattr(trainer, "flags", namespace)
+
   def test_auto_is_in_process_on_cpu_and_in_notebooks_and_half_the_cores_elsewhere(
       self, monkeypatch):
-    assert trainer._worker_count(-1) == 0  # this CPU backend
+    self._flags(monkeypatch, parsed=True)
+    assert trainer._worker_count(-1) == 0  # this CPU backend: the step is the bottleneck
     monkeypatch.setattr(trainer.jax, "default_backend", lambda: "gpu")
-    parsed = types.SimpleNamespace(FLAGS=types.SimpleNamespace(is_parsed=lambda: True))
-    monkeypatch.setattr(trainer, "flags", parsed)
     assert trainer._worker_count(-1) == min(max(len(os.sched_getaffinity(0)) // 2, 1), 8)
-    parsed.FLAGS.is_parsed = lambda: False  # a notebook: grain's workers need parsed flags
+    self._flags(monkeypatch, parsed=False)  # a notebook: grain's workers need parsed flags
     assert trainer._worker_count(-1) == 0
 
-  def test_a_resumed_stage_keeps_its_checkpoints_count(self):
+  def test_a_resumed_stage_keeps_its_checkpoints_count(self, monkeypatch):
+    self._flags(monkeypatch, parsed=True)
     assert trainer._worker_count(-1, resumed_with=3) == 3
     assert trainer._worker_count(0, resumed_with=0) == 0
     with pytest.raises(ValueError, match="dataset.worker_count=0, but the checkpoint to resume "
                                          "was saved with 2 workers"):
       trainer._worker_count(0, resumed_with=2)
+    self._flags(monkeypatch, parsed=False)  # resuming a binary's run from a notebook
+    with pytest.raises(ValueError, match="dataset.worker_count=-1 means 3 grain worker "
+                                         "processes here"):
+      trainer._worker_count(-1, resumed_with=3)
 
   def test_workers_without_parsed_flags_are_refused(self, monkeypatch):
-    unparsed = types.SimpleNamespace(FLAGS=types.SimpleNamespace(is_parsed=lambda: False))
-    monkeypatch.setattr(trainer, "flags", unparsed)
-    with pytest.raises(ValueError, match="dataset.worker_count=2 starts grain worker processes"):
+    self._flags(monkeypatch, parsed=False)
+    with pytest.raises(ValueError, match="dataset.worker_count=2 means 2 grain worker"):
       trainer._worker_count(2)
+
+  def test_a_stage_recorded_with_its_worker_count_is_still_claimed(self, tmp_path, data_dir):
+    """Earlier records kept dataset.worker_count; it is returned, not compared."""
+    record = trainer._stage_record(_tiny_config(data_dir), "dkp")
+    legacy = json.loads(json.dumps(record))
+    legacy["dataset"]["worker_count"] = 2
+    trainer._claim_stage_dir(str(tmp_path), legacy)
+    assert trainer._claim_stage_dir(str(tmp_path), record) == 2
 
 
 class TestRefusals:
@@ -307,6 +323,8 @@ class TestRefusals:
       (lambda c: setattr(c.dataset, "augmentation", "mixup"), "augmentation='mixup'"),
       (lambda c: setattr(c.dataset, "batch_size", 0), "batch_size=0"),
       (lambda c: setattr(c.dataset, "worker_count", -2), r"worker_count=-2 .* -1 \(auto\)"),
+      (lambda c: (setattr(c.stages.kd, "method", "fitnets"), setattr(c.stages.kd, "mixup", 1.0)),
+       r"stages.kd.mixup=1.0: .* method 'fitnets' reads labels \(in ce\)"),
       (lambda c: setattr(c.stages.kd, "init_from", "kd"), "init_from='kd'"),
   ])
   def test_invalid_config_values_name_the_field(self, data_dir, edit, match):
