@@ -368,7 +368,7 @@ def _worker_count(configured: int, resumed_with: int | None = None) -> int:
   """The training pipeline's worker processes: ``dataset.worker_count``, auto resolved.
 
   Auto (-1) is 0 on a CPU backend, where the step limits training (decoding in the
-  trainer's process cost ~1 % of a fused KD step on 2 cores), and half the host's cores,
+  trainer's process cost 1–5 % of a fused KD step on 2 cores), and half the host's cores,
   at most 8, on GPU and TPU hosts, where the input pipeline does (CIFAR-10 resnet56 →
   resnet8 on an H100 with a 16-core host: 3,484 img/s decoding in the trainer's process,
   21,457 with 8 workers). Worker processes need absl flags parsed (``launch/train.py``
