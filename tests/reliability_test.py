@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 
+import digits_runs
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -328,19 +329,11 @@ def _export_teacher(directory: str, scale: float) -> None:
 
 def _external_teacher_config(data_dir: str, teacher_dir: str) -> ml_collections.ConfigDict:
   """One 6-step KD stage from the export in ``teacher_dir``, logged every 2 steps."""
-  config = base.get_config()
-  config.dataset.data_dir = data_dir
-  config.dataset.batch_size = 32
-  config.dataset.eval_batch_size = 360
-  config.num_seeds = 1
-  config.eval_every_steps = 6
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 3
-  config.progress_bar = False
-  config.compilation_cache_dir = ""
+  config = digits_runs.digits_config(
+      data_dir, **{"dataset.eval_batch_size": 360, "num_seeds": 1, "eval_every_steps": 6,
+                   "log_every_steps": 2, "checkpoint_every_steps": 3})
   config.teacher_dirs.external = ml_collections.ConfigDict(
       {"directory": teacher_dir, "model": "mlp_tiny"})
-  config.stages = base.stages()
   config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=6,
                                 cache_teacher=False)
   return config
@@ -445,21 +438,10 @@ def test_gradient_overflow_stops_the_binary_and_spares_the_checkpoints(binary_fa
 
 
 def _tiny_config(data_dir: str, **edits) -> ml_collections.ConfigDict:
-  config = base.get_config()
-  config.dataset.data_dir = data_dir
-  config.dataset.batch_size = 32
-  config.progress_bar = False
-  config.compilation_cache_dir = ""
-  config.stages = base.stages()
+  config = digits_runs.digits_config(data_dir)
   config.stages.teacher = base.stage("mlp", "scratch", num_steps=5)
   config.stages.kd = base.stage("mlp_tiny", "dkp", ("teacher",), num_steps=5)
-  for path, value in edits.items():
-    *parents, field = path.split(".")
-    target = config
-    for parent in parents:
-      target = target[parent]
-    target[field] = value
-  return config
+  return digits_runs.override(config, **edits)
 
 
 def _validate(**edits):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import types
 
+import digits_runs
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -30,18 +31,10 @@ def data_dir(tmp_path_factory):
 
 
 def _tiny_config(data_dir: str) -> ml_collections.ConfigDict:
-  config = base.get_config()
-  config.dataset.data_dir = data_dir
-  config.dataset.batch_size = 32
-  config.dataset.eval_batch_size = 200
-  config.num_seeds = 2
-  config.eval_every_steps = 10
-  config.log_every_steps = 5
-  config.checkpoint_every_steps = 10
-  config.progress_bar = False
-  config.compilation_cache_dir = ""
+  config = digits_runs.digits_config(
+      data_dir, **{"dataset.eval_batch_size": 200, "num_seeds": 2, "eval_every_steps": 10,
+                   "log_every_steps": 5, "checkpoint_every_steps": 10})
   adam = base.optimizer(name="adam", learning_rate=3e-3, weight_decay=0.0, schedule="cosine")
-  config.stages = base.stages()
   config.stages.teacher = base.stage("mlp", "scratch", num_steps=30, num_seeds=1, optimizer=adam)
   config.stages.assistant = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=10,
                                        num_seeds=1, optimizer=adam)
