@@ -43,13 +43,18 @@ def loss(**overrides) -> ml_collections.ConfigDict:
       "dkp_variant": "uniform",  # dkp: uniform | mean | tail
       "dkp_top_k": 2,  # dkp tail: the teacher's leading non-target classes kept whole
       "dkp_form": "transform",  # dkp: transform (optax output transform) | loss (loss term)
-      "max_temperature": 10,  # annealing: T_max; Phi steps 1/T_max, ..., 1 over the stage
+      # annealing: T_max; Phi steps 1/T_max, ..., 1, each level an equal share of the stage
+      # (within a step), ending at 1; the stage needs num_steps >= max_temperature
+      "max_temperature": 10,
       "dkd_alpha": 1.0,  # dkd: TCKD weight
       "dkd_beta": 8.0,  # dkd: NCKD weight
       "dkd_warmup_fraction": 0.0,  # dkd: fraction of the stage over which its weight ramps up
       "dgkd_mode": "code",  # dgkd: code (drop drop_num terms) | paper (Bernoulli) | none
       "dgkd_keep_prob": 0.75,  # dgkd paper mode: keep probability of each teaching network
       "dgkd_drop_num": 1,  # dgkd code mode: terms removed per batch
+      # dgkd paper mode: let the teacher (the first teaching network) be dropped too; False
+      # keeps it in every batch and drops assistants only
+      "dgkd_drop_teacher": False,
       "hint_weight": 100.0,  # fitnets: weight of the hint loss
       "hint_feature": "stage2",  # fitnets: the guided student / hint teacher feature
       "at_weight": 1000.0,  # attention transfer: weight
@@ -75,7 +80,8 @@ def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
       # mixup of the images in the train step, teacher and student on the same mixed view:
       # its Dirichlet concentration (1.0: uniform ratio; 0: off); label-free methods only
       "mixup": 0.0,
-      "num_seeds": 0,  # students trained at once (vmapped); 0: config.num_seeds
+      # students trained at once (vmapped), all on the same batches; 0: config.num_seeds
+      "num_seeds": 0,
       "optimizer": optimizer(),
       "loss": loss(),
   })
@@ -91,14 +97,19 @@ def stages() -> ml_collections.ConfigDict:
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # seed of initialization, data order, augmentation and teacher dropping
-  config.num_seeds = 1  # students per stage trained at once (vmapped): seeds seed, seed+1, ...
+  # Students per stage trained at once (vmapped), with seeds seed, seed+1, ...: each seed has
+  # its own initialization and in-step randomness (dropout, DGKD's teacher dropping), but all
+  # of a stage's seeds read the same batches and augmentation (one data iterator seeded by
+  # config.seed; mixup ratios too). So the summary's mean ± std over seeds measures
+  # initialization and training randomness, not data order.
+  config.num_seeds = 1
   config.dataset = ml_collections.ConfigDict({
       "name": "digits",  # digits (bundled) | cifar10 | cifar100 | any TFDS image dataset
       "data_dir": "",  # TFDS data_dir; "" uses KDJAX_DATA_DIR or ~/tensorflow_datasets
       "download": False,  # let TFDS download and prepare a missing dataset (needs network)
       "augmentation": "none",  # none | flip | crop_flip
       "batch_size": 128,  # global training batch size
-      "eval_batch_size": 512,  # evaluation batch size (the last batch is padded and masked)
+      "eval_batch_size": 512,  # global evaluation batch size (the last one padded, masked)
       # image-decoding worker processes of the training pipeline: 0 decodes in the trainer's
       # process; -1 (auto): half the host's cores, at most 8, on GPU/TPU hosts (the pipeline
       # is the bottleneck there; needs absl flags parsed, as launch/train.py does), 0 on CPU

@@ -2,7 +2,8 @@
 
 A convolutional teacher (resnet8) is distilled into a small MLP student by each method, and
 the summary compares them with the same student trained from scratch. The assistant
-(plane2) makes the TAKD and DGKD chains. Runs in a few minutes on 2 CPU cores:
+(mlp, itself distilled from the teacher) makes the TAKD and DGKD chains. Runs in a few
+minutes on 2 CPU cores:
 
   python -m launch.train --config=configs/quickstart.py --workdir=workdir/quickstart
 """

@@ -30,6 +30,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -339,22 +340,35 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
   """
   directory = os.path.abspath(directory)
   os.makedirs(directory, exist_ok=True)
+  variables = jax.device_get(variables)
   record = {**provenance, "parameter_hash": parameter_hash(variables)}
   final = os.path.join(directory, PROVENANCE_FILE)
-  if os.path.exists(final):
-    os.remove(final)
-  for leftover in glob.glob(os.path.join(directory, _ORBAX_TMP)):  # of a killed export
-    shutil.rmtree(leftover)
+  # With several processes (multi-host) all take part in orbax's save; the first alone
+  # handles the record, and none returns before it is written.
+  primary = jax.process_index() == 0
+  if primary:
+    if os.path.exists(final):
+      os.remove(final)
+    for leftover in glob.glob(os.path.join(directory, _ORBAX_TMP)):  # of a killed export
+      shutil.rmtree(leftover)
+  _sync(f"export {directory}: cleared")
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(directory, _VARIABLES_DIR), jax.device_get(variables),
-                    force=True)
+  checkpointer.save(os.path.join(directory, _VARIABLES_DIR), variables, force=True)
   checkpointer.wait_until_finished()
-  tmp = final + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, final)
+  if primary:
+    tmp = final + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(record, f, indent=2, sort_keys=True)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, final)
+  _sync(f"export {directory}: recorded")
+
+
+def _sync(name: str) -> None:
+  """Waits until every JAX process gets here (a no-op with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def read_provenance(directory: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ one place where method names meet code; a miss lists the valid names.
 
 from collections.abc import Callable, Mapping
 import dataclasses
-import math
 from typing import Any
 
 import optax
@@ -33,7 +32,8 @@ class Recipe:
       ``None`` for none.
     aux_heads: trainable heads on student features (FitNets' regressor), by output name.
     log_schedules: hyperparameters outside the objective (those of ``output_tx``), reported
-      in the step's metrics under these names.
+      in the step's metrics under these names; a string value names an objective
+      hyperparameter to report under this name as well.
     output_tx_needs_labels: whether ``output_tx`` reads the batch's labels.
 
   Example:
@@ -48,7 +48,7 @@ class Recipe:
   objective: objective_lib.Objective
   output_tx: optax.GradientTransformationExtraArgs | None = None
   aux_heads: Mapping[str, heads.AuxHead] = dataclasses.field(default_factory=dict)
-  log_schedules: Mapping[str, schedules.ScalarOrSchedule] = dataclasses.field(
+  log_schedules: Mapping[str, schedules.ScalarOrSchedule | str] = dataclasses.field(
       default_factory=dict)
   output_tx_needs_labels: bool = False
 
@@ -79,7 +79,8 @@ class Method:
       ``teacher_feature_shapes`` maps the first teacher's feature names to their shapes
       (e.g. ``[B, H, W, C]``; only FitNets reads it). It reads the fields of the ``loss``
       config it needs (a missing one raises ``KeyError``) and raises ``ValueError`` on a
-      bad value (e.g. an unknown ``dkp_form``, or a ``hint_feature`` with no shape).
+      bad value (e.g. an unknown ``dkp_form``, a ``hint_feature`` with no shape, or an
+      annealing stage of fewer than ``max_temperature`` steps).
     teachers: ``"none"``, ``"one"`` or ``"many"`` (one or more) teaching networks.
     cacheable: whether teacher logits may be precomputed when augmentation is off (False
       when the method reads teacher features, or teacher and student must share a view).
@@ -133,18 +134,23 @@ def _dkp(loss, num_steps, shapes):
     return Recipe(objective_lib.Objective((_ce(loss), _kd(loss), dkp_term), num_steps))
   if loss["dkp_form"] != "transform":
     raise ValueError(f"unknown loss.dkp_form {loss['dkp_form']!r}; valid: 'transform', 'loss'.")
-  tx = transforms.dkp(loss["temperature"], loss["gamma"], variant, top_k=top_k,
-                      weight=loss["kd_weight"], class_reduction=loss["class_reduction"],
-                      num_steps=num_steps)
-  return Recipe(objective_lib.Objective((_ce(loss), _kd(loss)), num_steps), output_tx=tx,
-                log_schedules={"dkp/gamma": loss["gamma"], "dkp/temperature": loss["temperature"]},
+  # DKP follows the KD term's temperature and weight (schedules and per-student overrides);
+  # its gamma is a hyperparameter of the objective, so it is reported as "dkp/gamma" and may
+  # be overridden per student (kdjax.sweep).
+  tx = transforms.dkp("kd/temperature", "dkp/gamma", variant, top_k=top_k, weight="weight/kd",
+                      class_reduction=loss["class_reduction"])
+  objective = objective_lib.Objective(
+      (_ce(loss), _kd(loss)), num_steps,
+      extra_hyperparameters={"dkp/gamma": (loss["gamma"], {"low": 0.0, "high": 1.0})})
+  return Recipe(objective, output_tx=tx, log_schedules={"dkp/temperature": "kd/temperature"},
                 output_tx_needs_labels=variant == "tail")
 
 
 def _annealing(loss, num_steps, shapes):
   del shapes
-  max_temperature = int(loss["max_temperature"])
-  phi = schedules.annealing_phi(max_temperature, max(1, math.ceil(num_steps / max_temperature)))
+  # Each of the T_max levels of Phi holds an equal share of the stage (to within a step) and
+  # the stage ends at Phi = 1; a stage shorter than T_max steps is refused (ValueError).
+  phi = schedules.annealing_phi(int(loss["max_temperature"]), num_steps=num_steps)
   return Recipe(objective_lib.Objective((objective_lib.term("annealing", 1.0, phi=phi),),
                                         num_steps))
 
@@ -170,6 +176,7 @@ def _dgkd(loss, num_steps, shapes):
   dgkd = objective_lib.term("dgkd", loss["kd_weight"], temperature=loss["temperature"],
                             mode=loss["dgkd_mode"], keep_prob=loss["dgkd_keep_prob"],
                             drop_num=loss["dgkd_drop_num"],
+                            drop_teacher=loss["dgkd_drop_teacher"],
                             class_reduction=loss["class_reduction"])
   return Recipe(objective_lib.Objective((_ce(loss), dgkd), num_steps))
 

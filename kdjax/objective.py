@@ -12,7 +12,9 @@ where each term :math:`\ell_j` is a per-example loss of ``kdjax.losses``, its we
 Terms are named through an explicit registry (``TERMS``); a miss lists the valid names. Each
 term's value, weight and hyperparameters at every step are reported as metrics named
 ``"loss/<label>"``, ``"weight/<label>"`` and ``"<label>/<hyperparameter>"``, where the label
-is the term's name unless given.
+is the term's name unless given. An objective may also declare hyperparameters that no term
+reads, for the output transformation of the step (e.g. DKP's ``"dkp/gamma"`` for
+``kdjax.transforms.dkp``); they are scheduled, overridden and reported the same way.
 
 Example:
   >>> hinton = Objective((term("ce", 0.1), term("kd", 0.9, temperature=4.0)))
@@ -147,6 +149,8 @@ def _check_dgkd(options):
   if mode == "code" and (isinstance(drop_num, bool) or not isinstance(drop_num, int)
                          or drop_num < 0):
     raise ValueError(f"drop_num={drop_num!r} must be a non-negative integer.")
+  if not isinstance(options["drop_teacher"], bool | np.bool_):
+    raise ValueError(f"drop_teacher={options['drop_teacher']!r} must be True or False.")
 
 
 def _check_names(what: str, names) -> None:
@@ -368,11 +372,19 @@ class Objective:
   Attributes:
     terms: the terms, with distinct labels.
     num_steps: the training length over which schedules are range-checked.
+    extra_hyperparameters: hyperparameters no term reads, for the step's output
+      transformation (which names them, e.g. ``kdjax.transforms.dkp(gamma="dkp/gamma")``):
+      name ``"<label>/<hyperparameter>"`` → ``(scalar or schedule, bounds)``, where
+      ``bounds`` holds keyword arguments of ``kdjax.schedules.check_range`` (``low``,
+      ``high``, ``low_open``). Like the terms' hyperparameters, they are range-checked,
+      reported every step, and may be overridden per student (:meth:`overrides`).
 
   Raises:
     ValueError: on no terms (or something else than ``Term`` s), shared labels, a
-      ``num_steps`` that is not an integer >= 1, or a weight or hyperparameter leaving its
-      range within ``num_steps``.
+      ``num_steps`` that is not an integer >= 1, a weight or hyperparameter leaving its
+      range within ``num_steps``, or an extra hyperparameter whose name is not
+      ``"<label>/<hyperparameter>"``, clashes with a weight, a loss or a term's
+      hyperparameter, or whose declaration is not ``(value, bounds)``.
 
   Example:
     >>> from kdjax import schedules
@@ -388,10 +400,24 @@ class Objective:
     Traceback (most recent call last):
     ...
     ValueError: kd/temperature must lie in (0.0, inf]; it is ... at step ...
+
+    DKP as an output transformation, with its gamma declared here so that it is reported
+    and can be overridden per student:
+
+    >>> obj = Objective((term("ce", 0.1), term("kd", 0.9)),
+    ...                 extra_hyperparameters={"dkp/gamma": (0.5, {"low": 0.0, "high": 1.0})})
+    >>> obj.hyperparameter_names
+    ('weight/ce', 'weight/kd', 'kd/temperature', 'dkp/gamma')
+    >>> obj.overrides({"dkp/gamma": 2.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: dkp/gamma must lie in [0.0, 1.0]; it is 2.0...
   """
 
   terms: tuple[Term, ...]
   num_steps: int = 1
+  extra_hyperparameters: Mapping[str, tuple[schedules.ScalarOrSchedule, Mapping[str, Any]]] = (
+      dataclasses.field(default_factory=dict))
 
   def __post_init__(self):
     object.__setattr__(self, "terms", tuple(self.terms))
@@ -405,11 +431,14 @@ class Objective:
     if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or (
         self.num_steps < 1):
       raise ValueError(f"num_steps={self.num_steps!r} must be an integer >= 1.")
+    object.__setattr__(self, "extra_hyperparameters",
+                       _check_extra_hyperparameters(self.extra_hyperparameters,
+                                                    self._term_schedules()))
     for name, (value, bounds) in self._bounded_schedules().items():
       schedules.check_range(name, value, num_steps=self.num_steps, **bounds)
 
-  def _bounded_schedules(self) -> dict[str, tuple[schedules.ScalarOrSchedule, Mapping]]:
-    """Every scalar-or-schedule by metric name, with the bounds it must respect."""
+  def _term_schedules(self) -> dict[str, tuple[schedules.ScalarOrSchedule, Mapping]]:
+    """The terms' weights and hyperparameters by metric name, with their bounds."""
     out = {}
     for t in self.terms:
       out[f"weight/{t.label}"] = (t.weight, _NON_NEGATIVE)
@@ -417,11 +446,16 @@ class Objective:
         out[f"{t.label}/{h}"] = (t.arguments[h], bounds)
     return out
 
+  def _bounded_schedules(self) -> dict[str, tuple[schedules.ScalarOrSchedule, Mapping]]:
+    """Every scalar-or-schedule by metric name, with the bounds it must respect."""
+    return {**self._term_schedules(), **self.extra_hyperparameters}
+
   @property
   def hyperparameter_names(self) -> tuple[str, ...]:
     """Names of the weights and schedulable hyperparameters, e.g. ``"kd/temperature"``.
 
-    The names :meth:`schedule_values` reports and :meth:`overrides` accepts.
+    The names :meth:`schedule_values` reports and :meth:`overrides` accepts: the terms'
+    weights and hyperparameters, then the ``extra_hyperparameters``.
 
     Example:
       >>> Objective((term("ce"), term("kd"))).hyperparameter_names
@@ -488,7 +522,10 @@ class Objective:
 
     An override replaces a weight's or hyperparameter's schedule by a constant; stacked
     over students (``kdjax.sweep``), it is how one compiled program trains students with
-    different temperatures, gammas or weights.
+    different temperatures, gammas or weights. Every name the objective reports may be
+    overridden, ``extra_hyperparameters`` included; the step passes the resulting values
+    to the output transformation, which follows those it reads by name (e.g.
+    ``kdjax.transforms.dkp(temperature="kd/temperature", gamma="dkp/gamma")``).
 
     Args:
       values: metric name → value, e.g. ``{"kd/temperature": 8.0, "weight/kd": 0.5}``.
@@ -640,4 +677,36 @@ class Objective:
 
 def _unique(names) -> tuple[str, ...]:
   return tuple(dict.fromkeys(names))
+
+
+_BOUND_KEYS = ("low", "high", "low_open")
+
+
+def _check_extra_hyperparameters(extra, term_schedules: Mapping[str, Any]
+                                 ) -> dict[str, tuple[Any, dict[str, Any]]]:
+  """Validates ``Objective.extra_hyperparameters``; returns a copy with dict bounds."""
+  if not isinstance(extra, Mapping):
+    raise ValueError(f"extra_hyperparameters must be a mapping name -> (value, bounds); got "
+                     f"{extra!r}.")
+  out = {}
+  for name, declaration in extra.items():
+    label, _, hyperparameter = name.partition("/") if isinstance(name, str) else ("", "", "")
+    if not label or not hyperparameter or "/" in hyperparameter:
+      raise ValueError(f"extra hyperparameter name {name!r} must read '<label>/<name>', e.g. "
+                       f"'dkp/gamma'.")
+    if label in ("weight", "loss") or name in term_schedules:
+      raise ValueError(f"extra hyperparameter {name!r} clashes with the terms' weights, "
+                       f"losses or hyperparameters.")
+    if not (isinstance(declaration, tuple) and len(declaration) == 2
+            and isinstance(declaration[1], Mapping)):
+      raise ValueError(f"extra hyperparameter {name!r} must be declared as (scalar or "
+                       f"schedule, bounds), e.g. (0.5, {{'low': 0.0, 'high': 1.0}}); got "
+                       f"{declaration!r}.")
+    value, bounds = declaration
+    unknown = sorted(set(bounds) - set(_BOUND_KEYS))
+    if unknown:
+      raise ValueError(f"extra hyperparameter {name!r} has unknown bounds {unknown}; valid: "
+                       f"{list(_BOUND_KEYS)}.")
+    out[name] = (value, dict(bounds))
+  return out
 

@@ -27,27 +27,52 @@ def _check_steps(name: str, steps, minimum: int = 1) -> None:
     raise ValueError(f"{name}={steps!r} must be an integer >= {minimum}.")
 
 
-def annealing_phi(max_temperature: int, steps_per_level: int) -> optax.Schedule:
+def annealing_phi(max_temperature: int, steps_per_level: int | None = None, *,
+                  num_steps: int | None = None) -> optax.Schedule:
   r"""Annealing-KD's stage-I factor :math:`\Phi` as a staircase schedule.
 
-  .. math::
-     T(n) = \max\big(T_{\max} - \lfloor n / s \rfloor,\ 1\big),\qquad
-     \Phi(n) = 1 - \frac{T(n) - 1}{T_{\max}}
+  :math:`\Phi` climbs through :math:`T_{\max}` levels, :math:`1/T_{\max}, 2/T_{\max},
+  \dots, 1` (the temperature :math:`T` steps down from :math:`T_{\max}` to 1), and stays at 1
+  afterwards. Give the length of the levels in one of two ways:
 
-  so :math:`\Phi` takes the values :math:`1/T_{\max}, 2/T_{\max}, \dots, 1`, each for
-  ``steps_per_level`` steps, and stays at 1 afterwards (the official code's counter can
-  overshoot 1 when the epochs are not a multiple of :math:`T_{\max}`; here it is clamped).
+  - ``num_steps`` (what Annealing-KD stage I uses): the :math:`N` steps of the stage are
+    shared out among the levels as equally as integers allow,
+
+    .. math::
+       \ell(n) = \min\big(\lfloor n\,T_{\max} / N \rfloor,\ T_{\max} - 1\big),
+
+    so level :math:`\ell` holds the steps :math:`\lceil \ell N / T_{\max} \rceil \le n <
+    \lceil (\ell + 1) N / T_{\max} \rceil`: :math:`\lfloor N / T_{\max} \rfloor` or
+    :math:`\lceil N / T_{\max} \rceil` of them, and :math:`\Phi = 1` over the last
+    :math:`\lfloor N / T_{\max} \rfloor \ge 1` steps of the stage. Every level needs a
+    step, so :math:`N \ge T_{\max}` is required.
+  - ``steps_per_level`` :math:`s`: each level holds exactly :math:`s` steps,
+    :math:`\ell(n) = \min(\lfloor n / s \rfloor,\ T_{\max} - 1)`, so :math:`\Phi` first
+    reaches 1 at step :math:`(T_{\max} - 1)\,s`.
+
+  Either way
+
+  .. math::
+     T(n) = T_{\max} - \ell(n),\qquad
+     \Phi(n) = 1 - \frac{T(n) - 1}{T_{\max}} = \frac{\ell(n) + 1}{T_{\max}}
+
+  (the official code's counter can overshoot 1 when the epochs are not a multiple of
+  :math:`T_{\max}`; here it is clamped).
 
   Args:
     max_temperature: :math:`T_{\max}`, an integer >= 1 (10 in the paper).
-    steps_per_level: steps spent at each level, an integer >= 1; stage I lasts
-      ``max_temperature * steps_per_level`` steps.
+    steps_per_level: :math:`s`, steps spent at each level, an integer >= 1; stage I then
+      lasts ``max_temperature * steps_per_level`` steps. Give it or ``num_steps``.
+    num_steps: :math:`N`, the length of stage I, an integer >= ``max_temperature``
+      (and with :math:`N\,T_{\max} < 2^{31}`, so the step arithmetic fits int32).
 
   Returns:
     An ``optax.Schedule`` with values in ``(0, 1]``.
 
   Raises:
-    ValueError: if either argument is not a positive integer.
+    ValueError: if an argument is not a positive integer, if both or neither of
+      ``steps_per_level`` and ``num_steps`` are given, or if ``num_steps <
+      max_temperature`` (some level would get no step; the message names both values).
 
   References:
     Jafari et al., "Annealing Knowledge Distillation", EACL 2021.
@@ -56,15 +81,43 @@ def annealing_phi(max_temperature: int, steps_per_level: int) -> optax.Schedule:
     >>> phi = annealing_phi(max_temperature=4, steps_per_level=10)
     >>> [float(phi(n)) for n in (0, 9, 10, 35, 1000)]
     [0.25, 0.25, 0.5, 1.0, 1.0]
+    >>> phi = annealing_phi(max_temperature=4, num_steps=10)  # levels of 3, 2, 3, 2 steps
+    >>> [float(phi(n)) for n in range(10)]
+    [0.25, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75, 0.75, 1.0, 1.0]
+    >>> annealing_phi(max_temperature=10, num_steps=5)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_steps=5 is less than max_temperature=10: each of the 10 levels of Phi ...
   """
   _check_steps("max_temperature", max_temperature)
-  _check_steps("steps_per_level", steps_per_level)
+  if (steps_per_level is None) == (num_steps is None):
+    raise ValueError(f"give exactly one of steps_per_level and num_steps; got "
+                     f"steps_per_level={steps_per_level!r}, num_steps={num_steps!r}.")
+  if steps_per_level is not None:
+    _check_steps("steps_per_level", steps_per_level)
 
-  def schedule(step):
-    level = jnp.minimum(jnp.asarray(step) // steps_per_level, max_temperature - 1)
+    def schedule(step):
+      level = jnp.minimum(jnp.asarray(step) // steps_per_level, max_temperature - 1)
+      return (level + 1).astype(jnp.float32) / max_temperature
+
+    return schedule
+
+  _check_steps("num_steps", num_steps)
+  if num_steps < max_temperature:
+    raise ValueError(
+        f"num_steps={num_steps} is less than max_temperature={max_temperature}: each of the "
+        f"{max_temperature} levels of Phi needs at least one step; train for >= "
+        f"{max_temperature} steps or lower max_temperature.")
+  if num_steps * max_temperature >= 2**31:
+    raise ValueError(f"num_steps={num_steps} times max_temperature={max_temperature} must be "
+                     f"< 2**31 (the step arithmetic is int32).")
+
+  def schedule_over_stage(step):
+    step = jnp.minimum(jnp.asarray(step), num_steps)  # past the stage, Phi stays 1
+    level = jnp.minimum(step * max_temperature // num_steps, max_temperature - 1)
     return (level + 1).astype(jnp.float32) / max_temperature
 
-  return schedule
+  return schedule_over_stage
 
 
 def constant(value: float) -> optax.Schedule:

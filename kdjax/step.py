@@ -3,10 +3,12 @@
 A train step runs the teacher(s) in eval mode on the batch the student sees (or reads their
 cached logits from the batch), then differentiates the objective as DESIGN §5 prescribes::
 
+    values = objective.schedule_values(step, state.hparams)  # per-student overrides applied
     outputs, pullback, new_model_state = jax.vjp(student_forward, trainables, has_aux=True)
     (loss, terms), g_out = jax.value_and_grad(objective.loss, has_aux=True)(outputs, ...)
     g_out, out_tx_state = output_tx.update(g_out, out_tx_state, outputs,
-                                           teacher_logits=..., labels=..., mask=...)
+                                           teacher_logits=..., labels=..., mask=...,
+                                           hyperparameters=values)
     (grads,) = pullback(g_out)
     updates, opt_state = optimizer.update(grads, opt_state, trainables)
 
@@ -19,8 +21,9 @@ Metrics, a flat dict of float32 scalars:
 
 - ``"loss"``: the objective; ``"loss/<label>"``: each term's unweighted batch mean;
 - ``"weight/<label>"`` and ``"<label>/<hyperparameter>"`` (e.g. ``"kd/temperature"``,
-  ``"annealing/phi"``, ``"dkp/gamma"``): every schedule's value at this step, plus the
-  ``log_schedules`` given to the builder (e.g. ``"learning_rate"``);
+  ``"annealing/phi"``, ``"dkp/gamma"``): every schedule's value at this step (the
+  objective's extra hyperparameters and per-student overrides included: the values the
+  step used), plus the ``log_schedules`` given to the builder (e.g. ``"learning_rate"``);
 - ``"accuracy"`` (with labels); ``"agreement"`` (student and first teacher agree on the
   top-1 class) and ``"kl_teacher_student"`` (KL(teacher ‖ student) at T = 1) with a teacher;
 - ``"grad_norm"``: the global norm of the (device-averaged) gradient.
@@ -57,6 +60,8 @@ Update = Callable[[TrainState, TeacherOutputs | None, batch_lib.Batch],
                   tuple[TrainState, Metrics]]
 TeacherForward = Callable[[Any, batch_lib.Batch], TeacherOutputs | None]
 Teacher = networks.Network | nn.Module | Sequence[networks.Network | nn.Module]
+# Metric name -> a schedule, or the name of an objective hyperparameter to report again.
+LogSchedules = Mapping[str, schedules.ScalarOrSchedule | str]
 
 
 def make_teacher_forward(teacher: Teacher | None,
@@ -160,7 +165,7 @@ def make_student_update(student: networks.Network | nn.Module,
                         aux_heads: Mapping[str, heads_lib.AuxHead] | None = None,
                         axis_name: str | None = None,
                         student_dtype: jnp.dtype | None = None,
-                        log_schedules: Mapping[str, optax.Schedule] | None = None) -> Update:
+                        log_schedules: LogSchedules | None = None) -> Update:
   """Builds ``(state, teacher_outputs, batch) -> (state, metrics)``, the student side of a step.
 
   Use it when the teacher's outputs come from elsewhere: ``make_train_step`` composes it
@@ -174,9 +179,9 @@ def make_student_update(student: networks.Network | nn.Module,
 
   Raises:
     ValueError: at build time when ``log_schedules`` names clash with the objective's
-      metrics or an aux head reads another head; at the first call for a state whose aux
-      heads differ, a batch without images, or teacher logits whose class count differs
-      from the student's.
+      metrics or name a hyperparameter the objective lacks, or an aux head reads another
+      head; at the first call for a state whose aux heads differ, a batch without images,
+      or teacher logits whose class count differs from the student's.
 
   Example:
     >>> from kdjax import models, objective
@@ -200,6 +205,12 @@ def make_student_update(student: networks.Network | nn.Module,
   clashes = sorted(set(log_schedules) & set(objective.hyperparameter_names))
   if clashes:
     raise ValueError(f"log_schedules names {clashes} clash with the objective's metrics.")
+  aliases = {k: v for k, v in log_schedules.items() if isinstance(v, str)}
+  unknown = sorted(f"{k}={v!r}" for k, v in aliases.items()
+                   if v not in objective.hyperparameter_names)
+  if unknown:
+    raise ValueError(f"log_schedules {unknown} name no hyperparameter of the objective; "
+                     f"valid: {', '.join(map(repr, objective.hyperparameter_names))}.")
   for name, head in heads.items():
     if head.source in heads:
       raise ValueError(f"aux head {name!r} reads {head.source!r}, which is an aux head's "
@@ -249,7 +260,7 @@ def make_student_update(student: networks.Network | nn.Module,
     _check_teacher_fits(outputs[networks.LOGITS], teacher_outputs)
     (loss, terms), g_out = jax.value_and_grad(objective.loss, has_aux=True)(
         outputs, teacher_outputs, labels, mask, values, loss_key)
-    extra_args = {"labels": labels, "mask": mask}
+    extra_args = {"labels": labels, "mask": mask, "hyperparameters": values}
     if teacher_outputs is not None:
       extra_args["teacher_logits"] = teacher_outputs[networks.LOGITS][0]
     g_out, output_tx_state = output_tx.update(g_out, state.output_tx_state, outputs,
@@ -268,7 +279,8 @@ def make_student_update(student: networks.Network | nn.Module,
                **_prediction_metrics(outputs[networks.LOGITS], teacher_outputs, labels, mask)}
     metrics = _average_over_devices(metrics, share, axis_name)
     metrics.update(values)
-    metrics.update({k: schedules.resolve(s, state.step) for k, s in log_schedules.items()})
+    metrics.update({k: values[s] if isinstance(s, str) else schedules.resolve(s, state.step)
+                    for k, s in log_schedules.items()})
     metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = state.replace(
         step=state.step + 1,
@@ -293,7 +305,7 @@ def make_train_step(student: networks.Network | nn.Module,
                     axis_name: str | None = None,
                     teacher_dtype: jnp.dtype | None = None,
                     student_dtype: jnp.dtype | None = None,
-                    log_schedules: Mapping[str, optax.Schedule] | None = None) -> TrainStep:
+                    log_schedules: LogSchedules | None = None) -> TrainStep:
   """Builds the pure distillation train step ``(state, teacher_vars, batch) -> (state, metrics)``.
 
   Use ``jax.jit(step, donate_argnums=0)`` on one device, or the wrappers of
@@ -308,8 +320,10 @@ def make_train_step(student: networks.Network | nn.Module,
       for multi-teacher terms (``"dgkd"``, ``"ensemble"``), or ``None`` to read
       ``batch["teacher_logits"]`` (a teacher-output cache, or no teacher at all).
     output_tx: an optax transformation of the gradient with respect to the student's
-      outputs (e.g. ``kdjax.transforms.dkp``), called with ``teacher_logits``, ``labels``
-      and ``mask`` as extra arguments.
+      outputs (e.g. ``kdjax.transforms.dkp``), called with ``teacher_logits``, ``labels``,
+      ``mask`` and ``hyperparameters`` (the objective's values at this step, per-student
+      overrides included, by name) as extra arguments; a plain
+      ``optax.GradientTransformation`` gets none of them.
     aux_heads: trainable heads on student features (``kdjax.heads``), by output name.
     axis_name: the ``pmap`` axis to average over (``kdjax.parallel.pmap_step``); ``None``
       on one device and under ``jax.jit`` over a mesh.
@@ -317,7 +331,9 @@ def make_train_step(student: networks.Network | nn.Module,
       as float32.
     student_dtype: compute the student forward in this dtype; params, gradients and
       optimizer state stay in their own (float32) dtype.
-    log_schedules: extra schedules to report every step, e.g. ``{"learning_rate": lr}``.
+    log_schedules: extra schedules to report every step, e.g. ``{"learning_rate": lr}``; a
+      string value reports the objective's hyperparameter of that name under a second
+      name, overrides included (e.g. ``{"dkp/temperature": "kd/temperature"}``).
 
   Returns:
     The train step. It raises ``ValueError`` at its first (tracing) call when the batch
@@ -326,7 +342,8 @@ def make_train_step(student: networks.Network | nn.Module,
 
   Raises:
     ValueError: at build time for teacher features requested from cached logits, clashing
-      metric names, or bad aux heads.
+      metric names, ``log_schedules`` naming no hyperparameter of the objective, or bad
+      aux heads.
 
   Example:
     >>> from kdjax import models, objective

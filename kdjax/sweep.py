@@ -1,10 +1,20 @@
 """Many students, one compiled program: ``jax.vmap`` over stacked train states.
 
 Students that differ in seed (``rng``, initial params) or in objective hyperparameters
-(``TrainState.hparams``, e.g. one temperature or DKP gamma per student) train together on
-the same batches. The teacher runs once per step, outside the vmap, and its outputs are
-shared: a sweep of N students costs one teacher forward plus N student steps, batched into
-the same kernels.
+(``TrainState.hparams``, see ``Objective.overrides``) train together on the same batches.
+The teacher runs once per step, outside the vmap, and its outputs are shared: a sweep of N
+students costs one teacher forward plus N student steps, batched into the same kernels.
+
+What a per-student override reaches: every weight and hyperparameter the objective reports
+(``Objective.hyperparameter_names``: the terms' ``"weight/<label>"`` and
+``"<label>/<hyperparameter>"``, plus its ``extra_hyperparameters``). The loss terms read
+them directly; the output transformation gets them as ``hyperparameters=`` and follows
+those it names. For DKP as a transformation (``kdjax.transforms.dkp``) that means: build
+it with ``temperature="kd/temperature"`` and ``weight="weight/kd"`` so that it follows the
+KD term's temperature and weight overrides, and with ``gamma="dkp/gamma"`` plus
+``extra_hyperparameters={"dkp/gamma": ...}`` in the objective for one gamma per student.
+A transformation's own scalar or schedule does not follow overrides; an override of a name
+the objective does not declare is refused (``ValueError`` naming it), never ignored.
 
 Example: three students, one temperature each, in one compiled program.
 
@@ -25,6 +35,28 @@ Example: three students, one temperature each, in one compiled program.
   ((3,), [2.0, 4.0, 8.0])
   >>> [int(s.step) for s in unstack_states(states)]
   [1, 1, 1]
+
+Example: DKP as an output transformation, one (temperature, gamma) per student.
+
+  >>> from kdjax import transforms
+  >>> obj = objective.Objective(
+  ...     (objective.term("ce", 0.1), objective.term("kd", 0.9, temperature=4.0)),
+  ...     extra_hyperparameters={"dkp/gamma": (0.5, {"low": 0.0, "high": 1.0})})
+  >>> dkp = transforms.dkp("kd/temperature", "dkp/gamma", weight="weight/kd")
+  >>> states = stack_states([
+  ...     create_train_state(student, student.init(jax.random.key(i), images, train=False),
+  ...                        opt, jax.random.key(i), output_tx=dkp,
+  ...                        hparams=obj.overrides({"kd/temperature": t, "dkp/gamma": g}))
+  ...     for i, (t, g) in enumerate(((2.0, 0.0), (8.0, 1.0)))])
+  >>> step = jax.jit(make_sweep_train_step(student, obj, opt, teacher=teacher, output_tx=dkp))
+  >>> batch = {"image": images, "label": jnp.arange(8)}
+  >>> states, metrics = step(states, teacher_vars, batch)
+  >>> metrics["kd/temperature"].tolist(), metrics["dkp/gamma"].tolist()
+  ([2.0, 8.0], [0.0, 1.0])
+  >>> obj.overrides({"dkp/beta": 1.0})
+  Traceback (most recent call last):
+  ...
+  ValueError: unknown hyperparameter 'dkp/beta'; valid: 'weight/ce', 'weight/kd', ...
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -155,7 +187,7 @@ def make_sweep_train_step(student: networks.Network | nn.Module,
                           aux_heads: Mapping[str, heads_lib.AuxHead] | None = None,
                           axis_name: str | None = None,
                           student_dtype: jnp.dtype | None = None,
-                          log_schedules: Mapping[str, optax.Schedule] | None = None,
+                          log_schedules: step_lib.LogSchedules | None = None,
                           vectorize: bool | None = None
                           ) -> step_lib.TrainStep:
   """Builds ``(states, teacher_vars, batch) -> (states, metrics)`` for stacked students.

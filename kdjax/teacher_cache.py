@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -58,7 +59,10 @@ def compute_teacher_logits(teacher: step_lib.Teacher,
       as for ``kdjax.step.make_train_step``.
     teacher_vars: its variables (a sequence of them for a sequence of teachers).
     batches: batches with ``"image"`` and ``"index"`` (the example's position in
-      ``[0, num_examples)``); padding (``"mask"`` False, or index -1) is skipped.
+      ``[0, num_examples)``); padding (``"mask"`` False, or index -1) is skipped. Host
+      arrays, or batches placed on a device mesh with ``kdjax.parallel.shard_batch``, which
+      splits the teachers' work over the devices; with several processes each passes its
+      own examples and every process gets the logits of all of them.
     num_examples: the dataset size N.
     dtype: run the teachers in this dtype (e.g. ``jnp.bfloat16``); logits are float32.
 
@@ -95,13 +99,12 @@ def compute_teacher_logits(teacher: step_lib.Teacher,
       raise ValueError(f"teacher-output caching needs batch[{batch_lib.INDEX!r}]; the batch "
                        f"has keys {sorted(batch)}.")
     batch_lib.batch_size(batch)
-    logits = np.asarray(forward(teacher_vars, {batch_lib.IMAGE: batch[batch_lib.IMAGE]})[
-        "logits"])
+    logits = _host(forward(teacher_vars, {batch_lib.IMAGE: batch[batch_lib.IMAGE]})["logits"])
     logits = logits[0] if single else np.moveaxis(logits, 0, 1)
-    index = np.asarray(batch[batch_lib.INDEX])
+    index = _host(batch[batch_lib.INDEX])
     real = index >= 0
     if batch_lib.MASK in batch:
-      real &= np.asarray(batch[batch_lib.MASK], bool)
+      real &= _host(batch[batch_lib.MASK]).astype(bool)
     if (index[real] >= num_examples).any():
       raise ValueError(f"example index {index[real].max()} is outside [0, {num_examples}).")
     if cache is None:
@@ -113,6 +116,13 @@ def compute_teacher_logits(teacher: step_lib.Teacher,
     raise ValueError(f"{missing.size} of {num_examples} examples never appeared in the batches "
                      f"(first missing index: {missing[0]}).")
   return cache
+
+
+def _host(x: Any) -> np.ndarray:
+  """``x`` as a NumPy array; a global array spread over several processes is gathered whole."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
 
 
 def add_teacher_logits(batch: batch_lib.Batch, cache: np.ndarray) -> dict[str, Any]:

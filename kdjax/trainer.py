@@ -4,8 +4,10 @@ This is the one impure layer of kdjax: it reads data, writes files and talks to 
 terminal; the mathematics lives in the pure step builders it calls. A run is a sequence of
 stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
 
-* ``stage_config.json`` — the stage's config and the run settings it depends on; a later
-  run with a different one is refused instead of mixing results;
+* ``stage_config.json`` — the stage's config, the run settings it depends on and the
+  parameter hashes of the networks it reads (teachers, ``init_from``); a later run with a
+  different one (a changed config, a retrained or replaced teacher) is refused instead of
+  mixing results;
 * ``checkpoints/`` — orbax checkpoints of the train state and the input iterator, from
   which an interrupted stage resumes exactly where it stopped;
 * ``export/seed<i>/best`` and ``export/seed<i>/last`` — each student's network with a
@@ -43,6 +45,7 @@ import zlib
 
 from absl import flags, logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -67,9 +70,14 @@ from kdjax import (
 )
 from kdjax import state as state_lib
 from kdjax import step as step_lib
+from kdjax.losses import pruning
 
 STAGES_DIR = "stages"
 STAGE_CONFIG_FILE = "stage_config.json"
+_INPUTS = "inputs"  # the stage record's entry for the networks a stage reads
+# Stage-record fields added since kdjax 0.1, with the value that behaves as before they
+# existed: a record without the field matches a config that has that value.
+_FIELDS_ADDED = {"stage.mixup": 0.0, "stage.loss.dgkd_drop_teacher": False}
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 NONFINITE_MODES = ("stop", "skip")
@@ -227,7 +235,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ValueError as error:
       raise ValueError(f"{where}.loss: {error}") from error
     _check_mixup(where, stage, recipe)
+    _check_class_count(where, stage, data.num_classes(ds.name))
     earlier.append(name)
+
+
+def _check_class_count(where: str, stage: ml_collections.ConfigDict, num_classes: int) -> None:
+  """Refuses loss values that the dataset's class count makes meaningless (DKP's top_k)."""
+  if stage.method == "dkp" and stage.loss.dkp_variant == "tail":
+    try:
+      pruning.check_arguments(stage.loss.temperature, stage.loss.gamma, "tail",
+                                     top_k=stage.loss.dkp_top_k, num_classes=num_classes)
+    except ValueError as error:
+      raise ValueError(f"{where}.loss.dkp_top_k: {error}") from error
 
 
 def _check_mixup(where: str, stage: ml_collections.ConfigDict, recipe: methods.Recipe) -> None:
@@ -246,16 +265,56 @@ def _method(where: str, name: str) -> methods.Method:
     raise ValueError(f"{where}.method: {error}") from error
 
 
-def _stage_record(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
-  """What a stage's results depend on: compared with the record of an existing stage dir."""
-  return json.loads(json.dumps({
+def _stage_record(config: ml_collections.ConfigDict, name: str,
+                  inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+  """What a stage's results depend on: compared with the record of an existing stage dir.
+
+  ``inputs`` identifies the networks the stage reads (``_stage_inputs``), so that a
+  retrained or replaced teacher does not reuse or resume the results of the old one.
+  """
+  record = {
       "stage": config.stages[name].to_dict(),
       # Where the data is and how many processes decode it do not change the batches.
       "dataset": {k: v for k, v in config.dataset.to_dict().items()
                   if k not in ("data_dir", "worker_count")},
       "seed": config.seed,
       "num_seeds": config.stages[name].num_seeds or config.num_seeds,
-  }, default=list))
+  }
+  if inputs is not None:
+    record[_INPUTS] = inputs
+  return json.loads(json.dumps(record, default=list))
+
+
+def _teacher_source(config: ml_collections.ConfigDict, workdir: str,
+                    name: str) -> tuple[str, str]:
+  """``(model, export directory)`` of teacher ``name``: a stage of this run or a teacher_dir."""
+  if name in config.stages:
+    return config.stages[name].model, export_dir(workdir, name)
+  return config.teacher_dirs[name].model, config.teacher_dirs[name].directory
+
+
+def _stage_inputs(config: ml_collections.ConfigDict, workdir: str,
+                  name: str) -> dict[str, Any]:
+  """The parameter hashes of the networks stage ``name`` reads: teachers and ``init_from``.
+
+  Read from the exports' provenance records (``load_network`` later checks that the files
+  still hash to them).
+
+  Raises:
+    FileNotFoundError: naming the directory, if a teacher or initialisation is not exported.
+  """
+  stage = config.stages[name]
+  inputs: dict[str, Any] = {"teachers": {}}
+  for teacher in stage.teachers:
+    model, directory = _teacher_source(config, workdir, teacher)
+    inputs["teachers"][teacher] = {
+        "model": model,
+        "parameter_hash": checkpoints.read_provenance(directory)["parameter_hash"]}
+  if stage.init_from:
+    inputs["init_from"] = [
+        checkpoints.read_provenance(export_dir(workdir, stage.init_from, i))["parameter_hash"]
+        for i in range(stage.num_seeds or config.num_seeds)]
+  return inputs
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -267,13 +326,23 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
   return [] if old == new else [f"{prefix}: {old!r} → {new!r}"]
 
 
-def _claim_stage_dir(directory: str, record: dict[str, Any]) -> int | None:
+def _claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True
+                     ) -> int | None:
   """Creates a stage directory, or checks that an existing one belongs to this config.
+
+  Records written by kdjax 0.1 are claimed too: fields added since (``_FIELDS_ADDED``)
+  match their old behaviour, and the inputs (teachers' parameter hashes) they lack are
+  trusted once and recorded.
 
   Returns:
     The ``dataset.worker_count`` an existing directory's record holds: kdjax 0.1 kept it in
     the record (it does not change the batches, so it is not compared), and checkpoints of
     that version do not store it. ``None`` for a new directory or a newer record.
+
+  Args:
+    directory: the stage directory.
+    record: the stage record (``_stage_record``).
+    write: whether this process writes the record (only the primary one, with several).
 
   Raises:
     ValueError: listing the differing fields, if the directory holds another config's run.
@@ -283,14 +352,30 @@ def _claim_stage_dir(directory: str, record: dict[str, Any]) -> int | None:
     with open(path) as f:
       old = json.load(f)
     recorded_workers = old.get("dataset", {}).pop("worker_count", None)
+    for field, value in _FIELDS_ADDED.items():
+      *parents, key = field.split(".")
+      old_parent, new_parent = old, record
+      for parent in parents:
+        old_parent, new_parent = old_parent.get(parent, {}), new_parent.get(parent, {})
+      if key not in old_parent and new_parent.get(key) == value:
+        old_parent[key] = value  # recorded before the field existed, with its behaviour
+    unrecorded_inputs = _INPUTS in record and _INPUTS not in old
+    if unrecorded_inputs:  # kdjax 0.1 did not record them: trust the directory, then do
+      old[_INPUTS] = record[_INPUTS]
     differences = _diff(old, record)
     if differences:
       raise ValueError(
-          f"{directory} holds a run with a different config ({'; '.join(differences)}). "
-          f"Use a new --workdir, or restore the config; nothing was changed.")
+          f"{directory} holds a run with a different config or different teachers "
+          f"({'; '.join(differences)}). Use a new --workdir, or restore the config and the "
+          f"teachers; nothing was changed.")
+    if unrecorded_inputs and write:
+      kept = record if recorded_workers is None else {
+          **record, "dataset": {**record["dataset"], "worker_count": recorded_workers}}
+      _write_json(path, kept, sort_keys=True)
     return recorded_workers
   os.makedirs(directory, exist_ok=True)
-  _write_json(path, record, sort_keys=True)
+  if write:
+    _write_json(path, record, sort_keys=True)
   return None
 
 
@@ -416,26 +501,39 @@ class _Run:
     self.info = data.dataset_info(ds.name, data_dir=self.data_dir, download=ds.download)
     self.sample = jnp.zeros((1, *self.info.image_shape), jnp.float32)
     self.mesh = parallel.data_mesh() if jax.device_count() > 1 else None
-    if self.mesh is not None and ds.batch_size % jax.device_count():
-      raise ValueError(f"dataset.batch_size={ds.batch_size} is not divisible by the "
-                       f"{jax.device_count()} devices.")
+    # With several processes (multi-host), only the first writes the run's JSON files,
+    # metrics and reports; checkpoints and exports are written by all (orbax).
+    self.primary = jax.process_index() == 0
+    devices = (f"{jax.device_count()} devices" if jax.process_count() == 1 else
+               f"{jax.device_count()} devices of {jax.process_count()} processes")
+    for field in ("batch_size", "eval_batch_size"):
+      if ds[field] % jax.device_count():
+        raise ValueError(f"dataset.{field}={ds[field]} is not divisible by the {devices}.")
+    # Batch sizes are global; each process reads its share of every batch.
+    self.batch_size = ds.batch_size // jax.process_count()
+    self.eval_batch_size = ds.eval_batch_size // jax.process_count()
     per_process = self.info.num_train // jax.process_count()
-    if ds.batch_size > per_process:
-      raise ValueError(f"dataset.batch_size={ds.batch_size} exceeds the {per_process} training "
-                       f"examples of {self.info.name!r} per process.")
+    if self.batch_size > per_process:
+      raise ValueError(f"dataset.batch_size={ds.batch_size} exceeds the {self.info.num_train} "
+                       f"training examples of {self.info.name!r}.")
 
   # -- data ---------------------------------------------------------------------------------
 
   def train_iterator(self, worker_count: int):
     ds = self.config.dataset
-    return data.train_iterator(ds.name, data_dir=self.data_dir, batch_size=ds.batch_size,
+    return data.train_iterator(ds.name, data_dir=self.data_dir, batch_size=self.batch_size,
                                seed=self.config.seed, augmentation=ds.augmentation,
                                download=ds.download, worker_count=worker_count)
 
   def eval_batches(self, split: str = "test") -> Iterable[dict[str, np.ndarray]]:
     ds = self.config.dataset
     return data.eval_batches(ds.name, data_dir=self.data_dir, split=split,
-                             batch_size=ds.eval_batch_size, download=ds.download)
+                             batch_size=self.eval_batch_size, download=ds.download)
+
+  def sync(self, name: str) -> None:
+    """Waits until every process gets here (a no-op with one process)."""
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(name)
 
   def place(self, tree: Any) -> Any:
     return tree if self.mesh is None else parallel.replicate(tree, self.mesh)
@@ -451,12 +549,7 @@ class _Run:
   # -- networks -----------------------------------------------------------------------------
 
   def load_teacher(self, name: str) -> _Teacher:
-    if name in self.config.stages:
-      model = self.config.stages[name].model
-      directory = export_dir(self.workdir, name)
-    else:
-      model = self.config.teacher_dirs[name].model
-      directory = self.config.teacher_dirs[name].directory
+    model, directory = _teacher_source(self.config, self.workdir, name)
     module = models.get(model, self.info.num_classes)
     variables = checkpoints.load_network(
         directory, _abstract_variables(module, self.sample), _provenance(model, self.info))
@@ -556,7 +649,10 @@ def _with_mixup(train_step: Callable[..., Any], seed: int, stage: str,
 def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   config, stage = run.config, run.config.stages[name]
   directory = stage_dir(run.workdir, name)
-  recorded_workers = _claim_stage_dir(directory, _stage_record(config, name))
+  recorded_workers = _claim_stage_dir(
+      directory, _stage_record(config, name, _stage_inputs(config, run.workdir, name)),
+      write=run.primary)
+  run.sync(f"stage {name} claimed")
   result_path = os.path.join(directory, RESULT_FILE)
   if os.path.exists(result_path):
     _report(f"stage {name}: complete, reusing {directory}")
@@ -604,8 +700,11 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   if (teachers and method.cacheable and stage.cache_teacher
       and config.dataset.augmentation == "none" and not stage.mixup):
     start = time.perf_counter()
+    # Batches sharded over the devices like training batches: with unsharded ones, every
+    # device would run the teachers on the whole batch (6-7x the time on 8 CPU devices).
     cache = teacher_cache.compute_teacher_logits(
-        teacher_modules, teacher_vars, run.eval_batches("train"), info.num_train)
+        teacher_modules, teacher_vars, map(run.place_batch, run.eval_batches("train")),
+        info.num_train)
     bad = ~np.isfinite(cache).reshape(len(cache), -1).all(axis=1)
     if bad.any():
       raise ValueError(f"stage {name}: the logits of its teachers ({', '.join(stage.teachers)}) "
@@ -643,6 +742,9 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     _report(f"stage {name}: the checkpoint at step {step} is unreadable "
             f"({type(error).__name__}: {reason}); trying the previous one")
 
+  # Saved and restored as placed (global) arrays: with several processes, each writes and
+  # reads what it holds.
+  states = run.place(states)
   restored = ckpts.restore_latest(states, on_unreadable=report_unreadable)
   if restored is not None:
     step, states, saved = restored
@@ -659,7 +761,8 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     step = 0
     worker_count = _worker_count(config.dataset.worker_count)
     iterator = run.train_iterator(worker_count)
-  _rewind_metrics(directory, step)
+  if run.primary:
+    _rewind_metrics(directory, step)
   states = run.place(states)
   health = run.place(finite_guard.healthy(num_seeds, len(names)))
   checked_since = step
@@ -695,13 +798,12 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     checked_since = step
 
   def save(step: int) -> None:
-    ckpts.save(step, jax.device_get(states),
-               {"iterator": iterator.get_state(), "progress": progress,
-                "worker_count": worker_count})
+    ckpts.save(step, states, {"iterator": iterator.get_state(), "progress": progress,
+                              "worker_count": worker_count})
 
-  writer = metric_writers.MetricWriter(directory)
+  writer = metric_writers.MetricWriter(directory) if run.primary else None
   bar = tqdm.tqdm(total=num_steps, initial=step, desc=name, unit="step", dynamic_ncols=True,
-                  disable=not config.progress_bar, mininterval=1.0)
+                  disable=not (config.progress_bar and run.primary), mininterval=1.0)
   images_per_step = config.dataset.batch_size * num_seeds
   window_start, window_steps = time.perf_counter(), 0
   try:
@@ -734,14 +836,16 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
         train_metrics = {k: float(np.mean(v)) for k, v in host.items()}
         train_metrics["images_per_second"] = window_steps * images_per_step / elapsed
         train_metrics["nonfinite_steps"] = float(sum(progress["nonfinite_steps"]))
-        writer.write(step, "train", train_metrics)
+        if writer:
+          writer.write(step, "train", train_metrics)
         bar.set_postfix(loss=f"{train_metrics['loss']:.3f}",
                         img_s=f"{train_metrics['images_per_second']:.0f}")
         window_start, window_steps = time.perf_counter(), 0
       if eval_now:
         evaluated = run.evaluate(eval_fn, states, teacher_vars)
         accuracy = evaluated["accuracy"]
-        writer.write(step, "eval", {k: float(np.mean(v)) for k, v in evaluated.items()})
+        if writer:
+          writer.write(step, "eval", {k: float(np.mean(v)) for k, v in evaluated.items()})
         progress["curve"]["step"].append(step)
         progress["curve"]["accuracy"].append([float(a) for a in accuracy])
         for i, a in enumerate(accuracy):
@@ -754,7 +858,8 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
         save(step)
   finally:
     bar.close()
-    writer.close()
+    if writer:
+      writer.close()
 
   # Redone by a run resumed from the final checkpoint: the exports come before result.json.
   last_accuracy = progress["curve"]["accuracy"][-1]
@@ -768,7 +873,9 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
       "teacher_accuracy": teacher_accuracy, "num_steps": num_steps,
       "teacher_cache": cache is not None, "nonfinite_steps": progress["nonfinite_steps"],
   }
-  _write_json(result_path, result)
+  if run.primary:
+    _write_json(result_path, result)
+  run.sync(f"stage {name} complete")
   ckpts.close()
   return result
 
@@ -858,6 +965,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                         f"every earlier stage is complete. Run the same command again to "
                         f"resume.")
       results.append(_run_stage(run, name, stop))
-  table = summary.write(results, workdir, title=f"kdjax run on {run.info.name}")
-  print(table, flush=True)
+  if run.primary:
+    table = summary.write(results, workdir, title=f"kdjax run on {run.info.name}")
+    print(table, flush=True)
   return results

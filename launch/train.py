@@ -1,7 +1,7 @@
 r"""Trains the stages of a kdjax run: teachers, assistants and students.
 
   python -m launch.train --config=configs/quickstart.py --workdir=workdir/quickstart \
-      [--config.stages.kd.num_steps=500 ...]
+      [--config.stages.kd.num_steps=500 ...] [--distributed ...]
 
 Intentionally kept short: it parses flags, validates the config and calls the trainer.
 
@@ -15,6 +15,7 @@ import re
 import sys
 
 from absl import app, flags, logging
+import jax
 from ml_collections import config_flags
 
 from kdjax import checkpoints, trainer
@@ -23,6 +24,16 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a run config file (see configs/).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run; resumed if it exists.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "One process of a multi-host run: call jax.distributed.initialize() "
+    "first. Every process runs the same command with the same --workdir on a shared "
+    "filesystem; on TPU pods, SLURM and Open MPI the three flags below are found by JAX.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0's coordinator.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --distributed: the number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With --distributed: this process's id, 0 to N - 1.")
 
 # kdjax's own refusals: reported in one line, without a traceback.
 _USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
@@ -66,6 +77,11 @@ def main(argv):
     sys.exit(_load_error(error))
   # Virtual CPU devices and the compilation cache, before anything starts JAX's backends.
   logging.info("performance settings: %s", trainer.configure_performance(config))
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif any(f.present for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
+                         "--distributed.")
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value)
   except trainer.Preempted as stopped:

@@ -365,6 +365,15 @@ class TestTransformsUnderJit:
     jitted = jax.jit(losses.kd)
     np.testing.assert_allclose(jitted(s, t, 2.5), losses.kd(s, t, 2.5), rtol=1e-5)
 
+  def test_dkd_weights_and_temperature_may_be_traced(self):
+    # Value checks skip traced arguments; a schedule's range is checked by the objective.
+    s, t = _random_logits(64, (3, 4)), _random_logits(65, (3, 4))
+    y = jnp.array([0, 3, 1])
+    jitted = jax.jit(losses.dkd)
+    np.testing.assert_allclose(jitted(s, t, y, 0.5, 6.0, 2.0), losses.dkd(s, t, y, 0.5, 6.0, 2.0),
+                               rtol=1e-5)
+    assert np.isfinite(np.asarray(jitted(s, t, y, -1.0, 6.0, 2.0))).all()  # not checked traced
+
   @pytest.mark.parametrize("name", sorted(_ALL_LOSSES))
   def test_check_grads(self, name):
     with jax.enable_x64(True):
@@ -408,6 +417,20 @@ class TestValidation:
        r"\[0, 3\).*\[0, 3\]"),
       (lambda: losses.dkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.array([0, 1, 2])),
        r"labels shape \(3,\)"),
+      (lambda: losses.dkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), None), "labels=None"),
+      (lambda: losses.dkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.array([0, 1]), alpha=-1.0),
+       r"alpha=-1.0 must lie in \[0.0, inf\]"),
+      (lambda: losses.dkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.array([0, 1]),
+                          alpha=float("inf")), "alpha=inf"),
+      (lambda: losses.dkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.array([0, 1]), beta=-0.5),
+       r"beta=-0.5 must lie in \[0.0, inf\]"),
+      (lambda: losses.dkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.array([0, 1]),
+                          beta=float("nan")), "beta=nan"),
+      (lambda: losses.dkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.array([0, 1]),
+                          temperature=0.0), "temperature=0.0"),
+      (lambda: losses.dkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.array([0, 1]),
+                          temperature=float("nan")), "temperature=nan"),
+      (lambda: losses.cross_entropy(jnp.zeros((2, 3)), None), "labels=None"),
       (lambda: losses.cross_entropy(jnp.zeros((2, 3)), jnp.array([0, 1]), label_smoothing=1.0),
        "label_smoothing=1.0"),
       (lambda: losses.dgkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0)),

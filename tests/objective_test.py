@@ -35,6 +35,7 @@ def test_registry_has_every_method():
     (lambda: term("ce", label_smoothing=1.0), r"label_smoothing=1.0 must lie in \[0, 1\)"),
     (lambda: term("dgkd", mode="random"), "unknown DGKD drop mode 'random'"),
     (lambda: term("dgkd", drop_num=-1), "drop_num=-1 must be a non-negative integer"),
+    (lambda: term("dgkd", drop_teacher="false"), "drop_teacher='false' must be True or False"),
     (lambda: term("attention", student_features="stage1"), "must be a sequence of stage names"),
     (lambda: term("attention", student_features=("a", "b"), teacher_features=("a",)),
      "pairs stages one to one"),
@@ -119,3 +120,45 @@ def test_feature_names_come_from_the_terms():
                         teacher_features=("block1", "stage2"))))
   assert obj.student_features == ("regressed", "stage1", "stage2")
   assert obj.teacher_features == ("stage2", "block1")
+
+
+_UNIT = {"low": 0.0, "high": 1.0}
+
+
+def test_extra_hyperparameters_are_scheduled_reported_and_overridden():
+  gamma = schedules.linear(0.2, 0.8, 10)
+  obj = Objective((term("ce", 0.1), term("kd", 0.9)), num_steps=10,
+                  extra_hyperparameters={"dkp/gamma": (gamma, _UNIT)})
+  assert obj.hyperparameter_names == ("weight/ce", "weight/kd", "kd/temperature", "dkp/gamma")
+  np.testing.assert_allclose(obj.schedule_values(5)["dkp/gamma"], 0.5)
+  overrides = obj.overrides({"dkp/gamma": 1.0, "kd/temperature": 8.0})
+  values = obj.schedule_values(5, overrides)
+  np.testing.assert_allclose(values["dkp/gamma"], 1.0)
+  np.testing.assert_allclose(values["kd/temperature"], 8.0)
+  with pytest.raises(ValueError, match=r"dkp/gamma must lie in \[0.0, 1.0\]; it is -0.5"):
+    obj.overrides({"dkp/gamma": -0.5})
+  with pytest.raises(ValueError, match="unknown hyperparameter 'dkp/temperature'; valid: "
+                     "'weight/ce', 'weight/kd', 'kd/temperature', 'dkp/gamma'"):
+    obj.overrides({"dkp/temperature": 8.0})
+  # The loss does not read them: the same value whatever the gamma.
+  student, teacher, labels = _inputs()
+  losses_at = [obj.loss(student, teacher, labels, None, obj.schedule_values(0, {"dkp/gamma": g}),
+                        jax.random.key(0))[0] for g in (jnp.float32(0.0), jnp.float32(1.0))]
+  assert float(losses_at[0]) == float(losses_at[1]) > 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"dkp/gamma": (schedules.linear(0.0, 2.0, 10), _UNIT)},
+     r"dkp/gamma must lie in \[0.0, 1.0\]; it is 1.2\d* at step 6"),
+    ({"gamma": (0.5, _UNIT)}, "extra hyperparameter name 'gamma' must read '<label>/<name>'"),
+    ({"dkp/a/b": (0.5, _UNIT)}, "name 'dkp/a/b' must read"),
+    ({"weight/dkp": (0.5, _UNIT)}, "'weight/dkp' clashes with the terms' weights"),
+    ({"loss/dkp": (0.5, _UNIT)}, "'loss/dkp' clashes"),
+    ({"kd/temperature": (4.0, {})}, "'kd/temperature' clashes"),
+    ({"dkp/gamma": 0.5}, r"'dkp/gamma' must be declared as \(scalar or schedule, bounds\)"),
+    ({"dkp/gamma": (0.5, {"lo": 0.0})}, r"'dkp/gamma' has unknown bounds \['lo'\]"),
+    ([("dkp/gamma", (0.5, _UNIT))], "extra_hyperparameters must be a mapping"),
+])
+def test_bad_extra_hyperparameters_raise_naming_them(extra, message):
+  with pytest.raises(ValueError, match=message):
+    Objective((term("kd"),), num_steps=10, extra_hyperparameters=extra)

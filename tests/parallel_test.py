@@ -1,16 +1,13 @@
 """Tests for kdjax.parallel: pmap and mesh forms equal the single-device step."""
 
-import os
 import pathlib
-import socket
-import subprocess
-import sys
 
 import chex
 import jax
 import kd_testlib as lib
 import numpy as np
 import pytest
+import two_processes
 
 from kdjax import heads, models, parallel
 from kdjax import step as step_lib
@@ -115,30 +112,9 @@ def test_batch_not_divisible_by_devices_raises_before_compiling():
     parallel.shard_batch(batch, mesh)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_end_where_one_process_with_eight_devices_ends(tmp_path):
   output = tmp_path / "params.npz"
-  port = _free_port()
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-  workers = [
-      subprocess.Popen([sys.executable, str(WORKER), str(i), str(port), str(output)], env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
-  logs = []
-  try:
-    for worker in workers:
-      logs.append(worker.communicate(timeout=240)[0])
-  finally:
-    for worker in workers:
-      if worker.poll() is None:
-        worker.kill()
-  for worker, log in zip(workers, logs, strict=True):
-    assert worker.returncode == 0, log[-4000:]
+  two_processes.run(WORKER, str(output))
 
   expected = lib.distill_on_mesh(num_steps=3)
   got = np.load(output)

@@ -522,14 +522,14 @@ BAD_INPUTS = {
         ValueError, r"temperature=0.0 must be finite and > 0"),
     "temperature <= 0 (config)": (
         _validate(**{"stages.kd.loss.temperature": 0.0}), ValueError,
-        r"stages.kd.loss: temperature must lie in \(0.0, inf\]; it is 0.0 at step 0"),
+        r"stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is 0.0 at step 0"),
     "temperature <= 0 (binary)": (
         _BINARY, SystemExit,
         r"error: stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is -1.0 at step "
         r"0."),
     "gamma outside [0, 1]": (
         _validate(**{"stages.kd.loss.gamma": 1.5}), ValueError,
-        r"stages.kd.loss: gamma must lie in \[0.0, 1.0\]; it is 1.5 at step 0"),
+        r"stages.kd.loss: dkp/gamma must lie in \[0.0, 1.0\]; it is 1.5 at step 0"),
     "unknown DKP variant": (
         _validate(**{"stages.kd.loss.dkp_variant": "median"}), ValueError,
         r"stages.kd.loss: unknown DKP variant 'median'; valid: 'uniform', 'mean', 'tail'"),
@@ -578,9 +578,16 @@ BAD_INPUTS = {
     "batch size the devices cannot split": (
         _train(**{"dataset.batch_size": 30}), ValueError,
         r"dataset.batch_size=30 is not divisible by the 8 devices"),
+    "eval batch size the devices cannot split": (
+        _train(**{"dataset.eval_batch_size": 100}), ValueError,
+        r"dataset.eval_batch_size=100 is not divisible by the 8 devices"),
     "batch size above the training split": (
         _train(**{"dataset.batch_size": 2048}), ValueError,
-        r"dataset.batch_size=2048 exceeds the 1437 training examples of 'digits' per process"),
+        r"dataset.batch_size=2048 exceeds the 1437 training examples of 'digits'"),
+    "DKP top_k leaving no tail for the dataset's classes": (
+        _validate(**{"stages.kd.method": "dkp", "stages.kd.loss.dkp_variant": "tail",
+                     "stages.kd.loss.dkp_top_k": 9}), ValueError,
+        r"stages.kd.loss.dkp_top_k: top_k=9 leaves no tail with K=10 classes"),
     "misspelled config key": (
         _BINARY, SystemExit,
         r"error: --config.stages.kd.loss.temprature: no such config field 'temprature' "
@@ -593,8 +600,8 @@ BAD_INPUTS = {
         _BINARY, SystemExit, r"error: workdir='.*a_file/run' is not a writable directory: "
         r"Not a directory."),
     "workdir holding a run with another config": (
-        _claim_twice, ValueError, r"holds a run with a different config "
-        r"\(stage.loss.gamma: 0.5 → 0.9\)"),
+        _claim_twice, ValueError, r"holds a run with a different config or different "
+        r"teachers \(stage.loss.gamma: 0.5 → 0.9\)"),
     "non-positive step count": (
         _validate(**{"stages.kd.num_steps": 0}), ValueError,
         r"stages.kd.num_steps=0 must be a positive integer"),

@@ -39,6 +39,47 @@ class TestAnnealingPhi:
     with pytest.raises(ValueError, match=match):
       schedules.annealing_phi(*args)
 
+  @pytest.mark.parametrize("num_steps", [10, 25, 81, 95, 100, 1000])
+  def test_num_steps_shares_the_stage_equally_and_ends_at_one(self, num_steps):
+    phi = schedules.annealing_phi(10, num_steps=num_steps)
+    values = np.asarray(jax.vmap(phi)(jnp.arange(num_steps)))
+    assert values[-1] == pytest.approx(1.0)
+    levels = np.round(values * 10).astype(int)
+    np.testing.assert_allclose(values, levels / 10, rtol=1e-6)
+    assert np.all(np.diff(levels) >= 0)  # Φ never goes down
+    seen, lengths = np.unique(levels, return_counts=True)
+    assert seen.tolist() == list(range(1, 11))  # Φ = 0.1, 0.2, ..., 1.0 all appear
+    assert lengths.max() - lengths.min() <= 1
+    assert lengths.sum() == num_steps
+
+  def test_num_steps_level_lengths(self):
+    # 25 steps over 4 levels: ℓ(n) = ⌊4n / 25⌋ holds n in [⌈25ℓ/4⌉, ⌈25(ℓ+1)/4⌉).
+    phi = schedules.annealing_phi(4, num_steps=25)
+    values = np.asarray(jax.vmap(phi)(jnp.arange(25)))
+    np.testing.assert_allclose(values, np.repeat([0.25, 0.5, 0.75, 1.0], [7, 6, 6, 6]))
+
+  def test_num_steps_stays_at_one_after_the_stage_and_jits(self):
+    phi = schedules.annealing_phi(10, num_steps=95)
+    assert [float(phi(n)) for n in (95, 96, 10**6, 2**31 - 1)] == pytest.approx([1.0] * 4)
+    assert float(jax.jit(phi)(jnp.int32(9))) == pytest.approx(0.1)
+    assert float(jax.jit(phi)(jnp.int32(10))) == pytest.approx(0.2)
+
+  def test_num_steps_equal_to_max_temperature_gives_one_step_per_level(self):
+    phi = schedules.annealing_phi(10, num_steps=10)
+    assert [float(phi(n)) for n in range(10)] == pytest.approx(np.arange(1, 11) / 10)
+
+  @pytest.mark.parametrize("args, kwargs, match", [
+      ((10,), {"num_steps": 9}, "num_steps=9 is less than max_temperature=10"),
+      ((10,), {"num_steps": 0}, "num_steps=0 must be an integer >= 1"),
+      ((10,), {"num_steps": 2.5}, "num_steps=2.5 must be an integer"),
+      ((10,), {"num_steps": 2**28}, r"num_steps=268435456 times max_temperature=10"),
+      ((10, 5), {"num_steps": 50}, "exactly one of steps_per_level and num_steps"),
+      ((10,), {}, "exactly one of steps_per_level and num_steps"),
+  ])
+  def test_num_steps_rejects_bad_arguments(self, args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+      schedules.annealing_phi(*args, **kwargs)
+
 
 class TestFactories:
 

@@ -125,6 +125,106 @@ def test_dkp_term_equals_dkp_output_transform(teacher_vars, student_vars, varian
   np.testing.assert_allclose(metrics_a[-1]["dkp/gamma"], gamma(num_steps - 1))
 
 
+_UNIT = {"low": 0.0, "high": 1.0}
+_BASE_DKP = dict(temperature=4.0, weight=0.9, gamma=0.5)
+
+
+def _dkp_transform_form(temperature, weight, gamma, named):
+  """The KD objective and DKP transform; ``named`` reads T, w and gamma from the objective."""
+  obj = Objective((term("ce", 0.1), term("kd", weight, temperature=temperature)),
+                  extra_hyperparameters={"dkp/gamma": (gamma, _UNIT)} if named else {})
+  if named:
+    return obj, transforms.dkp("kd/temperature", "dkp/gamma", weight="weight/kd")
+  return obj, transforms.dkp(temperature, gamma, weight=weight)
+
+
+def _dkp_loss_form(temperature, weight, gamma):
+  return Objective((term("ce", 0.1), term("kd", weight, temperature=temperature),
+                    term("dkp", weight, temperature=temperature, gamma=gamma)))
+
+
+def _train(obj, output_tx, student_vars, teacher_vars, hparams=None, num_steps=2, step=None):
+  opt = lib.optimizer()
+  state = create_train_state(STUDENT, student_vars, opt, jax.random.key(0), output_tx=output_tx,
+                             hparams=hparams)
+  step = step or jax.jit(step_lib.make_train_step(STUDENT, obj, opt, teacher=TEACHER,
+                                                  output_tx=output_tx))
+  return _run(step, state, teacher_vars, num_steps, masked=3)
+
+
+@pytest.mark.parametrize("override", [
+    {"temperature": 8.0},
+    {"gamma": 1.0},
+    {"temperature": 2.0, "weight": 0.5, "gamma": 0.0},
+])
+def test_dkp_transform_follows_per_student_overrides(teacher_vars, student_vars, override):
+  # Per-student overrides of the KD term's temperature and weight and of the declared DKP
+  # gamma reach the transform: the student trains exactly like one built with those values,
+  # in transform form or in loss form.
+  obj, tx = _dkp_transform_form(**_BASE_DKP, named=True)
+  built = {**_BASE_DKP, **override}
+  names = {"temperature": "kd/temperature", "weight": "weight/kd", "gamma": "dkp/gamma"}
+  hparams = obj.overrides({names[k]: v for k, v in built.items()})
+  defaults = obj.overrides({names[k]: v for k, v in _BASE_DKP.items()})
+  opt = lib.optimizer()
+  chex.clear_trace_counter()
+  step = jax.jit(chex.assert_max_traces(
+      step_lib.make_train_step(STUDENT, obj, opt, teacher=TEACHER, output_tx=tx), n=1))
+  overridden, metrics = _train(obj, tx, student_vars, teacher_vars, hparams, step=step)
+  plain, _ = _train(obj, tx, student_vars, teacher_vars, defaults, step=step)  # no retrace
+
+  reference, _ = _train(*_dkp_transform_form(**built, named=False), student_vars, teacher_vars)
+  loss_obj = _dkp_loss_form(**_BASE_DKP)
+  loss_form, _ = _train(loss_obj, None, student_vars, teacher_vars, loss_obj.overrides({
+      "kd/temperature": built["temperature"], "dkp/temperature": built["temperature"],
+      "weight/kd": built["weight"], "weight/dkp": built["weight"], "dkp/gamma": built["gamma"]}))
+  chex.assert_trees_all_close(overridden.params, reference.params, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(overridden.params, loss_form.params, rtol=1e-5, atol=1e-6)
+  difference = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), overridden.params,
+                            plain.params)
+  assert max(jax.tree.leaves(difference)) > 1e-5  # the override changed the training
+  np.testing.assert_allclose(metrics[-1]["kd/temperature"], built["temperature"])
+  np.testing.assert_allclose(metrics[-1]["weight/kd"], built["weight"])
+  np.testing.assert_allclose(metrics[-1]["dkp/gamma"], built["gamma"])
+
+
+def test_log_schedules_can_report_a_hyperparameter_under_a_second_name(teacher_vars,
+                                                                      student_vars):
+  obj, tx = _dkp_transform_form(**_BASE_DKP, named=True)
+  opt = lib.optimizer()
+  step = jax.jit(step_lib.make_train_step(
+      STUDENT, obj, opt, teacher=TEACHER, output_tx=tx,
+      log_schedules={"dkp/temperature": "kd/temperature", "learning_rate": 0.1}))
+  _, metrics = _train(obj, tx, student_vars, teacher_vars, obj.overrides({"kd/temperature": 8.0}),
+                      num_steps=1, step=step)
+  np.testing.assert_allclose(metrics[0]["dkp/temperature"], 8.0)
+  np.testing.assert_allclose(metrics[0]["learning_rate"], 0.1)
+  with pytest.raises(ValueError, match=r"log_schedules \[.dkp/temperature='kd/temprature'.\] "
+                     r"name no hyperparameter of the objective; valid: 'weight/ce'"):
+    step_lib.make_train_step(STUDENT, obj, opt, teacher=TEACHER, output_tx=tx,
+                             log_schedules={"dkp/temperature": "kd/temprature"})
+
+
+def test_overrides_nothing_can_honour_are_refused_naming_them(teacher_vars, student_vars):
+  opt = lib.optimizer()
+  obj, tx = _dkp_transform_form(**_BASE_DKP, named=False)  # no DKP gamma declared
+  with pytest.raises(ValueError, match="unknown hyperparameter 'dkp/gamma'; valid: 'weight/ce'"):
+    obj.overrides({"dkp/gamma": 1.0})
+  # A state built around Objective.overrides still fails at the step, naming the override.
+  state = create_train_state(STUDENT, student_vars, opt, jax.random.key(0), output_tx=tx,
+                             hparams={"dkp/gamma": 1.0})
+  step = jax.jit(step_lib.make_train_step(STUDENT, obj, opt, teacher=TEACHER, output_tx=tx))
+  with pytest.raises(ValueError, match=r"overrides \['dkp/gamma'\] match no term"):
+    step(state, teacher_vars, lib.make_batch(0))
+  # A transform that reads a hyperparameter the objective does not declare.
+  named_tx = transforms.dkp("kd/temperature", "dkp/gamma", weight="weight/kd")
+  state = create_train_state(STUDENT, student_vars, opt, jax.random.key(0), output_tx=named_tx)
+  step = jax.jit(step_lib.make_train_step(STUDENT, obj, opt, teacher=TEACHER,
+                                          output_tx=named_tx))
+  with pytest.raises(ValueError, match="reads gamma from hyperparameter 'dkp/gamma'"):
+    step(state, teacher_vars, lib.make_batch(0))
+
+
 def test_metrics_report_every_term_and_schedule(student_vars):
   phi = schedules.annealing_phi(max_temperature=4, steps_per_level=2)
   learning_rate = optax.linear_schedule(0.1, 0.0, 10)

@@ -7,7 +7,7 @@ import kd_testlib as lib
 import numpy as np
 import pytest
 
-from kdjax import networks, sweep
+from kdjax import networks, sweep, transforms
 from kdjax import step as step_lib
 from kdjax.objective import Objective, term
 from kdjax.state import create_train_state
@@ -47,6 +47,50 @@ def test_vmapped_students_equal_separate_runs():
   np.testing.assert_allclose(metrics["dkp/gamma"], [g for _, _, g in STUDENTS])
   assert metrics["loss"].shape == (len(STUDENTS),)
   assert len({float(x) for x in metrics["loss"]}) == len(STUDENTS)
+
+
+# DKP as an output transform that follows the KD term's temperature and weight and the
+# objective's declared DKP gamma, so that per-student overrides reach it.
+TX_OBJECTIVE = Objective((term("ce", 0.1), term("kd", 0.9, temperature=4.0)),
+                         extra_hyperparameters={"dkp/gamma": (0.5, {"low": 0.0, "high": 1.0})})
+DKP_TX = transforms.dkp("kd/temperature", "dkp/gamma", weight="weight/kd")
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_dkp_transform_students_follow_their_own_overrides(vectorize):
+  students = ((1, 2.0, 0.0), (2, 8.0, 1.0))  # (seed, KD and DKP temperature, DKP gamma)
+  opt = lib.optimizer()
+  teacher_vars = lib.init(TEACHER, 0)
+
+  def states(obj, output_tx, overrides):
+    return [create_train_state(STUDENT, lib.init(STUDENT, seed), opt, jax.random.key(seed),
+                               output_tx=output_tx, hparams=obj.overrides(overrides(t, g)))
+            for seed, t, g in students]
+
+  chex.clear_trace_counter()
+  sweep_step = jax.jit(chex.assert_max_traces(sweep.make_sweep_train_step(
+      STUDENT, TX_OBJECTIVE, opt, teacher=TEACHER, output_tx=DKP_TX, vectorize=vectorize), n=1))
+  single_step = jax.jit(step_lib.make_train_step(STUDENT, TX_OBJECTIVE, opt, teacher=TEACHER,
+                                                 output_tx=DKP_TX))
+  loss_step = jax.jit(step_lib.make_train_step(STUDENT, OBJECTIVE, opt, teacher=TEACHER))
+  tx_overrides = lambda t, g: {"kd/temperature": t, "dkp/gamma": g}
+  together = sweep.stack_states(states(TX_OBJECTIVE, DKP_TX, tx_overrides))
+  separate = states(TX_OBJECTIVE, DKP_TX, tx_overrides)
+  loss_form = states(OBJECTIVE, None,
+                     lambda t, g: {"kd/temperature": t, "dkp/temperature": t, "dkp/gamma": g})
+  for i in range(3):
+    batch = lib.make_batch(i, masked=2)
+    together, metrics = sweep_step(together, teacher_vars, batch)
+    separate = [single_step(s, teacher_vars, batch)[0] for s in separate]
+    loss_form = [loss_step(s, teacher_vars, batch)[0] for s in loss_form]
+
+  unstacked = sweep.unstack_states(together)
+  for swept, alone, as_loss in zip(unstacked, separate, loss_form, strict=True):
+    chex.assert_trees_all_close(swept.params, alone.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(swept.params, as_loss.params, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(metrics["kd/temperature"], [t for _, t, _ in students])
+  np.testing.assert_allclose(metrics["dkp/gamma"], [g for _, _, g in students])
+  np.testing.assert_allclose(metrics["weight/kd"], [0.9, 0.9])
 
 
 def _all_eqns(jaxpr):

@@ -9,20 +9,24 @@ import glob
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
 
 import digits_runs
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import two_processes
 
 from configs import base
-from kdjax import checkpoints, trainer
+from kdjax import checkpoints, metric_writers, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MULTIHOST_WORKER = os.path.join(REPO, "tests", "multihost_trainer_worker.py")
 
 
 @pytest.fixture(scope="module")
@@ -260,12 +264,59 @@ class TestWorkerCount:
       trainer._worker_count(2)
 
   def test_a_stage_recorded_with_its_worker_count_is_still_claimed(self, tmp_path, data_dir):
-    """Earlier records kept dataset.worker_count; it is returned, not compared."""
-    record = trainer._stage_record(_tiny_config(data_dir), "dkp")
-    legacy = json.loads(json.dumps(record))
+    """Records of kdjax 0.1 kept dataset.worker_count and no inputs; both are handled."""
+    inputs = {"teachers": {"teacher": {"model": "mlp", "parameter_hash": "a1"}}}
+    record = trainer._stage_record(_tiny_config(data_dir), "dkp", inputs)
+    legacy = trainer._stage_record(_tiny_config(data_dir), "dkp")
     legacy["dataset"]["worker_count"] = 2
     trainer._claim_stage_dir(str(tmp_path), legacy)
     assert trainer._claim_stage_dir(str(tmp_path), record) == 2
+    # The first claim by this version records the inputs (and keeps the worker count) ...
+    with open(os.path.join(tmp_path, trainer.STAGE_CONFIG_FILE)) as f:
+      upgraded = json.load(f)
+    assert upgraded["inputs"] == inputs and upgraded["dataset"]["worker_count"] == 2
+    assert trainer._claim_stage_dir(str(tmp_path), record) == 2
+    # ... so that a later teacher is compared with it.
+    record["inputs"]["teachers"]["teacher"]["parameter_hash"] = "b2"
+    with pytest.raises(ValueError, match="inputs.teachers.teacher.parameter_hash: 'a1' → 'b2'"):
+      trainer._claim_stage_dir(str(tmp_path), record)
+
+  def test_a_record_from_before_a_field_existed_matches_its_old_behaviour(self, tmp_path,
+                                                                          data_dir):
+    record = trainer._stage_record(_tiny_config(data_dir), "dgkd")
+    legacy = json.loads(json.dumps(record))
+    del legacy["stage"]["mixup"], legacy["stage"]["loss"]["dgkd_drop_teacher"]
+    trainer._claim_stage_dir(str(tmp_path), legacy)
+    trainer._claim_stage_dir(str(tmp_path), record)  # mixup 0, teacher kept: as before
+    record["stage"]["loss"]["dgkd_drop_teacher"] = True
+    with pytest.raises(ValueError, match=r"stage.loss.dgkd_drop_teacher: None → True"):
+      trainer._claim_stage_dir(str(tmp_path), record)
+
+
+class TestMultiProcess:
+
+  def test_two_processes_train_checkpoint_cache_and_reuse_stages(self, tmp_path, data_dir):
+    """The binary's multi-host path, as two processes of 2 devices each on loopback."""
+    workdir, output = tmp_path / "run", tmp_path / "results.json"
+    logs = two_processes.run(MULTIHOST_WORKER, data_dir, str(workdir), str(output),
+                             timeout=420)
+    results = [json.loads((tmp_path / f"results.json{i}").read_text()) for i in range(2)]
+    # Every process computes the same run, and the second call reuses the finished stages.
+    assert results[0] == results[1]
+    assert results[0]["again"] == results[0]["first"]
+    teacher, kd = results[0]["first"]
+    assert teacher["last_accuracy"][0] > 0.3  # chance is 0.1
+    assert kd["teacher_cache"] and len(kd["last_accuracy"]) == 2
+    assert all(log.count("stage kd: complete, reusing") == 1 for log in logs)
+    # The teacher cache covered the examples of both processes, not one process's half.
+    assert all("cached the teacher logits of 1437 examples" in log for log in logs)
+    # The first process alone writes the metrics: one line per step and split.
+    records = [(r["step"], r["split"]) for r in metric_writers.read_jsonl(
+        os.path.join(trainer.stage_dir(str(workdir), "kd"), trainer.METRICS_FILE))]
+    assert len(records) == len(set(records)) == 4 + 2  # train every 5 steps, eval every 10
+    checkpoints_dir = os.path.join(trainer.stage_dir(str(workdir), "kd"), "checkpoints")
+    assert checkpoints.RunCheckpoints(checkpoints_dir).steps() == [10, 20]
+    assert checkpoints.read_provenance(trainer.export_dir(str(workdir), "kd", 1, "last"))
 
 
 class TestRefusals:
@@ -278,9 +329,30 @@ class TestRefusals:
       changed.stages[name] = ml_collections.ConfigDict(config.stages[name].to_dict())
     changed.stages.dkp.loss.gamma = 0.9
     before = sorted(glob.glob(os.path.join(workdir, "**"), recursive=True))
-    with pytest.raises(ValueError, match=r"different config \(stage.loss.gamma: 0.5 → 0.9\)"):
+    with pytest.raises(ValueError, match=r"different config or different teachers "
+                                         r"\(stage.loss.gamma: 0.5 → 0.9\)"):
       trainer.train_and_evaluate(changed, workdir)
     assert sorted(glob.glob(os.path.join(workdir, "**"), recursive=True)) == before
+
+  def test_a_retrained_teacher_is_refused_not_reused(self, finished_run, tmp_path):
+    """A finished student stage belongs to the teacher it learnt from, not to its name."""
+    config, workdir, _ = finished_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    teacher = trainer.export_dir(copy, "teacher")
+    record = checkpoints.read_provenance(teacher)
+    provenance = {k: v for k, v in record.items() if k != "parameter_hash"}
+    variables = checkpoints.load_network(teacher, None, {})
+    retrained = jax.tree.map(lambda x: x + 1.0, variables)
+    checkpoints.export_network(teacher, retrained, provenance)
+    before = sorted(glob.glob(os.path.join(copy, "stages", "assistant", "**"), recursive=True))
+    with pytest.raises(ValueError, match=(
+        rf"stages/assistant holds a run with a different config or different teachers "
+        rf"\(inputs.teachers.teacher.parameter_hash: '{record['parameter_hash']}' → "
+        rf"'{checkpoints.parameter_hash(retrained)}'\)")):
+      trainer.train_and_evaluate(config, copy)
+    after = sorted(glob.glob(os.path.join(copy, "stages", "assistant", "**"), recursive=True))
+    assert after == before
 
   def test_missing_teacher_export_stops_before_training(self, tmp_path, data_dir):
     config = _tiny_config(data_dir)
@@ -368,6 +440,30 @@ def test_every_config_loads_and_validates(path):
   config = _load_config(path)
   trainer.validate(config)
   assert "python -m launch.train --config=configs/" in open(path).read()
+
+
+def test_binary_trains_as_two_processes_with_distributed(tmp_path, data_dir):
+  """``--distributed``: one command per process, one workdir, one set of results."""
+  workdir = tmp_path / "run"
+  logs = two_processes.run_commands(lambda i, port: [
+      sys.executable, "-m", "launch.train", "--config=tests/reliability_config.py",
+      f"--workdir={workdir}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2", f"--process_id={i}", f"--config.dataset.data_dir={data_dir}",
+      "--config.compilation_cache_dir=", "--config.stages.teacher.num_steps=10",
+      "--config.stages.kd.num_steps=10"], cwd=REPO, timeout=420)
+  assert "| kd |" in logs[0] and "| kd |" not in logs[1]  # the first process reports
+  with open(os.path.join(trainer.stage_dir(str(workdir), "kd"), trainer.RESULT_FILE)) as f:
+    assert len(json.load(f)["last_accuracy"]) == 2  # the config's two seeds
+
+
+def test_binary_refuses_process_flags_without_distributed(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.train", "--config=configs/quickstart.py",
+       f"--workdir={tmp_path}", "--num_processes=2"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "--num_processes and --process_id need --distributed" in result.stderr
+  assert not os.listdir(tmp_path)
 
 
 def test_binary_refuses_a_misspelled_config_key(tmp_path):

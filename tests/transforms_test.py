@@ -1,5 +1,6 @@
 """Tests of kdjax.transforms: DKP in gradient form, and zero-mean logit gradients."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -126,3 +127,76 @@ def test_forgetting_the_teacher_fails_loudly():
 def test_rejects_bad_arguments_at_construction(kwargs, match):
   with pytest.raises(ValueError, match=match):
     transforms.dkp(**kwargs)
+
+
+_NAMED = {"temperature": "kd/temperature", "gamma": "dkp/gamma", "weight": "weight/kd"}
+
+
+def _logit_gradient(tx, hyperparameters=None, s_seed=7):
+  s = jax.random.normal(jax.random.key(s_seed), (10, 6))
+  extra = {} if hyperparameters is None else {"hyperparameters": hyperparameters}
+  g, _ = tx.update(jnp.zeros_like(s), tx.init(s), s, teacher_logits=_TEACHER_LOGITS,
+                   labels=_LABELS, mask=_MASK, **extra)
+  return g
+
+
+@pytest.mark.parametrize("variant, top_k", [("uniform", None), ("tail", 2)])
+def test_named_hyperparameters_replace_the_transform_schedules(variant, top_k):
+  named = transforms.dkp(**_NAMED, variant=variant, top_k=top_k)
+  hyperparameters = {"kd/temperature": jnp.float32(8.0), "dkp/gamma": jnp.float32(0.3),
+                     "weight/kd": jnp.float32(0.6), "weight/ce": jnp.float32(0.4)}
+  got = _logit_gradient(named, hyperparameters)
+  expected = _logit_gradient(transforms.dkp(8.0, 0.3, variant, top_k=top_k, weight=0.6))
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+  # Each named value matters: another temperature or gamma gives another gradient.
+  for name, value in (("kd/temperature", 4.0), ("dkp/gamma", 0.9)):
+    other = _logit_gradient(named, {**hyperparameters, name: jnp.float32(value)})
+    assert float(jnp.abs(other - got).max()) > 1e-4, name
+
+
+def test_named_and_own_values_mix_and_own_schedules_ignore_hyperparameters():
+  tx = transforms.dkp("kd/temperature", schedules.piecewise_constant(0.2, {1: 0.8}), weight=0.5)
+  got = _logit_gradient(tx, {"kd/temperature": 3.0, "dkp/gamma": 1.0})  # gamma is its own
+  np.testing.assert_allclose(got, _logit_gradient(transforms.dkp(3.0, 0.2, weight=0.5)),
+                             rtol=1e-6, atol=1e-7)
+
+
+def test_a_missing_named_hyperparameter_is_refused_naming_it():
+  tx = transforms.dkp(**_NAMED)
+  with pytest.raises(ValueError, match=r"reads temperature from hyperparameter "
+                     r"'kd/temperature'.*none were passed"):
+    _logit_gradient(tx)
+  with pytest.raises(ValueError, match=r"reads gamma from hyperparameter 'dkp/gamma'.*"
+                     r"available: \['kd/temperature', 'weight/kd'\]"):
+    _logit_gradient(tx, {"kd/temperature": 4.0, "weight/kd": 1.0})
+  with pytest.raises(ValueError, match="gamma='' must be a scalar, a schedule or a hyperparam"):
+    transforms.dkp(4.0, "")
+
+
+def test_hyperparameters_pass_through_a_chain_with_plain_transformations():
+  hyperparameters = {"kd/temperature": 6.0, "dkp/gamma": 0.7, "weight/kd": 1.0}
+  chained = optax.chain(optax.scale(2.0), transforms.dkp(**_NAMED),
+                        transforms.zero_mean_logit_gradients())
+  got = _logit_gradient(chained, hyperparameters)
+  own = _logit_gradient(transforms.dkp(6.0, 0.7))
+  np.testing.assert_allclose(got, own - jnp.mean(own, axis=-1, keepdims=True), rtol=1e-5,
+                             atol=1e-6)
+  assert float(jnp.abs(got).max()) > 1e-3
+
+
+def test_named_hyperparameters_are_traced_values_one_compilation():
+  tx = transforms.dkp(**_NAMED)
+  s = jax.random.normal(jax.random.key(8), (10, 6))
+
+  def update(hyperparameters):
+    return tx.update(jnp.zeros_like(s), tx.init(s), s, teacher_logits=_TEACHER_LOGITS,
+                     hyperparameters=hyperparameters)[0]
+
+  chex.clear_trace_counter()
+  jitted = jax.jit(chex.assert_max_traces(update, n=1))
+  for temperature, gamma in ((2.0, 0.1), (8.0, 0.9)):
+    values = {"kd/temperature": jnp.float32(temperature), "dkp/gamma": jnp.float32(gamma),
+              "weight/kd": jnp.float32(1.0)}
+    expected = transforms.dkp(temperature, gamma).update(
+        jnp.zeros_like(s), tx.init(s), s, teacher_logits=_TEACHER_LOGITS)[0]
+    np.testing.assert_allclose(jitted(values), expected, rtol=1e-5, atol=1e-7)

@@ -9,6 +9,7 @@ from kdjax.data.pipeline import (
     default_data_dir,
     eval_batches,
     image_shape,
+    num_classes,
     supported_datasets,
     train_iterator,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "default_data_dir",
     "eval_batches",
     "image_shape",
+    "num_classes",
     "supported_datasets",
     "train_iterator",
 ]

@@ -148,6 +148,28 @@ def image_shape(name: str) -> tuple[int, int, int]:
   return _resolve(name)[1].image_shape
 
 
+def num_classes(name: str) -> int:
+  """Returns the number of classes K of a supported dataset, without reading any file.
+
+  For checks taken before anything is read, such as a config's class-dependent values
+  (``kdjax.trainer.validate``).
+
+  Args:
+    name: ``"digits"``, ``"cifar10"`` or ``"cifar100"`` (or its TFDS builder name).
+
+  Returns:
+    K, the size of the dataset's label set.
+
+  Raises:
+    ValueError: if ``name`` is unknown.
+
+  Example:
+    >>> num_classes("cifar100"), num_classes("digits")
+    (100, 10)
+  """
+  return _resolve(name)[1].num_classes
+
+
 def _resolve(name: str) -> tuple[str, _Spec]:
   """Looks ``name`` up by kdjax name or TFDS builder name."""
   for key, spec in _REGISTRY.items():

@@ -1,5 +1,7 @@
 """Decoupled knowledge distillation (DKD): KD split into target and non-target parts."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -31,16 +33,19 @@ def dkd(student_logits: jax.typing.ArrayLike,
     student_logits: ``[..., K]``.
     teacher_logits: ``[..., K]``, same shape; treated as a constant.
     labels: integer labels ``[...]``.
-    alpha: TCKD weight (1 by default).
-    beta: NCKD weight (8 by default; 2 for resnet56→20 and resnet110→32, 6 for WRN and VGG
-      pairs in the paper).
+    alpha: TCKD weight, finite and >= 0 (1 by default).
+    beta: NCKD weight, finite and >= 0 (8 by default; 2 for resnet56→20 and resnet110→32, 6
+      for WRN and VGG pairs in the paper).
     temperature: T > 0.
 
   Returns:
     Per-example losses ``[...]``.
 
   Raises:
-    ValueError: on mismatched shapes, bad labels or ``temperature <= 0``.
+    ValueError: naming the bad value: mismatched shapes, missing (``None``), non-integer or
+      out-of-range labels, a negative or non-finite ``alpha`` or ``beta``, or a
+      ``temperature`` that is not finite and > 0. Values are checked when concrete, not
+      when traced (e.g. inside ``jax.jit``).
 
   References:
     Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022.
@@ -49,11 +54,17 @@ def dkd(student_logits: jax.typing.ArrayLike,
     >>> s = jnp.array([[1.0, 2.0, 3.0]])
     >>> dkd(s, s, jnp.array([0])).tolist()
     [0.0]
+    >>> dkd(s, s, jnp.array([0]), beta=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: beta=-1.0 must lie in [0.0, inf].
   """
   s, t = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
-  labels = jnp.asarray(labels)
+  labels = jnp.asarray(labels) if labels is not None else None
   v.check_same_shape(s, t)
   v.check_labels(labels, s)
+  v.check_in_range("alpha", alpha, 0.0, math.inf)
+  v.check_in_range("beta", beta, 0.0, math.inf)
   v.check_positive("temperature", temperature)
   t = jax.lax.stop_gradient(t)
   tckd, nckd = decoupled_terms(s, t, labels, temperature)

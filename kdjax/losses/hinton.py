@@ -74,14 +74,16 @@ def cross_entropy(logits: jax.typing.ArrayLike,
     Per-example losses ``[...]``.
 
   Raises:
-    ValueError: on non-integer labels, labels whose shape is not the logits' batch shape,
-      labels outside ``[0, K)`` (when concrete), or ``label_smoothing`` outside ``[0, 1)``.
+    ValueError: on missing (``None``) or non-integer labels, labels whose shape is not the
+      logits' batch shape, labels outside ``[0, K)`` (when concrete), or ``label_smoothing``
+      outside ``[0, 1)``.
 
   Example:
     >>> round(float(cross_entropy(jnp.zeros((1, 4)), jnp.array([2]))[0]), 4)  # log 4
     1.3863
   """
-  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels) if labels is not None else None
   v.check_logits("logits", logits)
   v.check_labels(labels, logits)
   if not 0.0 <= label_smoothing < 1.0:

@@ -1,0 +1,77 @@
+"""Tests of kdjax.methods: what a stage's loss config turns into."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import base
+from kdjax import methods
+
+
+def _annealing_phi_values(num_steps: int, max_temperature: int = 10) -> np.ndarray:
+  recipe = methods.get("annealing").build(base.loss(max_temperature=max_temperature),
+                                          num_steps, {})
+  (term,) = recipe.objective.terms
+  return np.asarray(jax.vmap(term.arguments["phi"])(jnp.arange(num_steps)))
+
+
+class TestAnnealing:
+
+  @pytest.mark.parametrize("num_steps", [10, 25, 81, 95, 100, 1000])
+  def test_levels_share_the_stage_equally_and_end_at_one(self, num_steps):
+    phi = _annealing_phi_values(num_steps)
+    levels = np.round(phi * 10).astype(int)  # Φ = level / T_max, level 1..10
+    np.testing.assert_allclose(phi, levels / 10, rtol=1e-6)
+    assert phi[-1] == 1.0
+    assert np.all(np.diff(levels) >= 0)
+    values, lengths = np.unique(levels, return_counts=True)
+    assert values.tolist() == list(range(1, 11))
+    assert lengths.max() - lengths.min() <= 1
+    assert lengths.min() == num_steps // 10 and lengths[-1] == num_steps // 10
+    np.testing.assert_array_equal(levels - 1, np.minimum(np.arange(num_steps) * 10 // num_steps,
+                                                         9))
+
+  def test_shares_of_95_steps(self):
+    # The old ceil(95 / 10) = 10 steps per level left Φ = 1 only the last 5 steps.
+    lengths = np.unique(_annealing_phi_values(95), return_counts=True)[1]
+    assert lengths.tolist() == [10, 9, 10, 9, 10, 9, 10, 9, 10, 9]
+
+  def test_stage_shorter_than_max_temperature_is_refused(self):
+    with pytest.raises(ValueError, match="num_steps=7 is less than max_temperature=10"):
+      methods.get("annealing").build(base.loss(max_temperature=10), 7, {})
+
+  def test_max_temperature_one_is_plain_logits_matching(self):
+    np.testing.assert_array_equal(_annealing_phi_values(5, max_temperature=1), np.ones(5))
+
+
+class TestDgkd:
+
+  def _teacher_dropped(self, drop_teacher: bool, keys: int = 64) -> np.ndarray:
+    """Per key, whether the teacher's KL term was left out of the DGKD loss."""
+    loss = base.loss(dgkd_mode="paper", dgkd_keep_prob=0.05, dgkd_drop_teacher=drop_teacher)
+    objective = methods.get("dgkd").build(loss, 100, {}).objective
+    student = {"logits": jnp.zeros((2, 4))}
+    # The teacher disagrees with the student, the assistant agrees: the DGKD term is > 0
+    # exactly when the teacher teaches.
+    teacher_logits = jnp.stack([jnp.array([[4.0, 0.0, 0.0, 0.0]] * 2), jnp.zeros((2, 4))])
+    labels, values = jnp.array([0, 1]), objective.schedule_values(0)
+
+    def dgkd_term(key):
+      _, per_term = objective.loss(student, {"logits": teacher_logits}, labels, None, values,
+                                   key)
+      return per_term["loss/dgkd"]
+
+    return np.asarray(jax.vmap(dgkd_term)(jax.random.split(jax.random.key(0), keys))) == 0.0
+
+  def test_config_reaches_the_term(self):
+    for drop_teacher in (False, True):
+      loss = base.loss(dgkd_mode="paper", dgkd_drop_teacher=drop_teacher)
+      (_, dgkd) = methods.get("dgkd").build(loss, 100, {}).objective.terms
+      assert dgkd.arguments["drop_teacher"] is drop_teacher
+    assert base.loss().dgkd_drop_teacher is False
+
+  def test_paper_mode_drops_the_teacher_only_when_asked(self):
+    dropped = self._teacher_dropped(drop_teacher=True)
+    assert 0.8 < dropped.mean() < 1.0  # kept with probability 0.05
+    assert not self._teacher_dropped(drop_teacher=False).any()

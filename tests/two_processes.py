@@ -1,0 +1,64 @@
+"""Runs two JAX processes on loopback, for the multi-process tests.
+
+Each process calls ``jax.distributed.initialize`` with ``coordinator_address`` 127.0.0.1 and
+the port it is given, ``num_processes=2`` and its id.
+"""
+
+from collections.abc import Callable
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run(worker: pathlib.Path, *args: str, timeout: float = 240) -> list[str]:
+  """Runs the script ``worker`` as processes 0 and 1: ``worker PROCESS_ID PORT *args``.
+
+  Returns:
+    The two processes' stdout and stderr, process 0 first.
+
+  Raises:
+    AssertionError: with the end of its output, if a process exits with an error.
+  """
+  return run_commands(lambda i, port: [sys.executable, str(worker), str(i), str(port), *args],
+                      timeout=timeout)
+
+
+def run_commands(command: Callable[[int, int], list[str]], *, timeout: float = 240,
+                 cwd: str | None = None) -> list[str]:
+  """Runs ``command(process_id, port)`` for process ids 0 and 1, side by side.
+
+  Args:
+    command: the argv of a process, given its id and the coordinator's free port.
+    timeout: seconds each process may take.
+    cwd: the processes' working directory.
+
+  Returns:
+    The two processes' stdout and stderr, process 0 first.
+
+  Raises:
+    AssertionError: with the end of its output, if a process exits with an error.
+  """
+  port = _free_port()
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+  workers = [subprocess.Popen(command(i, port), env=env, cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+  logs = []
+  try:
+    for process in workers:
+      logs.append(process.communicate(timeout=timeout)[0])
+  finally:
+    for process in workers:
+      if process.poll() is None:
+        process.kill()
+  for i, (process, log) in enumerate(zip(workers, logs, strict=True)):
+    assert process.returncode == 0, f"process {i}:\n{log[-4000:]}"
+  return logs
