@@ -30,9 +30,10 @@ from typing import Any
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+from kdjax import parallel
 
 PROVENANCE_FILE = "provenance.json"
 UNREADABLE_SUFFIX = ".unreadable"
@@ -238,9 +239,11 @@ class RunCheckpoints:
           on_unreadable(step, error)
         unreadable.append(step)
         continue
-      for bad in unreadable:
-        self._set_aside(bad)
       if unreadable:
+        if jax.process_index() == 0:  # with several processes, the first moves them
+          for bad in unreadable:
+            self._set_aside(bad)
+        parallel.sync_processes("kdjax restore_latest: set aside")
         self._manager.reload()
       return step, restored["state"], restored["data"][_DATA]
     if steps:
@@ -317,6 +320,9 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
   Crash-safe: the provenance record marks a complete export, so it is removed before the
   variables are replaced and written back, atomically, after them. A process killed in
   between leaves an export that reads as missing, never one that loads the wrong values.
+  With several JAX processes (multi-host), every process calls it with the same arguments:
+  all take part in writing the variables, the first alone writes the record, and none
+  returns before it is written.
 
   Args:
     directory: a new or existing directory; an earlier export there is replaced.
@@ -325,8 +331,8 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
       ``dataset``, ...); the parameter hash is added as ``"parameter_hash"``.
 
   Raises:
-    TypeError: if ``provenance`` is not JSON-serialisable (the export then reads as
-      missing).
+    TypeError: if ``provenance`` is not JSON-serialisable (before anything is written: an
+      earlier export stays as it was).
 
   Example:
     >>> import tempfile
@@ -342,6 +348,7 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
   os.makedirs(directory, exist_ok=True)
   variables = jax.device_get(variables)
   record = {**provenance, "parameter_hash": parameter_hash(variables)}
+  text = json.dumps(record, indent=2, sort_keys=True)  # a bad provenance fails everywhere
   final = os.path.join(directory, PROVENANCE_FILE)
   # With several processes (multi-host) all take part in orbax's save; the first alone
   # handles the record, and none returns before it is written.
@@ -351,24 +358,18 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
       os.remove(final)
     for leftover in glob.glob(os.path.join(directory, _ORBAX_TMP)):  # of a killed export
       shutil.rmtree(leftover)
-  _sync(f"export {directory}: cleared")
+  parallel.sync_processes("kdjax export_network: cleared")
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(directory, _VARIABLES_DIR), variables, force=True)
   checkpointer.wait_until_finished()
   if primary:
     tmp = final + ".tmp"
     with open(tmp, "w") as f:
-      json.dump(record, f, indent=2, sort_keys=True)
+      f.write(text)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, final)
-  _sync(f"export {directory}: recorded")
-
-
-def _sync(name: str) -> None:
-  """Waits until every JAX process gets here (a no-op with one process)."""
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
+  parallel.sync_processes("kdjax export_network: recorded")
 
 
 def read_provenance(directory: str) -> dict[str, Any]:

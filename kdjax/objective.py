@@ -151,6 +151,9 @@ def _check_dgkd(options):
     raise ValueError(f"drop_num={drop_num!r} must be a non-negative integer.")
   if not isinstance(options["drop_teacher"], bool | np.bool_):
     raise ValueError(f"drop_teacher={options['drop_teacher']!r} must be True or False.")
+  if options["drop_teacher"] and mode != "paper":
+    effect = "may drop the teacher like any network" if mode == "code" else "drops none"
+    raise ValueError(f"drop_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
 
 
 def _check_names(what: str, names) -> None:

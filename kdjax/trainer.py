@@ -45,7 +45,6 @@ import zlib
 
 from absl import flags, logging
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -359,6 +358,8 @@ def _claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True
         old_parent, new_parent = old_parent.get(parent, {}), new_parent.get(parent, {})
       if key not in old_parent and new_parent.get(key) == value:
         old_parent[key] = value  # recorded before the field existed, with its behaviour
+    if _INPUTS not in record:  # the inputs are gone (a finished stage): nothing to compare
+      old.pop(_INPUTS, None)
     unrecorded_inputs = _INPUTS in record and _INPUTS not in old
     if unrecorded_inputs:  # kdjax 0.1 did not record them: trust the directory, then do
       old[_INPUTS] = record[_INPUTS]
@@ -530,11 +531,6 @@ class _Run:
     return data.eval_batches(ds.name, data_dir=self.data_dir, split=split,
                              batch_size=self.eval_batch_size, download=ds.download)
 
-  def sync(self, name: str) -> None:
-    """Waits until every process gets here (a no-op with one process)."""
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(name)
-
   def place(self, tree: Any) -> Any:
     return tree if self.mesh is None else parallel.replicate(tree, self.mesh)
 
@@ -595,8 +591,8 @@ class _StopRequests:
   checkpoint and raises ``Preempted`` (saving inside a handler could interrupt a save in
   progress). A second SIGINT raises ``KeyboardInterrupt`` at once, for a user who does not
   want to wait. Handlers can only be installed from the main thread; elsewhere signals keep
-  their previous behaviour. On several processes each must receive the signal, as job
-  schedulers send it to every task of a job: the checkpoint is a collective save.
+  their previous behaviour. With several processes, the checkpoint is a collective save:
+  they act on a signal together (``agreed``), even one that reached a single process.
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -621,9 +617,19 @@ class _StopRequests:
       raise KeyboardInterrupt("second SIGINT: stopped without saving")
     self.signum = self.signum or signum
 
-  @property
-  def name(self) -> str:
-    return signal.Signals(self.signum).name
+  def agreed(self, step: int | None = None, every: int = 1) -> int | None:
+    """The signal to stop for now, the same on every process, or ``None``.
+
+    With one process, the signal it received. With several, they vote
+    (``kdjax.parallel.any_process``) between stages (``step`` ``None``) and every ``every``
+    steps, so that all stop at the same step even when the signal reached them at
+    different times, or reached only one.
+    """
+    if jax.process_count() == 1:
+      return self.signum
+    if step is not None and step % every:
+      return None
+    return parallel.any_process(self.signum is not None, self.signum or 0) or None
 
 
 def _with_mixup(train_step: Callable[..., Any], seed: int, stage: str,
@@ -649,11 +655,16 @@ def _with_mixup(train_step: Callable[..., Any], seed: int, stage: str,
 def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   config, stage = run.config, run.config.stages[name]
   directory = stage_dir(run.workdir, name)
-  recorded_workers = _claim_stage_dir(
-      directory, _stage_record(config, name, _stage_inputs(config, run.workdir, name)),
-      write=run.primary)
-  run.sync(f"stage {name} claimed")
   result_path = os.path.join(directory, RESULT_FILE)
+  try:
+    inputs = _stage_inputs(config, run.workdir, name)
+  except FileNotFoundError:
+    if not os.path.exists(result_path):
+      raise
+    inputs = None  # a finished stage whose teachers have been moved away: still reusable
+  recorded_workers = _claim_stage_dir(directory, _stage_record(config, name, inputs),
+                                      write=run.primary)
+  parallel.sync_processes("kdjax stage claimed")
   if os.path.exists(result_path):
     _report(f"stage {name}: complete, reusing {directory}")
     with open(result_path) as f:
@@ -763,7 +774,6 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     iterator = run.train_iterator(worker_count)
   if run.primary:
     _rewind_metrics(directory, step)
-  states = run.place(states)
   health = run.place(finite_guard.healthy(num_seeds, len(names)))
   checked_since = step
 
@@ -808,15 +818,16 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   window_start, window_steps = time.perf_counter(), 0
   try:
     while step < num_steps:
-      if stop.signum is not None:
+      signum = stop.agreed(step, config.log_every_steps)
+      if signum is not None:
         check_health(step)
         if step and ckpts.latest_step() != step:
           save(step)
         kept = (f"its checkpoint at step {step} is saved" if ckpts.latest_step() == step
                 else "nothing was saved yet")
-        raise Preempted(stop.signum, f"{stop.name} received: stopped stage {name!r} at step "
-                        f"{step} of {num_steps}; {kept}. Run the same command again to "
-                        f"resume.")
+        raise Preempted(signum, f"{signal.Signals(signum).name} received: stopped stage "
+                        f"{name!r} at step {step} of {num_steps}; {kept}. Run the same "
+                        f"command again to resume.")
       batch = next(iterator)
       if cache is not None:
         batch = teacher_cache.add_teacher_logits(batch, cache)
@@ -875,18 +886,26 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   }
   if run.primary:
     _write_json(result_path, result)
-  run.sync(f"stage {name} complete")
+  parallel.sync_processes("kdjax stage complete")
   ckpts.close()
   return result
 
 
-def configure_performance(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+def configure_performance(config: ml_collections.ConfigDict,
+                          num_processes: int | None = 1) -> dict[str, Any] | None:
   """Applies ``kdjax.performance.configure`` for this run; call before JAX starts.
 
-  The number of virtual CPU devices follows the run's train and eval batch sizes and its
-  dataset's image shape; the compilation cache goes to ``config.compilation_cache_dir``.
-  It must come before anything starts JAX's backends, which ``validate`` and
-  ``train_and_evaluate`` do: ``launch/train.py`` calls it first thing.
+  The number of virtual CPU devices follows each process's share of the run's train and
+  eval batch sizes and its dataset's image shape; the compilation cache goes to
+  ``config.compilation_cache_dir``. It must come before anything starts JAX's backends,
+  which ``validate`` and ``train_and_evaluate`` do: ``launch/train.py`` calls it first
+  thing.
+
+  Args:
+    config: the run config.
+    num_processes: the number of JAX processes of the run; ``None`` when not known yet
+      (multi-host with the count found by ``jax.distributed.initialize``): each process
+      then keeps one CPU device, a split that fits any process count.
 
   Returns:
     What ``kdjax.performance.configure`` applied, or ``None`` (with a warning) when the
@@ -902,9 +921,15 @@ def configure_performance(config: ml_collections.ConfigDict) -> dict[str, Any] |
     True
   """
   ds = config.dataset
-  batch_sizes = (ds.batch_size, ds.eval_batch_size)
   try:
     image_shape = data.image_shape(ds.name)
+    if num_processes is None:  # one device per process fits any process count
+      batch_sizes = (1,)
+    elif ds.batch_size % num_processes or ds.eval_batch_size % num_processes:
+      raise ValueError(f"the batch sizes ({ds.batch_size}, {ds.eval_batch_size}) do not "
+                       f"split over {num_processes=}")
+    else:
+      batch_sizes = (ds.batch_size // num_processes, ds.eval_batch_size // num_processes)
     performance.recommended_cpu_devices(batch_sizes, image_shape)  # checks the values
   except ValueError as error:
     logging.warning("kdjax's performance defaults are not applied: %s", error)
@@ -960,10 +985,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     run = _Run(config, workdir)
     results = []
     for name in config.stages:
-      if stop.signum is not None:
-        raise Preempted(stop.signum, f"{stop.name} received: stopped before stage {name!r}; "
-                        f"every earlier stage is complete. Run the same command again to "
-                        f"resume.")
+      signum = stop.agreed()
+      if signum is not None:
+        raise Preempted(signum, f"{signal.Signals(signum).name} received: stopped before "
+                        f"stage {name!r}; every earlier stage is complete. Run the same "
+                        f"command again to resume.")
       results.append(_run_stage(run, name, stop))
   if run.primary:
     table = summary.write(results, workdir, title=f"kdjax run on {run.info.name}")

@@ -31,9 +31,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "With --distributed: host:port of process 0's coordinator.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "With --distributed: the number of processes.")
+                                      "With --distributed: the number of processes.",
+                                      lower_bound=1)
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "With --distributed: this process's id, 0 to N - 1.")
+                                   "With --distributed: this process's id, 0 to N - 1.",
+                                   lower_bound=0)
 
 # kdjax's own refusals: reported in one line, without a traceback.
 _USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
@@ -76,7 +78,8 @@ def main(argv):
   except OSError as error:
     sys.exit(_load_error(error))
   # Virtual CPU devices and the compilation cache, before anything starts JAX's backends.
-  logging.info("performance settings: %s", trainer.configure_performance(config))
+  num_processes = _NUM_PROCESSES.value if _DISTRIBUTED.value else 1
+  logging.info("performance settings: %s", trainer.configure_performance(config, num_processes))
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif any(f.present for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):

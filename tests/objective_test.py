@@ -36,6 +36,8 @@ def test_registry_has_every_method():
     (lambda: term("dgkd", mode="random"), "unknown DGKD drop mode 'random'"),
     (lambda: term("dgkd", drop_num=-1), "drop_num=-1 must be a non-negative integer"),
     (lambda: term("dgkd", drop_teacher="false"), "drop_teacher='false' must be True or False"),
+    (lambda: term("dgkd", drop_teacher=True),
+     "drop_teacher=True applies to mode 'paper' only; mode 'code' may drop the teacher"),
     (lambda: term("attention", student_features="stage1"), "must be a sequence of stage names"),
     (lambda: term("attention", student_features=("a", "b"), teacher_features=("a",)),
      "pairs stages one to one"),

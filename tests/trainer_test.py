@@ -9,6 +9,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -301,21 +302,32 @@ class TestMultiProcess:
     logs = two_processes.run(MULTIHOST_WORKER, data_dir, str(workdir), str(output),
                              timeout=420)
     results = [json.loads((tmp_path / f"results.json{i}").read_text()) for i in range(2)]
-    # Every process computes the same run, and the second call reuses the finished stages.
+    # A signal that reached process 1 alone stopped both, at the same step, after a save.
+    stopped = re.fullmatch(r"SIGTERM received: stopped stage 'kd' at step (\d+) of 100; its "
+                           r"checkpoint at step \1 is saved. Run the same command again to "
+                           r"resume.", results[1]["stopped"])
+    assert stopped, results[1]["stopped"]
+    assert results[0]["stopped"] == results[1]["stopped"]
+    # Every process computes the same run. The last call reuses the teacher and restores
+    # the student's final checkpoint (saved and read by both processes): equal results.
     assert results[0] == results[1]
     assert results[0]["again"] == results[0]["first"]
     teacher, kd = results[0]["first"]
     assert teacher["last_accuracy"][0] > 0.3  # chance is 0.1
+    # Cached logits (compute_teacher_logits refuses a cache that misses an example).
     assert kd["teacher_cache"] and len(kd["last_accuracy"]) == 2
-    assert all(log.count("stage kd: complete, reusing") == 1 for log in logs)
-    # The teacher cache covered the examples of both processes, not one process's half.
-    assert all("cached the teacher logits of 1437 examples" in log for log in logs)
-    # The first process alone writes the metrics: one line per step and split.
+    for log in logs:
+      resumed = re.findall(r"stage kd: resumed from the checkpoint at step (\d+)\b", log)
+      assert resumed == [stopped[1], "100"]
+      assert log.count("stage teacher: complete, reusing") == 2
+    # The first process alone writes the metrics, rewound on resume: one line per step and
+    # split, the train ones every 5 steps and the eval ones every 10.
     records = [(r["step"], r["split"]) for r in metric_writers.read_jsonl(
         os.path.join(trainer.stage_dir(str(workdir), "kd"), trainer.METRICS_FILE))]
-    assert len(records) == len(set(records)) == 4 + 2  # train every 5 steps, eval every 10
+    assert sorted(records) == sorted([(s, "train") for s in range(5, 101, 5)] +
+                                     [(s, "eval") for s in range(10, 101, 10)])
     checkpoints_dir = os.path.join(trainer.stage_dir(str(workdir), "kd"), "checkpoints")
-    assert checkpoints.RunCheckpoints(checkpoints_dir).steps() == [10, 20]
+    assert checkpoints.RunCheckpoints(checkpoints_dir).steps()[-1] == 100
     assert checkpoints.read_provenance(trainer.export_dir(str(workdir), "kd", 1, "last"))
 
 
@@ -402,12 +414,16 @@ class TestRefusals:
       trainer.validate(config)
 
 
-@pytest.mark.parametrize("config_name, edit, expected", [
-    ("cifar10_kd", "", "kdjax 8"),  # batch 128 of 32 × 32 images: 16 per device
-    ("quickstart", "", "kdjax 1"),  # 8 × 8 digits: one device is faster
-    ("cifar10_kd", "config.dataset.batch_size = 0", "None 1"),  # validate names the field
+@pytest.mark.parametrize("config_name, edit, num_processes, expected", [
+    ("cifar10_kd", "", 1, "kdjax 8"),  # batch 128 of 32 × 32 images: 16 per device
+    ("quickstart", "", 1, "kdjax 1"),  # 8 × 8 digits: one device is faster
+    ("cifar10_kd", "config.dataset.batch_size = 0", 1, "None 1"),  # validate names the field
+    ("cifar10_kd", "", 2, "kdjax 4"),  # two processes: 64 images each
+    ("cifar10_kd", "", None, "kdjax 1"),  # a process count found later: one device each
+    ("cifar10_kd", "", 3, "None 1"),  # 128 does not split over 3 processes: _Run says so
 ])
-def test_configure_performance_before_jax_starts(config_name, edit, expected, tmp_path):
+def test_configure_performance_before_jax_starts(config_name, edit, num_processes, expected,
+                                                 tmp_path):
   code = f"""
 import jax
 from configs import {config_name} as c
@@ -415,7 +431,7 @@ from kdjax import trainer
 config = c.get_config()
 config.compilation_cache_dir = {str(tmp_path)!r}
 {edit}
-applied = trainer.configure_performance(config)
+applied = trainer.configure_performance(config, {num_processes})
 print(applied and applied["source"], len(jax.devices("cpu")))
 """
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
