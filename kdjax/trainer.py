@@ -243,7 +243,7 @@ def _check_class_count(where: str, stage: ml_collections.ConfigDict, num_classes
   if stage.method == "dkp" and stage.loss.dkp_variant == "tail":
     try:
       pruning.check_arguments(stage.loss.temperature, stage.loss.gamma, "tail",
-                                     top_k=stage.loss.dkp_top_k, num_classes=num_classes)
+                              top_k=stage.loss.dkp_top_k, num_classes=num_classes)
     except ValueError as error:
       raise ValueError(f"{where}.loss.dkp_top_k: {error}") from error
 
@@ -333,15 +333,15 @@ def _claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True
   match their old behaviour, and the inputs (teachers' parameter hashes) they lack are
   trusted once and recorded.
 
-  Returns:
-    The ``dataset.worker_count`` an existing directory's record holds: kdjax 0.1 kept it in
-    the record (it does not change the batches, so it is not compared), and checkpoints of
-    that version do not store it. ``None`` for a new directory or a newer record.
-
   Args:
     directory: the stage directory.
     record: the stage record (``_stage_record``).
     write: whether this process writes the record (only the primary one, with several).
+
+  Returns:
+    The ``dataset.worker_count`` an existing directory's record holds: kdjax 0.1 kept it in
+    the record (it does not change the batches, so it is not compared), and checkpoints of
+    that version do not store it. ``None`` for a new directory or a newer record.
 
   Raises:
     ValueError: listing the differing fields, if the directory holds another config's run.

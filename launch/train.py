@@ -77,14 +77,15 @@ def main(argv):
     config.lock()  # locked already (lock_config=True); a config that failed to load says why
   except OSError as error:
     sys.exit(_load_error(error))
+  if not _DISTRIBUTED.value and any(f.present for f in (_COORDINATOR, _NUM_PROCESSES,
+                                                         _PROCESS_ID)):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
+                         "--distributed.")
   # Virtual CPU devices and the compilation cache, before anything starts JAX's backends.
   num_processes = _NUM_PROCESSES.value if _DISTRIBUTED.value else 1
   logging.info("performance settings: %s", trainer.configure_performance(config, num_processes))
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif any(f.present for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
-    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
-                         "--distributed.")
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value)
   except trainer.Preempted as stopped:

@@ -64,6 +64,17 @@ def test_export_and_load_with_provenance(tmp_path):
   assert provenance["parameter_hash"] == checkpoints.parameter_hash(variables)
 
 
+def test_provenance_that_is_not_json_leaves_the_earlier_export_intact(tmp_path):
+  directory = str(tmp_path / "net")
+  variables = {"params": {"w": jnp.ones(3)}}
+  checkpoints.export_network(directory, variables, {"model": "mlp"})
+  with pytest.raises(TypeError, match="not JSON serializable"):
+    checkpoints.export_network(directory, {"params": {"w": jnp.zeros(3)}},
+                               {"model": "mlp", "when": object()})
+  loaded = checkpoints.load_network(directory, variables, {"model": "mlp"})
+  np.testing.assert_array_equal(loaded["params"]["w"], np.ones(3))
+
+
 def test_provenance_mismatch_names_the_field(tmp_path):
   variables = {"params": {"w": jnp.ones((2, 2))}}
   checkpoints.export_network(str(tmp_path / "net"), variables,
