@@ -472,22 +472,16 @@ def test_binary_trains_as_two_processes_with_distributed(tmp_path, data_dir):
     assert len(json.load(f)["last_accuracy"]) == 2  # the config's two seeds
 
 
-def test_binary_refuses_process_flags_without_distributed(tmp_path):
+@pytest.mark.parametrize("flag, message", [
+    ("--config.stages.kd.loss.temprature=2.0", "temprature"),  # a misspelled config key
+    ("--num_processes=2", "--num_processes and --process_id need --distributed"),
+], ids=["misspelled config key", "process flags without --distributed"])
+def test_binary_refuses_bad_flags_before_writing_anything(tmp_path, flag, message):
   result = subprocess.run(
       [sys.executable, "-m", "launch.train", "--config=configs/quickstart.py",
-       f"--workdir={tmp_path}", "--num_processes=2"],
+       f"--workdir={tmp_path}", flag],
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
-  assert "--num_processes and --process_id need --distributed" in result.stderr
-  assert not os.listdir(tmp_path)
-
-
-def test_binary_refuses_a_misspelled_config_key(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "launch.train", "--config=configs/quickstart.py",
-       f"--workdir={tmp_path}", "--config.stages.kd.loss.temprature=2.0"],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert result.returncode != 0
-  assert "temprature" in result.stderr
+  assert message in result.stderr
   assert not os.listdir(tmp_path)
 
