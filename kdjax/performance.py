@@ -32,6 +32,11 @@ VM, jax/jaxlib 0.10.2, batch 128, CIFAR shapes; ratios from one process, see
   (same process, 8 devices), which brings it to the teacher forward plus the student step
   (1.00 instead of 1.05–1.11 in those runs). Not set on one device, where it slowed the
   student step (1.075).
+* **Patience at collectives** when batches are split
+  (``--xla_cpu_collective_call_{warn_stuck,terminate}_timeout_seconds``, 600 and 7200):
+  XLA:CPU's defaults (20 and 40 s) abort the process when one virtual device's thread is
+  late at a cross-device reduction, which a loaded host causes (a run at low priority
+  beside a test suite was killed at its first step); kdjax waits instead.
 
 What was measured and is **not** set (it did not help on that machine): XLA:CPU flags
 ``--xla_cpu_use_onednn``, ``--xla_cpu_experimental_onednn_custom_call``,
@@ -67,6 +72,14 @@ _DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
 # scheduler on 8 devices (teacher forward 0.98–1.01, student step 0.96–0.98); on 1 device it
 # made the student step 1.075× as long, so it is set only when batches are split.
 _SPLIT_BATCH_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+# Virtual devices meet at every cross-device reduction (BatchNorm statistics, gradients).
+# XLA:CPU aborts the whole process when one device's thread is 40 s late at such a meeting,
+# which happens on a loaded host (a training run at a low priority beside a test suite on 2
+# cores was killed at its first step). A late thread is starvation, not a deadlock: wait
+# for it (warn after 10 minutes, give up after 2 hours).
+_SPLIT_BATCH_PATIENCE = ("--xla_cpu_collective_call_warn_stuck_timeout_seconds=600",
+                         "--xla_cpu_collective_call_terminate_timeout_seconds=7200")
+_SPLIT_BATCH_FLAGS = (_SPLIT_BATCH_SCHEDULER, *_SPLIT_BATCH_PATIENCE)
 _ADDED_FLAGS: set[str] = set()  # what configure() appended to $XLA_FLAGS in this process
 
 
@@ -202,8 +215,9 @@ def configure(*,
     by ``XLA_FLAGS`` or ``jax.config`` before), or ``"too late"`` (JAX's backends were
     already initialised; the device count did not change; a warning says so when it differs
     from the one wanted); ``xla_flags`` are kdjax's flags in ``$XLA_FLAGS`` (the
-    memory-optimised scheduler, set only when ``source`` is ``"kdjax"`` and batches are
-    split: a device count chosen by the user, or a scheduler, is left alone).
+    memory-optimised scheduler and a patient wait for late devices at collectives, set
+    only when ``source`` is ``"kdjax"`` and batches are split: a device count chosen by the
+    user, or any of these options, is left alone).
 
   Raises:
     ValueError: on a non-positive ``num_cpu_devices``, bad batch sizes or image shape.
@@ -235,10 +249,11 @@ def configure(*,
             **cache}
   # XLA reads $XLA_FLAGS when it first compiles, which has not happened yet (the backends
   # are not running). The flag applies to every CPU program of this process and its children.
-  if wanted > 1:
-    _add_xla_flag(_SPLIT_BATCH_SCHEDULER)
-  else:
-    _remove_xla_flag(_SPLIT_BATCH_SCHEDULER)  # set by an earlier call that split batches
+  for flag in _SPLIT_BATCH_FLAGS:
+    if wanted > 1:
+      _add_xla_flag(flag)
+    else:
+      _remove_xla_flag(flag)  # set by an earlier call that split batches
   return {"num_cpu_devices": wanted, "source": "kdjax", "xla_flags": sorted(_ADDED_FLAGS),
           **cache}
 

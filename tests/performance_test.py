@@ -100,12 +100,19 @@ def test_configure_in_a_fresh_process_sets_virtual_devices():
   assert out == "kdjax 8 8"
 
 
+_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+_WARN = "--xla_cpu_collective_call_warn_stuck_timeout_seconds=600"
+_TERMINATE = "--xla_cpu_collective_call_terminate_timeout_seconds=7200"
+_USER_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"
+
+
 @pytest.mark.parametrize("image_shape, user_flags, expected", [
-    ((32, 32, 3), "", "8 ['--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'] "
-                      "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"),
+    ((32, 32, 3), "", f"8 {sorted([_SCHEDULER, _TERMINATE, _WARN])} "
+                      f"{_SCHEDULER} {_WARN} {_TERMINATE}"),
     ((8, 8, 1), "", "1 []"),  # one device: the default scheduler is faster there
-    ((32, 32, 3), "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT",
-     "8 [] --xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"),  # the user's choice stays
+    # the user's choice stays
+    ((32, 32, 3), _USER_SCHEDULER, f"8 {sorted([_TERMINATE, _WARN])} "
+                                   f"{_USER_SCHEDULER} {_WARN} {_TERMINATE}"),
 ])
 def test_configure_sets_the_scheduler_for_split_batches(image_shape, user_flags, expected):
   out = _run(f"""
@@ -128,6 +135,43 @@ def test_a_later_call_for_one_device_takes_the_scheduler_back():
       print(applied["xla_flags"], repr(os.environ["XLA_FLAGS"]))
       """, {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_enable_fast_math=false"})
   assert out == "[] '--xla_cpu_enable_fast_math=false'"
+
+
+_LATE_FIRST_DEVICE = """
+    import sys, time
+    from kdjax import performance
+    applied = performance.configure(batch_sizes=(128,), num_cpu_devices=2)
+    import jax, jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
+    mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+
+    def late_first(block):  # device 0 reaches the all-reduce 4 s after device 1
+      def host(v):
+        if v[0] == 0:
+          time.sleep(4.0)
+        return v
+      block = jax.pure_callback(host, jax.ShapeDtypeStruct(block.shape, block.dtype), block)
+      return jax.lax.psum(block, "data")
+
+    summed = jax.jit(jax.shard_map(late_first, mesh=mesh, in_specs=P("data"), out_specs=P()))
+    x = jax.device_put(jnp.arange(2.0), jax.sharding.NamedSharding(mesh, P("data")))
+    print(float(summed(x)[0]), len(applied["xla_flags"]))
+    """
+
+
+def test_a_late_virtual_device_is_waited_for_not_aborted():
+  # XLA aborts the process when a device is later than its terminate timeout (2 s here, a
+  # user's setting that configure leaves alone)...
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_cpu_collective_call_warn_stuck_timeout_seconds=1 "
+                       "--xla_cpu_collective_call_terminate_timeout_seconds=2")
+  aborted = subprocess.run([sys.executable, "-c", textwrap.dedent(_LATE_FIRST_DEVICE)],
+                           env=env, capture_output=True, text=True, timeout=120)
+  assert aborted.returncode != 0
+  assert "Termination timeout" in aborted.stderr
+  # ...and with kdjax's settings the late device is waited for.
+  assert _run(_LATE_FIRST_DEVICE, {"JAX_PLATFORMS": "cpu"}) == "1.0 3"
 
 
 def test_configure_keeps_the_users_device_count():
