@@ -1,0 +1,33 @@
+"""The teacher of the CIFAR results tables: resnet20 trained on CIFAR-10 (or CIFAR-100).
+
+  python -m launch.train --config=configs/results_cifar10_teacher.py \
+      --workdir=workdir/results/cifar10_teacher
+  python -m launch.train --config=configs/results_cifar10_teacher.py:cifar100 \
+      --workdir=workdir/results/cifar100_teacher
+
+The protocol that fits a 2-core CPU (docs/results.md gives the arithmetic): a resnet20
+instead of the papers' resnet110, 20 epochs instead of 200, pad-4 crop + flip, SGD with
+lr 0.1, momentum 0.9, weight decay 5e-4 (the short schedule's usual choice; the papers use
+1e-4 over 200 epochs), batch 128, LR ×0.1 at 50 % and ×0.01 at 75 %; evaluated every epoch.
+The students of the tables learn from this stage's exported last network (its export
+directory is passed to them as ``config.teacher_dirs.teacher``).
+"""
+
+from configs import base
+from configs import cifar10_teacher as c10
+
+EPOCHS = 20
+
+
+def get_config(dataset: str = "cifar10"):
+  if dataset not in ("cifar10", "cifar100"):
+    raise ValueError(f"dataset must be cifar10 or cifar100, got {dataset!r}")
+  config = c10.cifar10_config()
+  config.dataset.name = dataset
+  config.eval_every_steps = c10.epochs(1)
+  config.checkpoint_every_steps = c10.epochs(1)
+  config.stages.teacher = base.stage(
+      "resnet20", "scratch", num_steps=c10.epochs(EPOCHS), num_seeds=1,
+      optimizer=base.optimizer(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
+                               schedule="step", decay_at=(0.5, 0.75), decay_factor=0.1))
+  return config
