@@ -20,7 +20,8 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
   and evaluation summed over the stage's runs, and the hardware (backend, device kind and
   count, host CPU count) of each.
 
-At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every stage.
+At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every finished stage
+of the workdir (those of other configs run in it too).
 
 Reliability. A run killed at any moment (``kill -9``, a lost machine) and started again with
 the same command ends with the parameters, curves and exports of an uninterrupted run, bit
@@ -36,7 +37,7 @@ every step on the device and stop training (``config.nonfinite = "stop"``) befor
 checkpoint or export records the bad state, or are skipped (``"skip"``) and counted.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import dataclasses
 import json
 import os
@@ -933,6 +934,22 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   return result
 
 
+def _finished_results(workdir: str, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Every finished stage of ``workdir``: this run's ``results``, then other runs' by name.
+
+  A workdir shared by several configs (e.g. to share a teacher) keeps every config's
+  finished stages in its summary, not only the last run's.
+  """
+  names = {r["stage"] for r in results}
+  others = []
+  for name in sorted(os.listdir(os.path.join(workdir, "stages"))):
+    path = os.path.join(stage_dir(workdir, name), RESULT_FILE)
+    if name not in names and os.path.exists(path):
+      with open(path) as f:
+        others.append(json.load(f))
+  return [*results, *others]
+
+
 def configure_performance(config: ml_collections.ConfigDict,
                           num_processes: int | None = 1) -> dict[str, Any] | None:
   """Applies ``kdjax.performance.configure`` for this run; call before JAX starts.
@@ -1034,6 +1051,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                         f"command again to resume.")
       results.append(_run_stage(run, name, stop))
   if run.primary:
-    table = summary.write(results, workdir, title=f"kdjax run on {run.info.name}")
+    table = summary.write(_finished_results(workdir, results), workdir,
+                          title=f"kdjax run on {run.info.name}",
+                          num_classes=run.info.num_classes)
     print(table, flush=True)
   return results

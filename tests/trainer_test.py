@@ -122,6 +122,24 @@ class TestEndToEnd:
                                    "device_count": 8, "process_count": 1,
                                    "host_cpu_count": os.cpu_count()}]
 
+  def test_a_second_config_in_the_workdir_keeps_the_first_configs_stages(self, finished_run,
+                                                                         tmp_path):
+    config, workdir, _ = finished_run
+    shared = str(tmp_path / "shared")
+    shutil.copytree(workdir, shared)
+    second = _tiny_config(config.dataset.data_dir)
+    second.stages = base.stages()
+    second.stages.teacher = config.stages.teacher  # reused, as the README recommends
+    second.stages.kd_t2 = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=5)
+    second.stages.kd_t2.loss.temperature = 2.0
+    trainer.train_and_evaluate(second, shared)
+    rows = [line.split("|")[1].strip() for line in
+            open(os.path.join(shared, "summary.md")).read().splitlines()
+            if line.startswith("| ")][1:]
+    # This run's stages in its order, then the other finished stages by name.
+    assert rows == ["teacher", "kd_t2", "annealing_1", "annealing_2", "assistant", "dgkd",
+                    "dkp"]
+
   def test_annealing_stage_two_starts_from_each_seeds_stage_one(self, finished_run):
     _, workdir, _ = finished_run
     hashes = [checkpoints.read_provenance(trainer.export_dir(workdir, "annealing_1", i))[
