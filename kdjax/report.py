@@ -61,6 +61,8 @@ class Table(NamedTuple):
     spec: the table's spec (see the module docstring), checked by :func:`check_spec`.
     config: the run config whose stages and ``teacher_dirs`` the rows read.
     workdirs: the directories of the runs of ``config``, as given.
+
+  Example: see :func:`load_table`.
   """
   name: str
   spec: Mapping[str, Any]
@@ -268,6 +270,19 @@ def table_rows(table: Table) -> list[dict[str, Any]]:
 
   Raises:
     ValueError: if two workdirs hold the same seed of a stage.
+
+  Example:
+    >>> import json, tempfile
+    >>> workdir = tempfile.mkdtemp()
+    >>> table = load_table("configs/results_cifar10_teacher.py", [workdir])
+    >>> [row["status"] for row in table_rows(table)]
+    ['not started']
+    >>> os.makedirs(trainer.stage_dir(workdir, "teacher"))  # started, nothing logged yet
+    >>> with open(os.path.join(trainer.stage_dir(workdir, "teacher"),
+    ...                        trainer.STAGE_CONFIG_FILE), "w") as f:
+    ...   json.dump({"stage": {"num_steps": 7800}}, f)
+    >>> [(row["status"], row["running"][0][1:]) for row in table_rows(table)]
+    [('running', (0, 7800))]
   """
   rows = []
   for spec_row in table.spec["rows"]:
@@ -288,12 +303,12 @@ def table_rows(table: Table) -> list[dict[str, Any]]:
   return rows
 
 
-def _teacher_line(name: str, model: str, directory: str) -> str:
+def _teacher_line(name: str, directory: str) -> str:
   """Describes a ``config.teacher_dirs`` teacher from its export and its stage's result."""
   try:
     provenance = checkpoints.read_provenance(directory)
   except FileNotFoundError:
-    return f"- Teacher `{name}` ({model}): no export in `{directory}` yet."
+    return f"- Teacher `{name}`: no export in `{directory}` yet."
   kind = os.path.basename(os.path.normpath(directory))
   text = (f"- Teacher `{name}`: {provenance['model']}, the {kind} network of stage "
           f"`{provenance.get('stage', '?')}` (seed {provenance.get('seed', '?')}, step "
@@ -324,6 +339,17 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
   Returns:
     ``(markdown, records)``: the section (title, notes, teachers, table, sources), and the
     pooled records of its finished rows, labelled with the rows' labels.
+
+  Example:
+    >>> import tempfile
+    >>> table = load_table("configs/results_cifar10_teacher.py", [tempfile.mkdtemp()])
+    >>> text, records = table_markdown(table)
+    >>> print(text.splitlines()[0])
+    ## Teacher of the CIFAR-10 tables
+    >>> print(next(line for line in text.splitlines() if line.startswith("| resnet20")))
+    | resnet20 (scratch) | 91.25 [1] | 164 epochs ... | 0 of 1 (not started) | — | — | ...
+    >>> records  # nothing finished: nothing to plot
+    []
   """
   spec, rows = table.spec, table_rows(table)
   lines = [f"## {spec['title']}", ""]
@@ -332,8 +358,8 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
   lines += [f"Config `{table.name}`, run in {', '.join(f'`{w}`' for w in table.workdirs)}.",
             ""]
   teacher_dirs = table.config.teacher_dirs
-  for name in teacher_dirs:
-    lines.append(_teacher_line(name, teacher_dirs[name].model, teacher_dirs[name].directory))
+  for name, entry in teacher_dirs.items():
+    lines.append(_teacher_line(name, entry if isinstance(entry, str) else entry.directory))
   if len(teacher_dirs):
     lines.append("")
   sources: list[str] = []
@@ -403,6 +429,13 @@ def write(tables: Sequence[Table], output_dir: str, command: str) -> list[str]:
 
   Raises:
     ValueError: if two tables would share a plot file, or two workdirs hold one seed.
+
+  Example:
+    >>> import tempfile
+    >>> output_dir = tempfile.mkdtemp()
+    >>> table = load_table("configs/results_cifar10_teacher.py", [tempfile.mkdtemp()])
+    >>> [os.path.basename(p) for p in write([table], output_dir, "python -m launch.report")]
+    ['results.md']
   """
   names = [plot_file(t) for t in tables]
   if len(set(names)) < len(names):

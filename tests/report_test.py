@@ -235,3 +235,12 @@ def test_binary_writes_the_report_and_refuses_a_bad_table(runs, tmp_path):
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines()[-1].startswith(
       f"error: --table='{config_file}' must be CONFIG_FILE[:ARG]=WORKDIR")
+
+
+def test_a_teacher_not_exported_yet_is_said_so(runs, tmp_path):
+  config_file, workdirs = runs
+  export = os.path.join(str(tmp_path / "teacher"), "stages", "teacher", "export", "seed0",
+                        "last")
+  os.remove(os.path.join(export, "provenance.json"))
+  text, _ = report.table_markdown(report.load_table(config_file, workdirs))
+  assert f"- Teacher `teacher`: no export in `{export}` yet." in text.splitlines()
