@@ -314,10 +314,12 @@ def _teacher_line(name: str, directory: str) -> str:
           f"`{provenance.get('stage', '?')}` (seed {provenance.get('seed', '?')}, step "
           f"{provenance.get('step', '?')}) in `{directory}`: "
           f"**{100 * provenance['accuracy']:.2f} %** test accuracy")
-  stage_directory = os.path.dirname(os.path.dirname(os.path.dirname(os.path.normpath(
-      directory))))
+  # An export inside a workdir (STAGE/export/seed<i>/<kind>) has its stage's result beside.
+  seed_directory = os.path.dirname(os.path.normpath(directory))
+  stage_directory = os.path.dirname(os.path.dirname(seed_directory))
   result_path = os.path.join(stage_directory, trainer.RESULT_FILE)
-  if not os.path.exists(result_path):
+  if (os.path.basename(os.path.dirname(seed_directory)) != "export"
+      or not os.path.exists(result_path)):
     return text + "."
   result = _read_json(result_path)
   config_path = os.path.join(stage_directory, trainer.STAGE_CONFIG_FILE)
@@ -421,7 +423,7 @@ def write(tables: Sequence[Table], output_dir: str, command: str) -> list[str]:
 
   Args:
     tables: the tables, in the order they appear.
-    output_dir: an existing directory (``docs``).
+    output_dir: the directory (``docs``); created if missing.
     command: the command that regenerates the report, quoted at its top.
 
   Returns:
@@ -437,6 +439,7 @@ def write(tables: Sequence[Table], output_dir: str, command: str) -> list[str]:
     >>> [os.path.basename(p) for p in write([table], output_dir, "python -m launch.report")]
     ['results.md']
   """
+  os.makedirs(output_dir, exist_ok=True)
   names = [plot_file(t) for t in tables]
   if len(set(names)) < len(names):
     raise ValueError(f"report: two tables share the plot file of {names}; give each "
