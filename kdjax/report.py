@@ -25,11 +25,17 @@ row shows, as mean ± sample std over seeds (in %),
 
 the accuracy of the last network and of the best evaluation, the seeds found (``2 of 3``
 when a seed is missing), epochs, augmentation, the accuracy of the stage's teachers as the
-trainer measured it, the wall time (setup, training and evaluation of all the stage's seeds,
-summed over resumed runs) and the hardware. A stage without ``result.json`` is shown as
-running (with its last logged step) or not started, never with a number. Teachers given by
-``config.teacher_dirs`` (exports of another workdir) are described above the table from
-their export's provenance record and their stage's ``result.json``.
+trainer measured it, the wall time (everything the runs of all the stage's seeds took,
+summed over resumed runs: setup, train steps with their compilation, evaluations,
+checkpoint saves and exports) and the hardware. A stage without ``result.json`` is shown
+as running (with its last logged step) or not started, never with a number; so is a stage
+whose ``stage_config.json`` differs from the table's config (a result of an earlier
+version of it: other epochs, method, loss or dataset fields, or a teacher retrained since),
+shown as stale. Workdirs pooled into one row must hold runs of one protocol (stage config,
+teachers and their accuracy, evaluation steps); the report refuses others. Teachers given
+by ``config.teacher_dirs`` (exports of another workdir) are described above the table from
+their export's provenance record; their accuracy is shown once their stage's
+``result.json`` is beside the export (``STAGE/export/seed<i>/<kind>``).
 
 The same workdirs give the same files, byte for byte: nothing depends on the date, the
 machine or the order of directory listings.
@@ -115,9 +121,10 @@ def check_spec(spec: Mapping[str, Any], config: ml_collections.ConfigDict) -> No
                        f"its table.")
     labels.add(label)
     paper = row.get("paper")
-    if paper is not None and not (isinstance(paper, (int, float)) and 0 <= paper <= 100):
-      raise ValueError(f"report row {i} ({label}): {paper=} must be an accuracy in % "
-                       f"(0 to 100) or None.")
+    if paper is not None and (isinstance(paper, bool) or not isinstance(paper, (int, float))
+                              or not 1 < paper <= 100):
+      raise ValueError(f"report row {i} ({label}): {paper=} must be an accuracy in %, "
+                       f"above 1 and at most 100 (88.45, not 0.8845), or None.")
     if paper is not None and not row.get("source"):
       raise ValueError(f"report row {i} ({label}): the paper's number {paper} needs its "
                        f"source.")
@@ -166,16 +173,92 @@ def _read_json(path: str) -> Any:
     return json.load(f)
 
 
-def _stage_runs(workdir: str, name: str) -> dict[str, Any]:
-  """What ``workdir`` holds of stage ``name``: its result, or how far it got."""
+def _normalized(value: Any) -> Any:
+  """``value`` as a JSON file holds it (tuples as lists, keys as strings)."""
+  return json.loads(json.dumps(value, default=list))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+  """The dotted paths at which two JSON values differ."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for key in sorted(set(old) | set(new)):
+      out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+    return out
+  return [] if old == new else [prefix]
+
+
+def _protocol_record(record: Mapping[str, Any]) -> dict[str, Any]:
+  """What a stage record says of the protocol: the stage's config and the dataset's.
+
+  The data's location and the number of input workers do not change the batches (the
+  trainer does not compare them either); the seeds do not change the protocol, and
+  workdirs that ran other seeds of one config are pooled.
+  """
+  return {"stage": record.get("stage"),
+          "dataset": {k: v for k, v in (record.get("dataset") or {}).items()
+                      if k not in ("data_dir", "worker_count")}}
+
+
+def _teacher_hashes(record: Mapping[str, Any]) -> dict[str, Any]:
+  """The recorded parameter hash of each teacher a stage read (empty for old records)."""
+  teachers = (record.get("inputs") or {}).get("teachers") or {}
+  return {name: entry.get("parameter_hash") for name, entry in teachers.items()}
+
+
+def _current_hash(directory: str) -> str | None:
+  """The parameter hash of the export in ``directory``; ``None`` where there is none."""
+  try:
+    return checkpoints.read_provenance(directory)["parameter_hash"]
+  except FileNotFoundError:
+    return None
+
+
+def _config_changes(record: Mapping[str, Any], config: ml_collections.ConfigDict,
+                    workdir: str, name: str) -> list[str]:
+  """Where a stage record departs from ``config``: fields, and networks retrained since.
+
+  The stage's config and dataset are compared with the config's, as the trainer compares
+  them before it reuses a stage; the parameter hashes of the teachers and initializations
+  the stage read are compared with those of the networks exported now, where both exist.
+  """
+  expected = _protocol_record({"stage": _normalized(config.stages[name].to_dict()),
+                               "dataset": _normalized(config.dataset.to_dict())})
+  changes = _differences(_protocol_record(record), expected)
+  stage = config.stages[name]
+  for teacher, recorded in _teacher_hashes(record).items():
+    directory = (trainer.export_dir(workdir, teacher) if teacher in config.stages else
+                 config.teacher_dirs[teacher].directory if teacher in config.teacher_dirs
+                 else None)
+    current = directory and _current_hash(directory)
+    if current is not None and current != recorded:
+      changes.append(f"teacher {teacher}")
+  inits = (record.get("inputs") or {}).get("init_from") or []
+  if stage.init_from and any(
+      _current_hash(trainer.export_dir(workdir, stage.init_from, i)) not in (None, recorded)
+      for i, recorded in enumerate(inits)):
+    changes.append(f"init_from {stage.init_from}")
+  return changes
+
+
+def _stage_runs(workdir: str, config: ml_collections.ConfigDict,
+                name: str) -> dict[str, Any]:
+  """What ``workdir`` holds of stage ``name``: its result, how far it got, or that its
+  record belongs to another version of ``config`` (stale)."""
   directory = trainer.stage_dir(workdir, name)
   result_path = os.path.join(directory, trainer.RESULT_FILE)
   config_path = os.path.join(directory, trainer.STAGE_CONFIG_FILE)
-  if os.path.exists(result_path):
-    return {"status": "finished", "result": _read_json(result_path),
-            "record": _read_json(config_path) if os.path.exists(config_path) else {}}
   if not os.path.exists(config_path):
+    if os.path.exists(result_path):  # a result that cannot be told apart from an older one
+      return {"status": "stale", "changes": [trainer.STAGE_CONFIG_FILE + " missing"]}
     return {"status": "not started"}
+  record = _read_json(config_path)
+  changes = _config_changes(record, config, workdir, name)
+  if changes:
+    return {"status": "stale", "changes": changes}
+  if os.path.exists(result_path):
+    return {"status": "finished", "result": _read_json(result_path), "record": record,
+            "workdir": workdir}
   step = 0
   metrics = os.path.join(directory, "metrics.jsonl")
   if os.path.exists(metrics):
@@ -183,8 +266,7 @@ def _stage_runs(workdir: str, name: str) -> dict[str, Any]:
       lines = [line for line in f if line.strip()]
     if lines:
       step = json.loads(lines[-1])["step"]
-  return {"status": "running", "step": step,
-          "num_steps": _read_json(config_path)["stage"]["num_steps"]}
+  return {"status": "running", "step": step, "num_steps": record["stage"]["num_steps"]}
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -218,7 +300,8 @@ def _cost(results: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
   if any("cost" not in r for r in results):
     return "not recorded", "not recorded"
   costs = [r["cost"] for r in results]
-  seconds = sum(c["setup_seconds"] + c["train_seconds"] + c["eval_seconds"] for c in costs)
+  # setup, train, eval and (since they are timed apart) checkpoint seconds: all of the run
+  seconds = sum(v for c in costs for k, v in c.items() if k.endswith("_seconds"))
   at_least = "≥ " if any(c["untimed_steps"] for c in costs) else ""
   return at_least + _duration(seconds), _hardware([h for c in costs for h in c["hardware"]])
 
@@ -236,23 +319,48 @@ def _protocol(result: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[str
   return epochs, augmentation
 
 
+# What a finished result says of how it was obtained: equal in every record pooled.
+_POOLED_PROTOCOL = ("model", "method", "teachers", "num_steps", "epochs", "init_from", "mixup",
+                    "dataset", "teacher_accuracy")
+
+
 def _pool(finished: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
-  """One record of the seeds of stage ``name`` found in several workdirs."""
-  seeds = [s for r in finished for s in r["seeds"]]
+  """One record of the seeds of stage ``name`` found in several workdirs.
+
+  Args:
+    finished: the finished runs (``_stage_runs``) of the stage, one per workdir.
+    name: the stage's name, for the errors.
+
+  Raises:
+    ValueError: naming the workdirs, if two hold the same seed, or runs of another protocol
+      (stage config, dataset, teachers and their accuracy, evaluation steps).
+  """
+  seeds = [s for r in finished for s in r["result"]["seeds"]]
   if len(set(seeds)) < len(seeds):
     raise ValueError(f"report: stage {name!r} has seeds {seeds} over its workdirs; each "
                      f"seed may come from one workdir only.")
-  pooled = dict(finished[0])
+  first = finished[0]
+  for other in finished[1:]:
+    differences = _differences(_protocol_record(first["record"]),
+                               _protocol_record(other["record"]))
+    differences += [f"teacher {t}" for t in _differences(_teacher_hashes(first["record"]),
+                                                         _teacher_hashes(other["record"]))]
+    differences += [f"result.{key}" for key in _POOLED_PROTOCOL
+                    if first["result"].get(key) != other["result"].get(key)]
+    if first["result"]["curve"]["step"] != other["result"]["curve"]["step"]:
+      differences.append("result.curve.step")
+    if differences:
+      raise ValueError(
+          f"report: stage {name!r} ran differently in {first['workdir']!r} and "
+          f"{other['workdir']!r} ({', '.join(sorted(set(differences)))}); their seeds cannot "
+          f"be pooled. Give the table the workdirs of one protocol.")
+  results = [r["result"] for r in finished]
+  pooled = dict(results[0])
   for key in ("seeds", "last_accuracy", "best_accuracy"):
-    pooled[key] = [v for r in finished for v in r[key]]
-  if all(r["curve"]["step"] == finished[0]["curve"]["step"] for r in finished):
-    pooled["curve"] = {"step": finished[0]["curve"]["step"], "accuracy": [
-        [a for r in finished for a in np.reshape(r["curve"]["accuracy"][e], -1).tolist()]
-        for e in range(len(finished[0]["curve"]["step"]))]}
-  teachers = {}
-  for teacher in finished[0]["teacher_accuracy"]:
-    teachers[teacher] = float(np.mean([r["teacher_accuracy"][teacher] for r in finished]))
-  pooled["teacher_accuracy"] = teachers
+    pooled[key] = [v for r in results for v in r[key]]
+  pooled["curve"] = {"step": results[0]["curve"]["step"], "accuracy": [
+      [a for r in results for a in np.reshape(r["curve"]["accuracy"][e], -1).tolist()]
+      for e in range(len(results[0]["curve"]["step"]))]}
   return pooled
 
 
@@ -264,12 +372,16 @@ def table_rows(table: Table) -> list[dict[str, Any]]:
 
   Returns:
     Per row, the spec's fields plus ``status`` (``"finished"`` when at least one workdir
-    holds a finished run of the stage, else ``"running"`` or ``"not started"``),
-    ``expected_seeds``, ``running`` (``[(workdir, step, num_steps)]`` of unfinished runs)
-    and, when finished, ``result`` (the pooled record) and ``records`` (the finished ones).
+    holds a finished run of the stage, else ``"running"``, ``"stale"`` or
+    ``"not started"``), ``expected_seeds``, ``running`` (``[(workdir, step, num_steps)]``
+    of unfinished runs), ``stale`` (``[(workdir, changes)]`` of runs of another version of
+    the config: its stage or dataset fields that differ, teachers or initializations
+    retrained since) and, when finished, ``result`` (the pooled record) and ``records``
+    (the finished runs).
 
   Raises:
-    ValueError: if two workdirs hold the same seed of a stage.
+    ValueError: if two workdirs hold the same seed of a stage, or runs of the stage that
+      differ in protocol, teachers or evaluation steps.
 
   Example:
     >>> import json, tempfile
@@ -278,56 +390,69 @@ def table_rows(table: Table) -> list[dict[str, Any]]:
     >>> [row["status"] for row in table_rows(table)]
     ['not started']
     >>> os.makedirs(trainer.stage_dir(workdir, "teacher"))  # started, nothing logged yet
-    >>> with open(os.path.join(trainer.stage_dir(workdir, "teacher"),
-    ...                        trainer.STAGE_CONFIG_FILE), "w") as f:
-    ...   json.dump({"stage": {"num_steps": 7800}}, f)
+    >>> record = {"stage": table.config.stages.teacher.to_dict(),
+    ...           "dataset": table.config.dataset.to_dict()}
+    >>> def write_record():
+    ...   with open(os.path.join(trainer.stage_dir(workdir, "teacher"),
+    ...                          trainer.STAGE_CONFIG_FILE), "w") as f:
+    ...     json.dump(record, f)
+    >>> write_record()
     >>> [(row["status"], row["running"][0][1:]) for row in table_rows(table)]
     [('running', (0, 7800))]
+    >>> record["stage"]["num_steps"] = 3900  # run by an earlier version of the config
+    >>> write_record()
+    >>> [(row["status"], row["stale"][0][1]) for row in table_rows(table)]
+    [('stale', ['stage.num_steps'])]
   """
   rows = []
   for spec_row in table.spec["rows"]:
     name = spec_row["stage"]
     stage = table.config.stages[name]
-    runs = [(w, _stage_runs(w, name)) for w in table.workdirs]
+    runs = [(w, _stage_runs(w, table.config, name)) for w in table.workdirs]
     finished = [run for _, run in runs if run["status"] == "finished"]
     running = [(w, run["step"], run["num_steps"]) for w, run in runs
                if run["status"] == "running"]
+    stale = [(w, run["changes"]) for w, run in runs if run["status"] == "stale"]
     row = {"paper": None, "source": "", "protocol": "", **spec_row,
-           "expected_seeds": stage.num_seeds or table.config.num_seeds, "running": running}
+           "expected_seeds": stage.num_seeds or table.config.num_seeds, "running": running,
+           "stale": stale}
     if finished:
-      row.update(status="finished", result=_pool([r["result"] for r in finished], name),
-                 records=finished)
+      row.update(status="finished", result=_pool(finished, name), records=finished)
     else:
-      row["status"] = "running" if running else "not started"
+      row["status"] = "running" if running else "stale" if stale else "not started"
     rows.append(row)
   return rows
 
 
 def _teacher_line(name: str, directory: str) -> str:
-  """Describes a ``config.teacher_dirs`` teacher from its export and its stage's result."""
+  """Describes a ``config.teacher_dirs`` teacher from its export and its stage's result.
+
+  An export lies in its stage's directory (``STAGE/export/seed<i>/<kind>``; a committed
+  teacher is a copy of that stage directory). Its accuracy is shown only once the stage's
+  ``result.json`` exists: the ``best`` export is rewritten while the stage still trains.
+  """
   try:
     provenance = checkpoints.read_provenance(directory)
   except FileNotFoundError:
     return f"- Teacher `{name}`: no export in `{directory}` yet."
-  kind = os.path.basename(os.path.normpath(directory))
-  text = (f"- Teacher `{name}`: {provenance['model']}, the {kind} network of stage "
-          f"`{provenance.get('stage', '?')}` (seed {provenance.get('seed', '?')}, step "
-          f"{provenance.get('step', '?')}) in `{directory}`: "
-          f"**{100 * provenance['accuracy']:.2f} %** test accuracy")
-  # An export inside a workdir (STAGE/export/seed<i>/<kind>) has its stage's result beside.
-  seed_directory = os.path.dirname(os.path.normpath(directory))
-  stage_directory = os.path.dirname(os.path.dirname(seed_directory))
+  stage_directory = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.normpath(directory))))
+  stage = provenance.get("stage", "?")
+  text = (f"- Teacher `{name}`: {provenance['model']}, exported by stage `{stage}` (seed "
+          f"{provenance.get('seed', '?')}, step {provenance.get('step', '?')}) in "
+          f"`{directory}`")
   result_path = os.path.join(stage_directory, trainer.RESULT_FILE)
-  if (os.path.basename(os.path.dirname(seed_directory)) != "export"
-      or not os.path.exists(result_path)):
-    return text + "."
+  if not os.path.exists(result_path):
+    return (text + f"; stage `{stage}` is not finished (no {trainer.RESULT_FILE} in "
+            f"`{stage_directory}`), so no accuracy is shown.")
   result = _read_json(result_path)
   config_path = os.path.join(stage_directory, trainer.STAGE_CONFIG_FILE)
   record = _read_json(config_path) if os.path.exists(config_path) else {}
   epochs, augmentation = _protocol(result, record)
   wall, hardware = _cost([result])
   best = max(range(len(result["best_accuracy"])), key=lambda i: result["best_accuracy"][i])
-  return (text + f"; its stage's last {_mean_std(result['last_accuracy'])} %, best "
+  return (text + f": **{100 * provenance['accuracy']:.2f} %** test accuracy; its stage's "
+          f"last {_mean_std(result['last_accuracy'])} %, best "
           f"{100 * result['best_accuracy'][best]:.2f} % (step {result['best_step'][best]}); "
           f"{epochs} epochs, augmentation {augmentation}; {wall} on {hardware}.")
 
@@ -376,18 +501,21 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
         sources.append(row["source"])
       paper = f"{row['paper']:.2f} [{sources.index(row['source']) + 1}]"
     cells = [row["label"], paper, row["protocol"] or "—"]
-    running = "; ".join(f"running in `{w}`: step {step} of {num_steps}"
-                        for w, step, num_steps in row["running"])
+    unfinished = "; ".join(
+        [f"running in `{w}`: step {step} of {num_steps}"
+         for w, step, num_steps in row["running"]]
+        + [f"stale (config changed: {', '.join(changes)}) in `{w}`"
+           for w, changes in row["stale"]])
     if row["status"] != "finished":
-      status = running or "not started"
+      status = unfinished or "not started"
       cells += [f"0 of {row['expected_seeds']} ({status})"] + ["—"] * 7
     else:
       result = row["result"]
       found = len(result["seeds"])
       seeds = (str(found) if found >= row["expected_seeds"] else
                f"{found} of {row['expected_seeds']}")
-      if running:
-        seeds += f" ({running})"
+      if unfinished:
+        seeds += f" ({unfinished})"
       epochs, augmentation = _protocol(result, row["records"][0]["record"])
       wall, hardware = _cost([r["result"] for r in row["records"]])
       teachers = result["teacher_accuracy"]
@@ -451,9 +579,11 @@ def write(tables: Sequence[Table], output_dir: str, command: str) -> list[str]:
       "Test accuracy in %, mean ± sample std over seeds. *last*: the network at the end of "
       "training; *best*: the best evaluation of the run (what the papers report, a "
       "selection on the test set). *teacher*: the accuracy of the stage's teachers, "
-      "measured before it trained. *wall time*: setup, training and evaluation of all the "
-      "stage's seeds together, summed over resumed runs. A stage without a result is "
-      "shown as running or not started, never with a number.", ""]
+      "measured before it trained. *wall time*: everything a stage's runs took for all its "
+      "seeds together, summed over resumed runs: setup (teacher checks and logit cache), "
+      "train steps with their compilation, evaluations, checkpoint saves and exports. A "
+      "stage without a result is shown as running or not started, and one whose recorded "
+      "config differs from its config's as stale, never with a number.", ""]
   paths = [os.path.join(output_dir, REPORT_FILE)]
   for table, name in zip(tables, names, strict=True):
     text, plotted = table_markdown(table)

@@ -16,9 +16,10 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
 * ``metrics.jsonl`` and TensorBoard events; ``result.json`` once the stage is complete — a
   complete stage is reused, not retrained. Besides accuracies and curves it records the
   protocol (dataset with its class and train-example counts, batch size, augmentation,
-  epochs) and the cost: wall seconds of setup (teacher checks and logit cache), training
-  and evaluation summed over the stage's runs, and the hardware (backend, device kind and
-  count, host CPU count) of each.
+  epochs) and the cost: wall seconds of setup (teacher checks and logit cache), train steps
+  (their compilation included), evaluation, and checkpoint saves with network exports,
+  summed over the stage's runs, and the hardware (backend, device kind and count, host CPU
+  count) of each.
 
 At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every finished stage
 of the workdir (those of other configs run in it too).
@@ -794,11 +795,13 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     iterator = run.train_iterator(worker_count)
   # The cost of the runs before this one, saved with the checkpoint; a checkpoint written
   # before kdjax recorded costs leaves its steps untimed.
-  earlier = progress.get("cost") or {"setup_seconds": 0.0, "train_seconds": 0.0,
-                                     "eval_seconds": 0.0, "runs": 0, "hardware": [],
-                                     "untimed_steps": step}
+  earlier = {"checkpoint_seconds": 0.0,  # absent from costs saved before it was timed apart
+             **(progress.get("cost") or {"setup_seconds": 0.0, "train_seconds": 0.0,
+                                         "eval_seconds": 0.0, "runs": 0, "hardware": [],
+                                         "untimed_steps": step})}
   hardware = _hardware()
   setup_seconds, eval_seconds = time.perf_counter() - started, 0.0
+  checkpoint_seconds = 0.0  # checkpoint saves and network exports
   if run.primary:
     _rewind_metrics(directory, step)
   health = run.place(finite_guard.healthy(num_seeds, len(names)))
@@ -807,11 +810,14 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   provenance = {**_provenance(stage.model, info), "stage": name, "method": stage.method}
 
   def export(kind: str, i: int, states, step: int, accuracy: float) -> None:
+    nonlocal checkpoint_seconds
+    start = time.perf_counter()
     student = jax.device_get(jax.tree.map(lambda x: x[i], states))
     variables = {"params": student.params, **student.model_state}
     checkpoints.export_network(export_dir(run.workdir, name, i, kind), variables,
                                {**provenance, "seed": seeds[i], "step": step,
                                 "accuracy": accuracy})
+    checkpoint_seconds += time.perf_counter() - start
 
   def check_health(step: int) -> None:
     """Reads the device's record of non-finite steps: stops ("stop") or counts ("skip")."""
@@ -835,20 +841,29 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     checked_since = step
 
   def charge() -> None:
-    """Sets ``progress["cost"]`` to the totals of this run and the earlier ones."""
-    train_seconds = time.perf_counter() - started - setup_seconds - eval_seconds
+    """Sets ``progress["cost"]`` to the totals of this run and the earlier ones.
+
+    ``train_seconds`` is what remains of the wall time: train steps, their compilation and
+    the logging between them.
+    """
+    train_seconds = (time.perf_counter() - started - setup_seconds - eval_seconds
+                     - checkpoint_seconds)
     progress["cost"] = {
         "setup_seconds": earlier["setup_seconds"] + setup_seconds,
         "train_seconds": earlier["train_seconds"] + train_seconds,
         "eval_seconds": earlier["eval_seconds"] + eval_seconds,
+        "checkpoint_seconds": earlier["checkpoint_seconds"] + checkpoint_seconds,
         "runs": earlier["runs"] + 1,
         "hardware": earlier["hardware"] + [hardware] * (hardware not in earlier["hardware"]),
         "untimed_steps": earlier["untimed_steps"]}
 
   def save(step: int) -> None:
+    nonlocal checkpoint_seconds
     charge()  # the time after the last checkpoint is lost with its steps on a hard kill
+    start = time.perf_counter()
     ckpts.save(step, states, {"iterator": iterator.get_state(), "progress": progress,
                               "worker_count": worker_count})
+    checkpoint_seconds += time.perf_counter() - start
 
   writer = metric_writers.MetricWriter(directory) if run.primary else None
   bar = tqdm.tqdm(total=num_steps, initial=step, desc=name, unit="step", dynamic_ncols=True,

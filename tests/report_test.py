@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -50,9 +52,11 @@ CONFIG = textwrap.dedent('''\
               ]}
     ''')
 
-COST = {"setup_seconds": 20.0, "train_seconds": 3000.0, "eval_seconds": 580.0, "runs": 2,
+COST = {"setup_seconds": 20.0, "train_seconds": 2900.0, "eval_seconds": 580.0,
+        "checkpoint_seconds": 100.0, "runs": 2,
         "hardware": [{"backend": "cpu", "device_kind": "cpu", "device_count": 8,
                       "process_count": 1, "host_cpu_count": 2}], "untimed_steps": 0}
+TEACHER_HASH = "abc"
 
 
 def _write_json(path, value):
@@ -61,16 +65,22 @@ def _write_json(path, value):
     json.dump(value, f)
 
 
-def _stage_record(num_steps, augmentation="none"):
-  return {"stage": {"num_steps": num_steps},
-          "dataset": {"name": "cifar10", "augmentation": augmentation, "batch_size": 128}}
+def _stage_record(config, name, seeds, teacher_hash=TEACHER_HASH):
+  """The stage_config.json the trainer writes for ``config``'s stage ``name``."""
+  stage = json.loads(json.dumps(config.stages[name].to_dict(), default=list))
+  dataset = {k: v for k, v in config.dataset.to_dict().items()
+             if k not in ("data_dir", "worker_count")}
+  inputs = {"teachers": {t: {"model": "resnet20", "parameter_hash": teacher_hash}
+                         for t in stage["teachers"]}}
+  return {"stage": stage, "dataset": json.loads(json.dumps(dataset, default=list)),
+          "seed": seeds[0], "num_seeds": len(seeds), "inputs": inputs}
 
 
 def _finish(workdir, name, seeds, last, best, *, num_steps=100, teachers=("teacher",),
-            teacher_accuracy=0.9, init_from="", old=False):
+            teacher_accuracy=0.9, init_from="", old=False, record=None):
   """Writes a finished stage: its record and a result.json as the trainer writes them."""
   directory = trainer.stage_dir(workdir, name)
-  _write_json(os.path.join(directory, trainer.STAGE_CONFIG_FILE), _stage_record(num_steps))
+  _write_json(os.path.join(directory, trainer.STAGE_CONFIG_FILE), record)
   result = {
       "stage": name, "model": "resnet8", "method": "kd", "teachers": list(teachers),
       "seeds": seeds, "last_accuracy": last, "best_accuracy": best,
@@ -87,31 +97,58 @@ def _finish(workdir, name, seeds, last, best, *, num_steps=100, teachers=("teach
   _write_json(os.path.join(directory, trainer.RESULT_FILE), result)
 
 
+def make_runs(root, reverse=False):
+  """A teacher workdir, and two student workdirs (seed 0 in one, seeds 1-2 in the other).
+
+  With ``reverse``, the same files are written in the reverse order.
+  """
+  teacher_workdir = os.path.join(root, "teacher")
+  export = trainer.export_dir(teacher_workdir, "teacher", 0, "last")
+  config_file = os.path.join(root, "table.py")
+  os.makedirs(root, exist_ok=True)
+  with open(config_file, "w") as f:
+    f.write(f"TEACHER = {export!r}\n" + CONFIG)
+  config = report.load_table(config_file, [root]).config
+  a, b = os.path.join(root, "a"), os.path.join(root, "b")
+
+  def finish(workdir, name, seeds, *args, **kwargs):
+    return lambda: _finish(workdir, name, seeds, *args, record=_stage_record(
+        config, name, seeds), **kwargs)
+
+  def teacher():
+    _finish(teacher_workdir, "teacher", [0], [0.9150], [0.9210], num_steps=7800, teachers=(),
+            record={"stage": {"num_steps": 7800}})
+    _write_json(os.path.join(export, "provenance.json"),
+                {"model": "resnet20", "num_classes": 10, "dataset": "cifar10",
+                 "stage": "teacher", "method": "scratch", "seed": 0, "step": 7800,
+                 "accuracy": 0.9150, "parameter_hash": TEACHER_HASH})
+
+  def running():  # dkp: started, not finished
+    directory = trainer.stage_dir(a, "dkp")
+    _write_json(os.path.join(directory, trainer.STAGE_CONFIG_FILE),
+                _stage_record(config, "dkp", [0, 1, 2]))
+    with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
+      f.write(json.dumps({"step": 40, "split": "eval", "accuracy": 0.4321}) + "\n")
+
+  writes = [
+      teacher,
+      finish(a, "scratch", [0], [0.80], [0.81], teachers=()),
+      finish(b, "scratch", [1, 2], [0.84, 0.85], [0.86, 0.88], teachers=()),
+      finish(a, "kd", [0, 1], [0.83, 0.85], [0.84, 0.86]),  # seed 2 missing
+      finish(a, "annealing_1", [0, 1, 2], [0.7, 0.7, 0.7], [0.7, 0.7, 0.7]),
+      finish(a, "annealing_2", [0, 1, 2], [0.8, 0.8, 0.8], [0.8, 0.8, 0.8], num_steps=50,
+             teachers=(), init_from="annealing_1"),
+      finish(b, "dkd", [1, 2], [0.5, 0.6], [0.55, 0.65], old=True),  # before costs
+      running,
+  ]
+  for write in reversed(writes) if reverse else writes:
+    write()
+  return config_file, [a, b]
+
+
 @pytest.fixture
 def runs(tmp_path):
-  """A teacher workdir, and two student workdirs (seed 0 in one, seeds 1-2 in the other)."""
-  teacher_workdir = str(tmp_path / "teacher")
-  _finish(teacher_workdir, "teacher", [0], [0.9150], [0.9210], num_steps=7800, teachers=())
-  export = trainer.export_dir(teacher_workdir, "teacher", 0, "last")
-  _write_json(os.path.join(export, "provenance.json"),
-              {"model": "resnet20", "num_classes": 10, "dataset": "cifar10",
-               "stage": "teacher", "method": "scratch", "seed": 0, "step": 7800,
-               "accuracy": 0.9150, "parameter_hash": "abc"})
-  config_file = tmp_path / "table.py"
-  config_file.write_text(f"TEACHER = {export!r}\n" + CONFIG)
-  a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  _finish(a, "scratch", [0], [0.80], [0.81], teachers=())
-  _finish(b, "scratch", [1, 2], [0.84, 0.85], [0.86, 0.88], teachers=())
-  _finish(a, "kd", [0, 1], [0.83, 0.85], [0.84, 0.86])  # seed 2 missing
-  _finish(a, "annealing_1", [0, 1, 2], [0.7, 0.7, 0.7], [0.7, 0.7, 0.7])
-  _finish(a, "annealing_2", [0, 1, 2], [0.8, 0.8, 0.8], [0.8, 0.8, 0.8], num_steps=50,
-          teachers=(), init_from="annealing_1")
-  _finish(b, "dkd", [1, 2], [0.5, 0.6], [0.55, 0.65], old=True)  # before costs were recorded
-  running = trainer.stage_dir(a, "dkp")  # started, not finished
-  _write_json(os.path.join(running, trainer.STAGE_CONFIG_FILE), _stage_record(100))
-  with open(os.path.join(running, "metrics.jsonl"), "w") as f:
-    f.write(json.dumps({"step": 40, "split": "eval", "accuracy": 0.4321}) + "\n")
-  return str(config_file), [a, b]
+  return make_runs(str(tmp_path))
 
 
 def _rows(text):
@@ -164,10 +201,37 @@ def test_a_record_without_cost_fields_shows_what_it_has(runs):
 def test_the_teacher_is_read_from_its_export_and_its_stage(runs):
   text, _ = report.table_markdown(report.load_table(*runs))
   line = next(line for line in text.splitlines() if line.startswith("- Teacher"))
-  assert "resnet20, the last network of stage `teacher` (seed 0, step 7800)" in line
+  assert "resnet20, exported by stage `teacher` (seed 0, step 7800)" in line
   assert "**91.50 %** test accuracy" in line
   assert "its stage's last 91.50 %, best 92.10 % (step 7800); 20.0 epochs" in line
   assert "60 min on cpu: 8× cpu, 2 host CPUs" in line
+
+
+def test_a_teacher_whose_stage_is_not_finished_shows_no_accuracy(runs, tmp_path):
+  # Its best export exists while it trains; only result.json marks the stage finished.
+  stage = trainer.stage_dir(str(tmp_path / "teacher"), "teacher")
+  os.remove(os.path.join(stage, trainer.RESULT_FILE))
+  text, _ = report.table_markdown(report.load_table(*runs))
+  line = next(line for line in text.splitlines() if line.startswith("- Teacher"))
+  assert line.endswith(f"; stage `teacher` is not finished (no result.json in `{stage}`), "
+                       f"so no accuracy is shown.")
+  assert "91.5" not in line and "%" not in line
+
+
+def test_the_wall_time_counts_checkpoints_and_the_legend_says_what_it_holds(runs, tmp_path):
+  config_file, (a, b) = runs
+  cost = {**COST, "checkpoint_seconds": 3700.0}  # 20 + 2900 + 580 + 3700 s = 2.0 h
+  result_path = os.path.join(trainer.stage_dir(a, "annealing_1"), trainer.RESULT_FILE)
+  with open(result_path) as f:
+    result = json.load(f)
+  _write_json(result_path, {**result, "cost": cost})
+  text, _ = report.table_markdown(report.load_table(config_file, [a, b]))
+  assert _rows(text)["Annealing-KD I"][9] == "2.0 h"
+  path = report.write([report.load_table(config_file, [a, b])], str(tmp_path / "docs"), "x")[0]
+  legend = open(path).read()
+  assert ("*wall time*: everything a stage's runs took for all its seeds together, summed "
+          "over resumed runs: setup (teacher checks and logit cache), train steps with their "
+          "compilation, evaluations, checkpoint saves and exports.") in legend
 
 
 def test_annealing_stage_two_is_plotted_after_stage_one(runs):
@@ -177,16 +241,103 @@ def test_annealing_stage_two_is_plotted_after_stage_one(runs):
   assert lines["Annealing-KD II"].x.tolist() == [125, 150]
 
 
-def test_the_same_workdirs_give_the_same_files_byte_for_byte(runs, tmp_path):
-  outputs = []
-  for name in ("first", "second"):
-    directory = tmp_path / name
-    directory.mkdir()
-    paths = report.write([report.load_table(*runs)], str(directory), "python -m launch.report")
-    assert [os.path.basename(p) for p in paths] == ["results.md", "table.png"]
-    outputs.append([open(p, "rb").read() for p in paths])
-  assert outputs[0] == outputs[1]
-  assert b"![cifar10, resnet8 students](table.png)" in outputs[0][0]
+def test_the_same_workdirs_give_the_same_files_byte_for_byte(tmp_path):
+  root = str(tmp_path / "runs")
+  first = report.write([report.load_table(*make_runs(root))], str(tmp_path / "first"),
+                       "python -m launch.report")
+  assert [os.path.basename(p) for p in first] == ["results.md", "table.png"]
+  first = [open(p, "rb").read() for p in first]
+  # The second copy: another process, the same files written again in the reverse order.
+  shutil.rmtree(root)
+  program = textwrap.dedent(f"""\
+      import sys
+      sys.path.insert(0, {os.path.join(REPO, "tests")!r})
+      import report_test
+      from kdjax import report
+      table = report.load_table(*report_test.make_runs({root!r}, reverse=True))
+      print("\\n".join(report.write([table], {str(tmp_path / "second")!r},
+                                      "python -m launch.report")))
+      """)
+  done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
+                        text=True)
+  assert done.returncode == 0, done.stderr
+  assert [open(p, "rb").read() for p in done.stdout.split()] == first
+  assert b"![cifar10, resnet8 students](table.png)" in first[0]
+  assert "| scratch | 88.44 [1] | resnet110, 200 epochs | 3 | 83.00 ± 2.65 |".encode() in first[0]
+
+
+def test_a_result_of_an_earlier_config_is_shown_as_stale(runs):
+  config_file, (a, b) = runs
+  config = report.load_table(*runs).config
+  record = _stage_record(config, "kd", [0, 1])
+  record["stage"]["num_steps"] = 200  # other epochs
+  record["stage"]["loss"]["temperature"] = 2.0
+  _write_json(os.path.join(trainer.stage_dir(a, "kd"), trainer.STAGE_CONFIG_FILE), record)
+  text, plotted = report.table_markdown(report.load_table(config_file, [a, b]))
+  cells = _rows(text)["KD"]
+  assert cells[3] == (f"0 of 3 (stale (config changed: stage.loss.temperature, "
+                      f"stage.num_steps) in `{a}`)")
+  assert cells[4:] == ["—"] * 7
+  assert "KD" not in [r["label"] for r in plotted]
+
+
+def test_a_stale_workdir_is_left_out_of_a_pooled_row(runs):
+  config_file, (a, b) = runs
+  config = report.load_table(*runs).config
+  record = _stage_record(config, "scratch", [1, 2])
+  record["stage"]["method"] = "kd"
+  _write_json(os.path.join(trainer.stage_dir(b, "scratch"), trainer.STAGE_CONFIG_FILE), record)
+  cells = _rows(report.table_markdown(report.load_table(config_file, [a, b]))[0])["scratch"]
+  assert cells[3:6] == [f"1 of 3 (stale (config changed: stage.method) in `{b}`)",
+                        "80.00", "81.00"]
+
+
+def test_results_of_a_retrained_teacher_are_stale(runs, tmp_path):
+  config_file, workdirs = runs
+  provenance = os.path.join(trainer.export_dir(str(tmp_path / "teacher"), "teacher", 0,
+                                               "last"), "provenance.json")
+  with open(provenance) as f:
+    record = json.load(f)
+  _write_json(provenance, {**record, "parameter_hash": "retrained"})
+  rows = _rows(report.table_markdown(report.load_table(config_file, workdirs))[0])
+  assert rows["KD"][3] == f"0 of 3 (stale (config changed: teacher teacher) in `{workdirs[0]}`)"
+  assert rows["scratch"][3] == "3"  # reads no teacher
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda result, record: result["curve"].update(step=[25, 100]), "result.curve.step"),
+    (lambda result, record: result.update(teacher_accuracy={"teacher": 0.8}),
+     "result.teacher_accuracy"),
+    (lambda result, record: result.update(epochs=0.5), "result.epochs"),
+    (lambda result, record: record["inputs"]["teachers"]["teacher"].update(
+        parameter_hash="other"), "teacher teacher"),
+])
+def test_runs_of_different_protocols_are_not_pooled(runs, tmp_path, change, named):
+  config_file, (a, b) = runs
+  config = report.load_table(*runs).config
+  # With the teacher's export gone, its recorded hashes can only be compared between runs.
+  shutil.rmtree(trainer.export_dir(str(tmp_path / "teacher"), "teacher", 0, "last"))
+  _finish(b, "kd", [2], [0.84], [0.85], record=_stage_record(config, "kd", [2]))
+  directory = trainer.stage_dir(b, "kd")
+  with open(os.path.join(directory, trainer.RESULT_FILE)) as f:
+    result = json.load(f)
+  with open(os.path.join(directory, trainer.STAGE_CONFIG_FILE)) as f:
+    record = json.load(f)
+  change(result, record)
+  _write_json(os.path.join(directory, trainer.RESULT_FILE), result)
+  _write_json(os.path.join(directory, trainer.STAGE_CONFIG_FILE), record)
+  with pytest.raises(ValueError, match=re.escape(
+      f"report: stage 'kd' ran differently in {a!r} and {b!r} ({named}); their seeds cannot "
+      f"be pooled.")):
+    report.table_rows(report.load_table(config_file, [a, b]))
+
+
+def test_runs_of_one_protocol_are_pooled(runs, tmp_path):
+  config_file, (a, b) = runs
+  config = report.load_table(*runs).config
+  _finish(b, "kd", [2], [0.84], [0.85], record=_stage_record(config, "kd", [2]))
+  cells = _rows(report.table_markdown(report.load_table(config_file, [a, b]))[0])["KD"]
+  assert cells[3:5] == ["3", "84.00 ± 1.00"]  # (83, 85, 84)
 
 
 @pytest.mark.parametrize("spec, match", [
@@ -196,7 +347,13 @@ def test_the_same_workdirs_give_the_same_files_byte_for_byte(runs, tmp_path):
     ({"title": "T", "rows": [{"stage": "kd", "label": "KD"}, {"stage": "dkp", "label": "KD"}]},
      "label='KD'"),
     ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": 0.88,
-                              "source": "x"}]}, None),
+                              "source": "x"}]}, "paper=0.88"),  # a fraction, not a %
+    ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": 1,
+                              "source": "x"}]}, "paper=1 "),
+    ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": True,
+                              "source": "x"}]}, "paper=True"),
+    ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": "88",
+                              "source": "x"}]}, "paper='88'"),
     ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": 188.0,
                               "source": "x"}]}, "paper=188.0"),
     ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": 88.0}]}, "source"),
@@ -205,16 +362,19 @@ def test_the_same_workdirs_give_the_same_files_byte_for_byte(runs, tmp_path):
 ])
 def test_bad_specs_are_refused_naming_the_value(runs, spec, match):
   config = report.load_table(*runs).config
-  if match is None:  # a fraction where a percentage belongs is still a valid number
-    report.check_spec(spec, config)
-    return
   with pytest.raises(ValueError, match=match):
     report.check_spec(spec, config)
 
 
+def test_a_paper_number_of_100_is_accepted(runs):
+  report.check_spec({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": 100,
+                                             "source": "x"}]}, report.load_table(*runs).config)
+
+
 def test_one_seed_in_two_workdirs_is_refused(runs):
   config_file, (a, b) = runs
-  _finish(b, "kd", [1], [0.9], [0.9])
+  config = report.load_table(*runs).config
+  _finish(b, "kd", [1], [0.9], [0.9], record=_stage_record(config, "kd", [1]))
   with pytest.raises(ValueError, match="stage 'kd' has seeds \\[0, 1, 1\\]"):
     report.table_rows(report.load_table(config_file, [a, b]))
 

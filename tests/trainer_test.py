@@ -24,7 +24,7 @@ import pytest
 import two_processes
 
 from configs import base
-from kdjax import checkpoints, metric_writers, trainer
+from kdjax import checkpoints, metric_writers, report, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MULTIHOST_WORKER = os.path.join(REPO, "tests", "multihost_trainer_worker.py")
@@ -117,10 +117,18 @@ class TestEndToEnd:
       cost = r["cost"]
       assert cost["runs"] == 1 and cost["untimed_steps"] == 0
       assert cost["train_seconds"] > 0 and cost["eval_seconds"] > 0
-      assert cost["setup_seconds"] > 0
+      assert cost["setup_seconds"] > 0 and cost["checkpoint_seconds"] > 0  # saves, exports
       assert cost["hardware"] == [{"backend": "cpu", "device_kind": jax.devices()[0].device_kind,
                                    "device_count": 8, "process_count": 1,
                                    "host_cpu_count": os.cpu_count()}]
+
+  def test_the_report_reads_its_stages_as_finished_runs_of_its_config(self, finished_run):
+    config, workdir, results = finished_run
+    spec = {"title": "T", "rows": [{"stage": name, "label": name} for name in config.stages]}
+    rows = report.table_rows(report.Table("t.py", spec, config, (workdir,)))
+    assert [(row["status"], row["stale"]) for row in rows] == [("finished", [])] * len(rows)
+    assert [row["result"]["last_accuracy"] for row in rows] == [
+        r["last_accuracy"] for r in results]
 
   def test_a_second_config_in_the_workdir_keeps_the_first_configs_stages(self, finished_run,
                                                                          tmp_path):
@@ -250,7 +258,7 @@ class TestResume:
     # The cost sums both runs: the first's, saved with its checkpoint, and the second's.
     cost = resumed[-1]["cost"]
     assert first_run["runs"] == 1 and cost["runs"] == 2
-    for key in ("setup_seconds", "train_seconds", "eval_seconds"):
+    for key in ("setup_seconds", "train_seconds", "eval_seconds", "checkpoint_seconds"):
       assert cost[key] > first_run[key] > 0
     assert resumed[-1]["last_accuracy"] == reference[-1]["last_accuracy"]
     assert resumed[-1]["curve"] == reference[-1]["curve"]
