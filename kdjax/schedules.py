@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from kdjax.losses import validation
+
 ScalarOrSchedule = float | int | jax.Array | optax.Schedule
 
 
@@ -354,7 +356,11 @@ def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
     >>> check_range("temperature", 0.0, low=0.0, low_open=True)
     Traceback (most recent call last):
     ...
-    ValueError: temperature must lie in (0.0, inf]; it is 0.0 at step 0.
+    ValueError: temperature must lie in (0.0, inf); it is 0.0 at step 0.
+    >>> check_range("temperature", math.inf, low=0.0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must lie in (0.0, inf); it is inf at step 0.
   """
   if callable(value):
     steps = np.unique(np.linspace(0, max(num_steps - 1, 0), samples).astype(np.int64))
@@ -365,7 +371,6 @@ def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
   bad = ~np.isfinite(values) | bad_low | (values > high)
   if bad.any():
     i = int(np.argmax(bad))
-    bracket = "(" if low_open else "["
-    raise ValueError(
-        f"{name} must lie in {bracket}{low}, {high}]; it is {values[i]} at step {steps[i]}.")
+    raise ValueError(f"{name} must lie in {validation.interval(low, high, low_open)}; "
+                     f"it is {values[i]} at step {steps[i]}.")
 

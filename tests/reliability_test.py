@@ -522,10 +522,10 @@ BAD_INPUTS = {
         ValueError, r"temperature=0.0 must be finite and > 0"),
     "temperature <= 0 (config)": (
         _validate(**{"stages.kd.loss.temperature": 0.0}), ValueError,
-        r"stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is 0.0 at step 0"),
+        r"stages.kd.loss: kd/temperature must lie in \(0.0, inf\); it is 0.0 at step 0"),
     "temperature <= 0 (binary)": (
         _BINARY, SystemExit,
-        r"error: stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is -1.0 at step "
+        r"error: stages.kd.loss: kd/temperature must lie in \(0.0, inf\); it is -1.0 at step "
         r"0."),
     "gamma outside [0, 1]": (
         _validate(**{"stages.kd.loss.gamma": 1.5}), ValueError,

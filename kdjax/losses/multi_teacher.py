@@ -2,8 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from kdjax.losses import tempered
 from kdjax.losses import validation as v
 
 DROP_MODES = ("code", "paper", "none")
@@ -170,11 +170,9 @@ def dgkd(student_logits: jax.typing.ArrayLike,
     raise ValueError(f"DGKD mode {mode!r} drops teachers at random and needs a PRNG key.")
   keep = teacher_keep_mask(key, ts.shape[0], mode, keep_prob, drop_num, drop_teacher)
   ts = jax.lax.stop_gradient(ts)
-  log_ps = jax.nn.log_softmax(s / temperature)
-  log_pts = jax.nn.log_softmax(ts / temperature)
-  kls = optax.losses.kl_divergence_with_log_targets(log_ps[None], log_pts)
+  losses = tempered.tempered_kl(s[None], ts, temperature)
   keep = keep.reshape((-1,) + (1,) * (s.ndim - 1))
-  return scale * temperature**2 * jnp.sum(jnp.where(keep, kls, 0.0), axis=0)
+  return scale * jnp.sum(jnp.where(keep, losses, 0.0), axis=0)
 
 
 def ensemble_kd(student_logits: jax.typing.ArrayLike,
@@ -212,7 +210,11 @@ def ensemble_kd(student_logits: jax.typing.ArrayLike,
   _check_stack(s, ts)
   v.check_positive("temperature", temperature)
   scale = v.class_reduction_scale(class_reduction, s.shape[-1])
-  ts = jax.lax.stop_gradient(ts)
-  target = jnp.mean(jax.nn.softmax(ts / temperature), axis=0)
-  kl = optax.losses.kl_divergence(jax.nn.log_softmax(s / temperature), target)
-  return scale * temperature**2 * kl
+  ts = jax.lax.stop_gradient(ts) / temperature
+  # Logits of the mixture, exact to O(eps / T): centred tempered logits are O(1/T), and
+  # their log-normalisers and the mixture's log-mean are taken without adding O(1) terms.
+  centered = ts - jnp.mean(ts, axis=-1, keepdims=True)
+  log_probs = centered - tempered.log_mean_exp(centered, axis=-1)
+  mixture = jnp.squeeze(tempered.log_mean_exp(log_probs, axis=0), axis=0)
+  return scale * temperature**2 * tempered.kl_of_logit_shift(mixture,
+                                                             mixture - s / temperature)
