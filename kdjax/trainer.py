@@ -14,9 +14,14 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
   provenance record; later stages load seed 0's best as a teacher, and seed i's best as the
   initialization of their own seed i (``init_from``);
 * ``metrics.jsonl`` and TensorBoard events; ``result.json`` once the stage is complete — a
-  complete stage is reused, not retrained.
+  complete stage is reused, not retrained. Besides accuracies and curves it records the
+  protocol (dataset with its class and train-example counts, batch size, augmentation,
+  epochs) and the cost: wall seconds of setup (teacher checks and logit cache), training
+  and evaluation summed over the stage's runs, and the hardware (backend, device kind and
+  count, host CPU count) of each.
 
-At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every stage.
+At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every finished stage
+of the workdir (those of other configs run in it too).
 
 Reliability. A run killed at any moment (``kill -9``, a lost machine) and started again with
 the same command ends with the parameters, curves and exports of an uninterrupted run, bit
@@ -32,7 +37,7 @@ every step on the device and stop training (``config.nonfinite = "stop"``) befor
 checkpoint or export records the bad state, or are skipped (``"skip"``) and counted.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import dataclasses
 import json
 import os
@@ -450,6 +455,13 @@ def _provenance(model: str, info: data.DatasetInfo) -> dict[str, Any]:
   return {"model": model, "num_classes": info.num_classes, "dataset": info.name}
 
 
+def _hardware() -> dict[str, Any]:
+  """The machine a stage runs on, as its ``result.json`` records it (``cost.hardware``)."""
+  return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+          "device_count": jax.device_count(), "process_count": jax.process_count(),
+          "host_cpu_count": os.cpu_count()}
+
+
 def _worker_count(configured: int, resumed_with: int | None = None) -> int:
   """The training pipeline's worker processes: ``dataset.worker_count``, auto resolved.
 
@@ -670,6 +682,7 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     with open(result_path) as f:
       return json.load(f)
 
+  started = time.perf_counter()
   info, num_steps = run.info, stage.num_steps
   method = methods.get(stage.method)
   teachers = [run.load_teacher(t) for t in stage.teachers]
@@ -772,6 +785,13 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
     step = 0
     worker_count = _worker_count(config.dataset.worker_count)
     iterator = run.train_iterator(worker_count)
+  # The cost of the runs before this one, saved with the checkpoint; a checkpoint written
+  # before kdjax recorded costs leaves its steps untimed.
+  earlier = progress.get("cost") or {"setup_seconds": 0.0, "train_seconds": 0.0,
+                                     "eval_seconds": 0.0, "runs": 0, "hardware": [],
+                                     "untimed_steps": step}
+  hardware = _hardware()
+  setup_seconds, eval_seconds = time.perf_counter() - started, 0.0
   if run.primary:
     _rewind_metrics(directory, step)
   health = run.place(finite_guard.healthy(num_seeds, len(names)))
@@ -807,7 +827,19 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
       health = run.place(finite_guard.healthy(num_seeds, len(names)))
     checked_since = step
 
+  def charge() -> None:
+    """Sets ``progress["cost"]`` to the totals of this run and the earlier ones."""
+    train_seconds = time.perf_counter() - started - setup_seconds - eval_seconds
+    progress["cost"] = {
+        "setup_seconds": earlier["setup_seconds"] + setup_seconds,
+        "train_seconds": earlier["train_seconds"] + train_seconds,
+        "eval_seconds": earlier["eval_seconds"] + eval_seconds,
+        "runs": earlier["runs"] + 1,
+        "hardware": earlier["hardware"] + [hardware] * (hardware not in earlier["hardware"]),
+        "untimed_steps": earlier["untimed_steps"]}
+
   def save(step: int) -> None:
+    charge()  # the time after the last checkpoint is lost with its steps on a hard kill
     ckpts.save(step, states, {"iterator": iterator.get_state(), "progress": progress,
                               "worker_count": worker_count})
 
@@ -853,7 +885,9 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
                         img_s=f"{train_metrics['images_per_second']:.0f}")
         window_start, window_steps = time.perf_counter(), 0
       if eval_now:
+        eval_start = time.perf_counter()
         evaluated = run.evaluate(eval_fn, states, teacher_vars)
+        eval_seconds += time.perf_counter() - eval_start
         accuracy = evaluated["accuracy"]
         if writer:
           writer.write(step, "eval", {k: float(np.mean(v)) for k, v in evaluated.items()})
@@ -876,6 +910,8 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
   last_accuracy = progress["curve"]["accuracy"][-1]
   for i, accuracy in enumerate(last_accuracy):
     export("last", i, states, step, accuracy)
+  charge()
+  ds = config.dataset
   result = {
       "stage": name, "model": stage.model, "method": stage.method,
       "teachers": list(stage.teachers), "seeds": seeds,
@@ -883,12 +919,35 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
       "best_step": progress["best_step"], "curve": progress["curve"],
       "teacher_accuracy": teacher_accuracy, "num_steps": num_steps,
       "teacher_cache": cache is not None, "nonfinite_steps": progress["nonfinite_steps"],
+      "init_from": stage.init_from, "mixup": stage.mixup,
+      "dataset": {"name": info.name, "num_classes": info.num_classes,
+                  "num_train": info.num_train, "num_test": info.num_test,
+                  "batch_size": ds.batch_size, "augmentation": ds.augmentation},
+      "epochs": num_steps * ds.batch_size / info.num_train,
+      # Wall time in seconds, summed over the runs of the stage (a resumed stage's included).
+      "cost": progress["cost"],
   }
   if run.primary:
     _write_json(result_path, result)
   parallel.sync_processes("kdjax stage complete")
   ckpts.close()
   return result
+
+
+def _finished_results(workdir: str, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Every finished stage of ``workdir``: this run's ``results``, then other runs' by name.
+
+  A workdir shared by several configs (e.g. to share a teacher) keeps every config's
+  finished stages in its summary, not only the last run's.
+  """
+  names = {r["stage"] for r in results}
+  others = []
+  for name in sorted(os.listdir(os.path.join(workdir, "stages"))):
+    path = os.path.join(stage_dir(workdir, name), RESULT_FILE)
+    if name not in names and os.path.exists(path):
+      with open(path) as f:
+        others.append(json.load(f))
+  return [*results, *others]
 
 
 def configure_performance(config: ml_collections.ConfigDict,
@@ -992,6 +1051,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                         f"command again to resume.")
       results.append(_run_stage(run, name, stop))
   if run.primary:
-    table = summary.write(results, workdir, title=f"kdjax run on {run.info.name}")
+    table = summary.write(_finished_results(workdir, results), workdir,
+                          title=f"kdjax run on {run.info.name}",
+                          num_classes=run.info.num_classes)
     print(table, flush=True)
   return results
