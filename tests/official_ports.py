@@ -158,3 +158,65 @@ def dgkd_loss(student_output, teacher_outputs, ta_outputs, target, lambda_, T, d
 
 DGKD_DEFAULTS = {"epochs": 160, "crop": False, "batch_size": 128, "learning_rate": 0.1,
                  "momentum": 0.9, "weight_decay": 1e-4, "T": 5, "lamb": 1.0, "drop_num": 1}
+
+
+# HobbitLong/RepDistiller, models/util.py (ConvReg; mdistiller's distillers/_common.py is
+# the same) --------------------------------------------------------------------------------
+
+
+def conv2d(x, weight, bias, stride=1, padding=0):
+  """``nn.Conv2d`` forward: x ``[N, C, H, W]``, weight ``[O, C, kh, kw]``."""
+  x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+  n, _, h, w = x.shape
+  out_channels, _, kh, kw = weight.shape
+  out_h, out_w = (h - kh) // stride + 1, (w - kw) // stride + 1
+  out = np.zeros((n, out_channels, out_h, out_w), x.dtype)
+  for i in range(out_h):
+    for j in range(out_w):
+      patch = x[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+      out[:, :, i, j] = np.einsum("nchw,ochw->no", patch, weight)
+  return out + bias[None, :, None, None]
+
+
+def conv_transpose2d(x, weight, bias, stride=1, padding=0):
+  """``nn.ConvTranspose2d`` forward: x ``[N, C, H, W]``, weight ``[C, O, kh, kw]``."""
+  n, _, h, w = x.shape
+  _, out_channels, kh, kw = weight.shape
+  full = np.zeros((n, out_channels, (h - 1) * stride + kh, (w - 1) * stride + kw), x.dtype)
+  for i in range(h):
+    for j in range(w):
+      full[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.einsum(
+          "nc,cohw->nohw", x[:, :, i, j], weight)
+  out = full[:, :, padding:full.shape[2] - padding, padding:full.shape[3] - padding]
+  return out + bias[None, :, None, None]
+
+
+class ConvReg:
+  """``ConvReg(s_shape, t_shape)``: its conv's parameters and its forward in eval mode.
+
+  BatchNorm2d in eval mode with fresh running statistics (mean 0, variance 1, weight 1,
+  bias 0) divides by sqrt(1 + 1e-5).
+  """
+
+  def __init__(self, s_shape, t_shape, use_relu=True):
+    self.use_relu = use_relu
+    s_N, s_C, s_H, s_W = s_shape
+    t_N, t_C, t_H, t_W = t_shape
+    if s_H == 2 * t_H:
+      self.conv = ("conv", (t_C, s_C, 3, 3), 2, 1)
+    elif s_H * 2 == t_H:
+      self.conv = ("transpose", (s_C, t_C, 4, 4), 2, 1)
+    elif s_H >= t_H:
+      self.conv = ("conv", (t_C, s_C, 1 + s_H - t_H, 1 + s_W - t_W), 1, 0)
+    else:
+      raise NotImplementedError(f"student size {s_H}, teacher size {t_H}")
+    self.out_channels = t_C
+
+  def num_conv_parameters(self):
+    return int(np.prod(self.conv[1])) + self.out_channels
+
+  def forward(self, x, weight, bias):
+    kind, _, stride, padding = self.conv
+    fn = conv2d if kind == "conv" else conv_transpose2d
+    x = fn(x, weight, bias, stride, padding) / np.sqrt(1 + 1e-5)
+    return np.maximum(x, 0) if self.use_relu else x
