@@ -102,7 +102,7 @@ class TestDkd:
     for epoch in (1, 3, 20, 21):
       values = objective.schedule_values((epoch - 1) * 50 + 17)
       _, per_term = objective.loss({"logits": jnp.asarray(s, jnp.float32)},
-                                   {"logits": jnp.asarray(t, jnp.float32)},
+                                   {"logits": jnp.asarray(t, jnp.float32)[None]},
                                    jnp.asarray(labels), None, values,
                                    jax.random.key(0))
       loss_ce, loss_kd = ports.dkd_forward_train(s, t, labels, epoch, beta=2.0)
