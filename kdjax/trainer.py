@@ -291,17 +291,19 @@ def _stage_record(config: ml_collections.ConfigDict, name: str,
   return json.loads(json.dumps(record, default=list))
 
 
-def _drop_inert_removed_fields(loss: dict[str, Any]) -> None:
-  """Removes loss fields of older records whose value changed nothing, as today's configs do.
+def _upgrade_removed_fields(loss: dict[str, Any]) -> None:
+  """Rewrites loss fields that older records hold in terms of today's fields, in place.
 
-  ``dkd_warmup_fraction`` 0 was no warm-up (``dkd_warmup_epochs`` 0 now), and
-  ``dgkd_drop_teacher`` False changed nothing outside DGKD's paper mode; any other value
-  trained differently from every config of this version, so it stays and differs.
+  ``dgkd_drop_teacher`` became ``dgkd_keep_teacher``: only paper mode without
+  ``drop_teacher`` kept the teacher. ``dkd_warmup_fraction`` 0 was no warm-up
+  (``dkd_warmup_epochs`` 0 now); any other fraction was a per-step ramp that no config of
+  this version trains, so it stays in the record and differs.
   """
+  drop_teacher = loss.pop("dgkd_drop_teacher", None)
+  if drop_teacher is False and loss.get("dgkd_mode") == "paper":
+    loss["dgkd_keep_teacher"] = True
   if loss.get("dkd_warmup_fraction") == 0.0:
     del loss["dkd_warmup_fraction"]
-  if loss.get("dgkd_drop_teacher") is False and loss.get("dgkd_mode") != "paper":
-    del loss["dgkd_drop_teacher"]
 
 
 def _teacher_source(config: ml_collections.ConfigDict, workdir: str,
@@ -371,7 +373,7 @@ def _claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True
     with open(path) as f:
       old = json.load(f)
     recorded_workers = old.get("dataset", {}).pop("worker_count", None)
-    _drop_inert_removed_fields(old.get("stage", {}).get("loss", {}))
+    _upgrade_removed_fields(old.get("stage", {}).get("loss", {}))
     for field, value in _FIELDS_ADDED.items():
       *parents, key = field.split(".")
       old_parent, new_parent = old, record

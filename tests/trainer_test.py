@@ -345,10 +345,11 @@ class TestWorkerCount:
 
   @pytest.mark.parametrize("old_fields, claimed", [
       ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": False}, True),
+      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": True, "dgkd_mode": "paper"}, True),
       ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": False, "dgkd_mode": "paper"}, False),
       ({"dkd_warmup_fraction": 0.25, "dgkd_drop_teacher": False}, False),
   ])
-  def test_a_record_with_a_removed_field_matches_only_if_it_changed_nothing(
+  def test_a_record_with_a_removed_field_matches_only_if_it_trained_the_same(
       self, tmp_path, data_dir, old_fields, claimed):
     config = _tiny_config(data_dir)
     config.stages.dgkd.loss.dgkd_mode = old_fields.get("dgkd_mode", "code")
