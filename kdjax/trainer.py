@@ -82,7 +82,14 @@ _INPUTS = "inputs"  # the stage record's entry for the networks a stage reads
 # Stage-record fields added since kdjax 0.1, with the value that behaves as before they
 # existed: a record without the field matches a config that has that value.
 _FIELDS_ADDED = {"stage.mixup": 0.0, "stage.loss.dkd_warmup_epochs": 0,
-                 "stage.loss.dgkd_keep_teacher": False}
+                 "stage.loss.dgkd_keep_teacher": False,
+                 "stage.loss.logit_standardization": False,
+                 "stage.loss.continuation_max_temperature": 20,
+                 "stage.loss.continuation_anneal_fraction": 0.5,
+                 "stage.loss.continuation_ramp_fraction": 0.75,
+                 "stage.loss.continuation_margin": 1.0,
+                 "stage.loss.divergence": "reverse_kl", "stage.loss.jsd_beta": 0.5,
+                 "stage.loss.dist_beta": 2.0, "stage.loss.dist_gamma": 2.0}
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 NONFINITE_MODES = ("stop", "skip")
