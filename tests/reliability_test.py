@@ -562,6 +562,9 @@ BAD_INPUTS = {
     "DIST weight < 0": (
         _validate(**{"stages.kd.method": "dist", "stages.kd.loss.dist_gamma": -2.0}),
         ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\); it is -2.0 at step 0"),
+    "sparse teacher targets with k outside [1, K]": (
+        lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
+        r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),
