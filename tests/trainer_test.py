@@ -172,7 +172,7 @@ def test_every_other_method_trains(tmp_path, data_dir):
   config.stages.attention.loss.at_features = ("stage2", "stage3")
   for method in ("dkd", "ensemble", "logits_matching", "function_matching"):
     config.stages[method] = base.stage("mlp_tiny", method, ("teacher",), num_steps=4)
-  config.stages.dkd.loss.dkd_warmup_fraction = 0.5
+  config.stages.dkd.loss.dkd_warmup_epochs = 2
   config.stages.function_matching.mixup = 1.0
   results = trainer.train_and_evaluate(config, str(tmp_path))
   assert [r["stage"] for r in results] == list(config.stages)
@@ -344,12 +344,34 @@ class TestWorkerCount:
                                                                           data_dir):
     record = trainer._stage_record(_tiny_config(data_dir), "dgkd")
     legacy = json.loads(json.dumps(record))
-    del legacy["stage"]["mixup"], legacy["stage"]["loss"]["dgkd_drop_teacher"]
+    del legacy["stage"]["mixup"], legacy["stage"]["loss"]["dgkd_keep_teacher"]
     trainer._claim_stage_dir(str(tmp_path), legacy)
     trainer._claim_stage_dir(str(tmp_path), record)  # mixup 0, teacher kept: as before
-    record["stage"]["loss"]["dgkd_drop_teacher"] = True
-    with pytest.raises(ValueError, match=r"stage.loss.dgkd_drop_teacher: None → True"):
+    record["stage"]["loss"]["dgkd_keep_teacher"] = True
+    with pytest.raises(ValueError, match=r"stage.loss.dgkd_keep_teacher: None → True"):
       trainer._claim_stage_dir(str(tmp_path), record)
+
+  @pytest.mark.parametrize("old_fields, claimed", [
+      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": False}, True),
+      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": True, "dgkd_mode": "paper"}, True),
+      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": False, "dgkd_mode": "paper"}, False),
+      ({"dkd_warmup_fraction": 0.25, "dgkd_drop_teacher": False}, False),
+  ])
+  def test_a_record_with_a_removed_field_matches_only_if_it_trained_the_same(
+      self, tmp_path, data_dir, old_fields, claimed):
+    config = _tiny_config(data_dir)
+    config.stages.dgkd.loss.dgkd_mode = old_fields.get("dgkd_mode", "code")
+    record = trainer._stage_record(config, "dgkd")
+    legacy = json.loads(json.dumps(record))
+    for field in ("dkd_warmup_epochs", "dgkd_keep_teacher"):
+      del legacy["stage"]["loss"][field]
+    legacy["stage"]["loss"].update(old_fields)
+    trainer._claim_stage_dir(str(tmp_path), legacy)
+    if claimed:
+      trainer._claim_stage_dir(str(tmp_path), record)
+    else:
+      with pytest.raises(ValueError, match="different config"):
+        trainer._claim_stage_dir(str(tmp_path), record)
 
 
 class TestMultiProcess:
