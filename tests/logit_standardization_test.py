@@ -80,7 +80,7 @@ def test_equal_logits_have_a_finite_gradient(dtype):
 
 
 def test_kd_term_gradient_at_equal_student_logits():
-  """A student row of equal logits: the KD gradient is finite, T·(1/K − p_t)/ε / B in closed form."""
+  """A student row of equal logits: a finite KD gradient, T·(1/K − p_t)/ε / B in closed form."""
   temperature, student = 2.0, np.zeros_like(S)
   student[1:] = S[1:]
   term = objective.Objective((objective.term("kd", temperature=temperature,
