@@ -71,13 +71,13 @@ def loss(**overrides) -> ml_collections.ConfigDict:
       "ctkd_ramp_fraction": 10 / 240,
       "dkd_alpha": 1.0,  # dkd: TCKD weight
       "dkd_beta": 8.0,  # dkd: NCKD weight
-      "dkd_warmup_fraction": 0.0,  # dkd: fraction of the stage over which its weight ramps up
+      "dkd_warmup_epochs": 0,  # dkd: weight min(epoch / this, 1), epochs from 1 (0: none)
       "dgkd_mode": "code",  # dgkd: code (drop drop_num terms) | paper (Bernoulli) | none
       "dgkd_keep_prob": 0.75,  # dgkd paper mode: keep probability of each teaching network
       "dgkd_drop_num": 1,  # dgkd code mode: terms removed per batch
-      # dgkd paper mode: let the teacher (the first teaching network) be dropped too; False
-      # keeps it in every batch and drops assistants only
-      "dgkd_drop_teacher": False,
+      # dgkd paper mode: keep the teacher (the first teaching network) in every batch and
+      # drop assistants only; False drops any network, as the paper does
+      "dgkd_keep_teacher": False,
       "hint_weight": 100.0,  # fitnets: weight of the hint loss
       "hint_feature": "stage2",  # fitnets: the guided student / hint teacher feature
       "at_weight": 1000.0,  # attention transfer: weight

@@ -4,7 +4,8 @@ Layers, importing only downward: pure math (``losses``, ``schedules``, ``transfo
 ``initializers``, ``models``); pure step builders (``objective``, ``state``, ``networks``,
 ``heads``, ``step``, ``sweep``, ``parallel``, ``teacher_cache``); the impure loop
 (``trainer``, with ``data``, ``checkpoints``, ``methods``, ``optimizers``,
-``metric_writers``, ``summary``), imported on demand: ``from kdjax import trainer``.
+``metric_writers``, ``summary``), imported on demand: ``from kdjax import trainer``; above
+it, ``report`` (the results tables, from the trainer's files).
 """
 
 from kdjax import (

@@ -157,11 +157,11 @@ def _check_dgkd(options):
   if mode == "code" and (isinstance(drop_num, bool) or not isinstance(drop_num, int)
                          or drop_num < 0):
     raise ValueError(f"drop_num={drop_num!r} must be a non-negative integer.")
-  if not isinstance(options["drop_teacher"], bool | np.bool_):
-    raise ValueError(f"drop_teacher={options['drop_teacher']!r} must be True or False.")
-  if options["drop_teacher"] and mode != "paper":
+  if not isinstance(options["keep_teacher"], bool | np.bool_):
+    raise ValueError(f"keep_teacher={options['keep_teacher']!r} must be True or False.")
+  if options["keep_teacher"] and mode != "paper":
     effect = "may drop the teacher like any network" if mode == "code" else "drops none"
-    raise ValueError(f"drop_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
+    raise ValueError(f"keep_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
 
 
 def _check_names(what: str, names) -> None:
@@ -204,7 +204,7 @@ def _dkp(x: TermInputs, h) -> jax.Array:
 def _dgkd(x: TermInputs, h) -> jax.Array:
   return losses.dgkd(x.student_logits, x.all_teacher_logits, x.key, h["temperature"],
                      mode=h["mode"], keep_prob=h["keep_prob"], drop_num=h["drop_num"],
-                     drop_teacher=h["drop_teacher"], class_reduction=h["class_reduction"])
+                     keep_teacher=h["keep_teacher"], class_reduction=h["class_reduction"])
 
 
 def _dist(x: TermInputs, h) -> jax.Array:
@@ -310,7 +310,7 @@ TERMS: Mapping[str, TermDefinition] = {
         teacher_features=lambda options: _attention_names(options)[1], check=_check_attention),
     "dgkd": TermDefinition(
         fn=_dgkd, hyperparameters={"temperature": (5.0, _POSITIVE)},
-        options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "drop_teacher": False,
+        options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "keep_teacher": False,
                  "class_reduction": "sum"},
         teacher="all", needs_key=True, check=_check_dgkd, standardizable=True),
     "ensemble": TermDefinition(
@@ -383,7 +383,7 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   - ``"attention"``: attention transfer; ``student_features`` (required),
     ``teacher_features`` (default: the same names).
   - ``"dgkd"``: densely guided KD over every teacher; ``temperature=5``; ``mode="code"``,
-    ``keep_prob=0.75``, ``drop_num=1``, ``drop_teacher=False``, ``class_reduction="sum"``.
+    ``keep_prob=0.75``, ``drop_num=1``, ``keep_teacher=False``, ``class_reduction="sum"``.
   - ``"ensemble"``: KD toward the teachers' mean probabilities; ``temperature=4``;
     ``class_reduction="sum"``.
 
@@ -487,7 +487,7 @@ class Objective:
     >>> Objective((term("kd", temperature=schedules.linear(4.0, -1.0, 10)),), num_steps=10)
     Traceback (most recent call last):
     ...
-    ValueError: kd/temperature must lie in (0.0, inf]; it is ... at step ...
+    ValueError: kd/temperature must lie in (0.0, inf); it is ... at step ...
 
     DKP as an output transformation, with its gamma declared here so that it is reported
     and can be overridden per student:
@@ -632,7 +632,7 @@ class Objective:
       >>> obj.overrides({"kd/temperature": 0.0})
       Traceback (most recent call last):
       ...
-      ValueError: kd/temperature must lie in (0.0, inf]; it is 0.0...
+      ValueError: kd/temperature must lie in (0.0, inf); it is 0.0...
     """
     bounded = self._bounded_schedules()
     out = {}

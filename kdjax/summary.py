@@ -63,7 +63,10 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 
 
 class Line(NamedTuple):
-  """One stage's accuracy curve as drawn: mean over seeds (and std, with several), in %."""
+  """One stage's accuracy curve as drawn: mean over seeds (and std, with several), in %.
+
+  Example: see :func:`panels`.
+  """
   label: str
   color: int  # index into the colour cycle, the same for the stage in every panel
   x: np.ndarray  # [E] steps, offset by the stages this one continues (``init_from``)
@@ -72,7 +75,10 @@ class Line(NamedTuple):
 
 
 class Panel(NamedTuple):
-  """One axes of the plot: its title, its curves and the y range it shows (in %)."""
+  """One axes of the plot: its title, its curves and the y range it shows (in %).
+
+  Example: see :func:`panels`.
+  """
   title: str
   lines: list[Line]
   ylim: tuple[float, float]

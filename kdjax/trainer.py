@@ -81,7 +81,8 @@ STAGE_CONFIG_FILE = "stage_config.json"
 _INPUTS = "inputs"  # the stage record's entry for the networks a stage reads
 # Stage-record fields added since kdjax 0.1, with the value that behaves as before they
 # existed: a record without the field matches a config that has that value.
-_FIELDS_ADDED = {"stage.mixup": 0.0, "stage.loss.dgkd_drop_teacher": False,
+_FIELDS_ADDED = {"stage.mixup": 0.0, "stage.loss.dkd_warmup_epochs": 0,
+                 "stage.loss.dgkd_keep_teacher": False,
                  "stage.loss.logit_standardization": False,
                  "stage.loss.continuation_max_temperature": 20,
                  "stage.loss.continuation_anneal_fraction": 0.5,
@@ -243,9 +244,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"{where}.mixup: {error} 0 turns mixup off.") from error
     # FitNets' regressor is sized from the teacher's feature, unknown until the teacher is
     # loaded: a stand-in shape checks the rest of its recipe here.
+    # The epoch length is known once the dataset is open; any length checks the rest here.
     stand_in = {stage.loss.hint_feature: (1, 1, 1, 1)} if stage.method == "fitnets" else {}
     try:
-      recipe = method.build(stage.loss, stage.num_steps, stand_in)
+      recipe = method.build(stage.loss, stage.num_steps, stand_in, steps_per_epoch=1)
     except ValueError as error:
       raise ValueError(f"{where}.loss: {error}") from error
     _check_mixup(where, stage, recipe)
@@ -297,6 +299,21 @@ def _stage_record(config: ml_collections.ConfigDict, name: str,
   if inputs is not None:
     record[_INPUTS] = inputs
   return json.loads(json.dumps(record, default=list))
+
+
+def _upgrade_removed_fields(loss: dict[str, Any]) -> None:
+  """Rewrites loss fields that older records hold in terms of today's fields, in place.
+
+  ``dgkd_drop_teacher`` became ``dgkd_keep_teacher``: only paper mode without
+  ``drop_teacher`` kept the teacher. ``dkd_warmup_fraction`` 0 was no warm-up
+  (``dkd_warmup_epochs`` 0 now); any other fraction was a per-step ramp that no config of
+  this version trains, so it stays in the record and differs.
+  """
+  drop_teacher = loss.pop("dgkd_drop_teacher", None)
+  if drop_teacher is False and loss.get("dgkd_mode") == "paper":
+    loss["dgkd_keep_teacher"] = True
+  if loss.get("dkd_warmup_fraction") == 0.0:
+    del loss["dkd_warmup_fraction"]
 
 
 def _teacher_source(config: ml_collections.ConfigDict, workdir: str,
@@ -366,6 +383,7 @@ def _claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True
     with open(path) as f:
       old = json.load(f)
     recorded_workers = old.get("dataset", {}).pop("worker_count", None)
+    _upgrade_removed_fields(old.get("stage", {}).get("loss", {}))
     for field, value in _FIELDS_ADDED.items():
       *parents, key = field.split(".")
       old_parent, new_parent = old, record
@@ -711,7 +729,8 @@ def _run_stage(run: _Run, name: str, stop: _StopRequests) -> dict[str, Any]:
         lambda v: teachers[0].module.apply(v, run.sample, train=False,
                                            mutable=["intermediates"]), teachers[0].variables)
     feature_shapes = {k: v[0].shape for k, v in captured["intermediates"].items()}
-  recipe = method.build(stage.loss, num_steps, feature_shapes)
+  steps_per_epoch = max(info.num_train // config.dataset.batch_size, 1)
+  recipe = method.build(stage.loss, num_steps, feature_shapes, steps_per_epoch)
   optimizer, learning_rate = optimizers.optimizer(stage.optimizer, num_steps)
 
   num_seeds = stage.num_seeds or config.num_seeds

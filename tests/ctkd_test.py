@@ -60,7 +60,7 @@ def test_gradient_reversal_is_identity_forward_and_negated_backward():
 def _raw_temperature_after(lambda_max: float, mode: str = "global", num_steps: int = 20):
   loss = base.loss(ctkd_mode=mode, ctkd_lambda_max=lambda_max, ctkd_ramp_fraction=0.1,
                    kd_weight=1.0, ce_weight=0.1)
-  recipe = methods.get("ctkd").build(loss, num_steps, {})
+  recipe = methods.get("ctkd").build(loss, num_steps, {}, 10)
   module = models.get("mlp_tiny", 10)
   images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
   variables = module.init(jax.random.key(1), images, train=False)
@@ -100,11 +100,11 @@ def test_term_reads_the_temperature_head():
      r"t_range=0.0 must be finite and > 0: the temperature range \(1.0, 1.0\) is empty"),
     (lambda: losses.ctkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0, 1.0, t_start=-1.0),
      "t_start=-1.0"),
-    (lambda: methods.get("ctkd").build(base.loss(ctkd_t_range=-5.0), 100, {}),
+    (lambda: methods.get("ctkd").build(base.loss(ctkd_t_range=-5.0), 100, {}, 10),
      r"t_range=-5.0 must be finite and > 0"),
-    (lambda: methods.get("ctkd").build(base.loss(ctkd_mode="local"), 100, {}),
+    (lambda: methods.get("ctkd").build(base.loss(ctkd_mode="local"), 100, {}, 10),
      "unknown loss.ctkd_mode 'local'; valid: 'global', 'instance'"),
-    (lambda: methods.get("ctkd").build(base.loss(ctkd_lambda_max=2.0), 100, {}),
+    (lambda: methods.get("ctkd").build(base.loss(ctkd_lambda_max=2.0), 100, {}, 10),
      r"ctkd/reversal must lie in \[-1.0, 1.0\]"),
 ])
 def test_bad_input_is_refused(call, match):

@@ -5,9 +5,10 @@ subprocesses that the tests kill with SIGKILL, stop with SIGTERM or SIGINT, or w
 checkpoints they damage, at moments found by watching the workdir (a checkpoint or export
 being written, a metric line logged, a stage starting). Each interrupted run is started
 again with the same command until it completes, and must then match an uninterrupted run
-bit for bit: result.json (curves included), every export's parameter hash, metrics.jsonl
-(less its timings) and summary.md. The uninterrupted reference runs in the background
-while the interrupted runs go on, and every subprocess shares one compilation cache.
+bit for bit: result.json (curves included, its cost left out), every export's parameter
+hash, metrics.jsonl (less its timings) and summary.md. The uninterrupted reference runs in
+the background while the interrupted runs go on, and every subprocess shares one
+compilation cache.
 """
 
 import concurrent.futures
@@ -149,7 +150,8 @@ def _outcome(workdir: str) -> dict[str, object]:
   out = {"summary": open(os.path.join(workdir, "summary.md")).read()}
   for stage, num_seeds in SEEDS.items():
     directory = trainer.stage_dir(workdir, stage)
-    out[f"{stage}/result"] = json.load(open(os.path.join(directory, trainer.RESULT_FILE)))
+    result = json.load(open(os.path.join(directory, trainer.RESULT_FILE)))
+    out[f"{stage}/result"] = {k: v for k, v in result.items() if k != "cost"}  # timings
     out[f"{stage}/metrics"] = [
         {k: v for k, v in r.items() if k != "images_per_second"}
         for r in metric_writers.read_jsonl(os.path.join(directory, trainer.METRICS_FILE))]
@@ -522,10 +524,10 @@ BAD_INPUTS = {
         ValueError, r"temperature=0.0 must be finite and > 0"),
     "temperature <= 0 (config)": (
         _validate(**{"stages.kd.loss.temperature": 0.0}), ValueError,
-        r"stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is 0.0 at step 0"),
+        r"stages.kd.loss: kd/temperature must lie in \(0.0, inf\); it is 0.0 at step 0"),
     "temperature <= 0 (binary)": (
         _BINARY, SystemExit,
-        r"error: stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is -1.0 at step "
+        r"error: stages.kd.loss: kd/temperature must lie in \(0.0, inf\); it is -1.0 at step "
         r"0."),
     "gamma outside [0, 1]": (
         _validate(**{"stages.kd.loss.gamma": 1.5}), ValueError,
@@ -537,7 +539,7 @@ BAD_INPUTS = {
         _validate(**{"stages.kd.method": "continuation",
                      "stages.kd.loss.continuation_max_temperature": 2,
                      "stages.kd.loss.continuation_margin": -1.0}), ValueError,
-        r"stages.kd.loss: continuation/margin must lie in \[0.0, inf\]; it is -1.0 at step 0"),
+        r"stages.kd.loss: continuation/margin must lie in \[0.0, inf\); it is -1.0 at step 0"),
     "logit standardization for a method without softmax terms": (
         _validate(**{"stages.kd.method": "annealing",
                      "stages.kd.loss.logit_standardization": True}), ValueError,
@@ -561,7 +563,7 @@ BAD_INPUTS = {
         r"'jensen_shannon', 'total_variation'"),
     "DIST weight < 0": (
         _validate(**{"stages.kd.method": "dist", "stages.kd.loss.dist_gamma": -2.0}),
-        ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\]; it is -2.0 at step 0"),
+        ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\); it is -2.0 at step 0"),
     "sparse teacher targets with k outside [1, K]": (
         lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
         r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),

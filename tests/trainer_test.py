@@ -164,7 +164,7 @@ def test_every_other_method_trains(tmp_path, data_dir):
   config.stages.attention.loss.at_features = ("stage2", "stage3")
   for method in ("dkd", "ensemble", "logits_matching", "function_matching"):
     config.stages[method] = base.stage("mlp_tiny", method, ("teacher",), num_steps=4)
-  config.stages.dkd.loss.dkd_warmup_fraction = 0.5
+  config.stages.dkd.loss.dkd_warmup_epochs = 2
   config.stages.function_matching.mixup = 1.0
   results = trainer.train_and_evaluate(config, str(tmp_path))
   assert [r["stage"] for r in results] == list(config.stages)
@@ -336,12 +336,34 @@ class TestWorkerCount:
                                                                           data_dir):
     record = trainer._stage_record(_tiny_config(data_dir), "dgkd")
     legacy = json.loads(json.dumps(record))
-    del legacy["stage"]["mixup"], legacy["stage"]["loss"]["dgkd_drop_teacher"]
+    del legacy["stage"]["mixup"], legacy["stage"]["loss"]["dgkd_keep_teacher"]
     trainer._claim_stage_dir(str(tmp_path), legacy)
     trainer._claim_stage_dir(str(tmp_path), record)  # mixup 0, teacher kept: as before
-    record["stage"]["loss"]["dgkd_drop_teacher"] = True
-    with pytest.raises(ValueError, match=r"stage.loss.dgkd_drop_teacher: None → True"):
+    record["stage"]["loss"]["dgkd_keep_teacher"] = True
+    with pytest.raises(ValueError, match=r"stage.loss.dgkd_keep_teacher: None → True"):
       trainer._claim_stage_dir(str(tmp_path), record)
+
+  @pytest.mark.parametrize("old_fields, claimed", [
+      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": False}, True),
+      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": True, "dgkd_mode": "paper"}, True),
+      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": False, "dgkd_mode": "paper"}, False),
+      ({"dkd_warmup_fraction": 0.25, "dgkd_drop_teacher": False}, False),
+  ])
+  def test_a_record_with_a_removed_field_matches_only_if_it_trained_the_same(
+      self, tmp_path, data_dir, old_fields, claimed):
+    config = _tiny_config(data_dir)
+    config.stages.dgkd.loss.dgkd_mode = old_fields.get("dgkd_mode", "code")
+    record = trainer._stage_record(config, "dgkd")
+    legacy = json.loads(json.dumps(record))
+    for field in ("dkd_warmup_epochs", "dgkd_keep_teacher"):
+      del legacy["stage"]["loss"][field]
+    legacy["stage"]["loss"].update(old_fields)
+    trainer._claim_stage_dir(str(tmp_path), legacy)
+    if claimed:
+      trainer._claim_stage_dir(str(tmp_path), record)
+    else:
+      with pytest.raises(ValueError, match="different config"):
+        trainer._claim_stage_dir(str(tmp_path), record)
 
 
 class TestMultiProcess:
@@ -352,6 +374,11 @@ class TestMultiProcess:
     logs = two_processes.run(MULTIHOST_WORKER, data_dir, str(workdir), str(output),
                              timeout=420)
     results = [json.loads((tmp_path / f"results.json{i}").read_text()) for i in range(2)]
+    timings = {}  # each process times itself; the first writes result.json
+    for i, outcome in enumerate(results):
+      for key in ("first", "again"):
+        timings[i, key] = [stage.pop("cost") for stage in outcome[key]]
+    assert [cost["runs"] for cost in timings[0, "again"]] == [1, 3]  # kd: resumed, reused
     # A signal that reached process 1 alone stopped both, at the same step, after a save.
     stopped = re.fullmatch(r"SIGTERM received: stopped stage 'kd' at step (\d+) of 100; its "
                            r"checkpoint at step \1 is saved. Run the same command again to "

@@ -35,6 +35,7 @@ KD exactly):
 import jax
 import jax.numpy as jnp
 
+from kdjax.losses import tempered
 from kdjax.losses import validation as v
 
 VARIANTS = ("uniform", "mean", "tail")
@@ -210,13 +211,6 @@ def _tail(s: jax.Array, t: jax.Array, temperature, labels: jax.Array, top_k: int
   _, top_indices = jax.lax.top_k(ranked, top_k)
   in_s = jnp.any(jax.nn.one_hot(top_indices, num_classes, dtype=bool), axis=-2)
   in_r = ~(target | in_s)
-  zt, zs = t / temperature, s / temperature
-  # Conditional log-probabilities on R; entries outside R are finite placeholders so that
-  # neither the value nor the gradient can become NaN.
-  neg = jnp.finfo(zs.dtype).min
-  log_pt_r = zt - jax.nn.logsumexp(jnp.where(in_r, zt, neg), axis=-1, keepdims=True)
-  log_ps_r = zs - jax.nn.logsumexp(jnp.where(in_r, zs, neg), axis=-1, keepdims=True)
-  pt_r = jnp.where(in_r, jnp.exp(log_pt_r), 0.0)
-  kl_r = jnp.sum(pt_r * jnp.where(in_r, log_pt_r - log_ps_r, 0.0), axis=-1)
-  mass_r = jnp.sum(jnp.where(in_r, jax.nn.softmax(zt), 0.0), axis=-1)
+  kl_r = tempered.kl_of_logit_shift(t / temperature, (t - s) / temperature, where=in_r)
+  mass_r = jnp.sum(jnp.where(in_r, jax.nn.softmax(t / temperature), 0.0), axis=-1)
   return -temperature**2 * mass_r * kl_r
