@@ -471,3 +471,12 @@ class TestValidation:
   def test_bad_input_raises_value_error_naming_it(self, call, match):
     with pytest.raises(ValueError, match=match):
       call()
+
+
+@pytest.mark.parametrize("std, temperature, floor", [(2.2, 4.0, 0.22), (2.2, 8.0, 0.48),
+                                                     (1.0, 4.0, 0.52), (1.0, 8.0, 0.73)])
+def test_uniform_floor_figures_of_the_docstring(std, temperature, floor):
+  """The ε figures quoted for DKP hold for Gaussian logits of that spread, 100 classes."""
+  from kdjax.losses.pruning import uniform_floor
+  t = std * jax.random.normal(jax.random.key(0), (4000, 100))
+  assert float(jnp.mean(uniform_floor(t, temperature))) == pytest.approx(floor, abs=0.01)

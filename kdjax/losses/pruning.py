@@ -177,7 +177,11 @@ def uniform_floor(teacher_logits: jax.Array, temperature) -> jax.Array:
      p_t^T = \mathrm{softmax}(t / T) = \varepsilon\, u + (1 - \varepsilon)\, \hat p_t
 
   with :math:`u = \tfrac1K \mathbf 1` the uniform distribution and :math:`\hat p_t` the
-  pruned teacher (zero on its least likely class).
+  pruned teacher (zero on its least likely class). Its size depends on how spread the
+  teacher's logits are, which is an assumption about the teacher, not a property of DKP:
+  for 100 classes and Gaussian logits of standard deviation 2.2, :math:`\varepsilon`
+  averages 0.22 at T = 4 and 0.48 at T = 8 (0.52 and 0.73 with standard deviation 1); a
+  confident teacher, with logits spread over tens, has :math:`\varepsilon` near 0.
 
   Args:
     teacher_logits: ``[..., K]``.
