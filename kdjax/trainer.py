@@ -89,7 +89,10 @@ _FIELDS_ADDED = {"stage.mixup": 0.0, "stage.loss.dkd_warmup_epochs": 0,
                  "stage.loss.continuation_ramp_fraction": 0.75,
                  "stage.loss.continuation_margin": 1.0,
                  "stage.loss.divergence": "reverse_kl", "stage.loss.jsd_beta": 0.5,
-                 "stage.loss.dist_beta": 2.0, "stage.loss.dist_gamma": 2.0}
+                 "stage.loss.dist_beta": 2.0, "stage.loss.dist_gamma": 2.0,
+                 "stage.loss.ctkd_mode": "global", "stage.loss.ctkd_t_start": 1.0,
+                 "stage.loss.ctkd_t_range": 20.0, "stage.loss.ctkd_lambda_max": 1.0,
+                 "stage.loss.ctkd_ramp_fraction": 10 / 240}
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 NONFINITE_MODES = ("stop", "skip")

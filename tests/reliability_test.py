@@ -567,6 +567,10 @@ BAD_INPUTS = {
     "sparse teacher targets with k outside [1, K]": (
         lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
         r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),
+    "CTKD temperature range that is empty": (
+        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_t_range": 0.0}),
+        ValueError, r"stages.kd.loss: t_range=0.0 must be finite and > 0: the temperature "
+        r"range \(1.0, 1.0\) is empty"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),
