@@ -54,6 +54,8 @@ from kdjax import objective as objective_lib
 from kdjax.state import TrainState
 
 Metrics = dict[str, jax.Array]
+# A sweep step's metric (``kdjax.sweep``): are the step's teacher outputs all finite?
+TEACHER_FINITE = "teacher_finite"
 TeacherOutputs = dict[str, jax.Array]
 TrainStep = Callable[[TrainState, Any, batch_lib.Batch], tuple[TrainState, Metrics]]
 Update = Callable[[TrainState, TeacherOutputs | None, batch_lib.Batch],

@@ -87,7 +87,7 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
-    trainer.train_and_evaluate(config, _WORKDIR.value)
+    trainer.train_and_evaluate(config, _WORKDIR.value, input_workers_allowed=True)
   except trainer.Preempted as stopped:
     print(f"stopped: {stopped}", file=sys.stderr, flush=True)
     return 128 + stopped.signum

@@ -1,0 +1,120 @@
+"""The training layer: stages of a run, checkpoints, evaluation, logs and the final summary.
+
+This is the one impure layer of kdjax: it reads data, writes files and talks to the
+terminal; the mathematics lives in the pure step builders it calls. A run is a sequence of
+stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
+
+* ``stage_config.json`` — the stage's config, the run settings it depends on and the
+  parameter hashes of the networks it reads (teachers, ``init_from``); a later run with a
+  different one (a changed config, a retrained or replaced teacher) is refused instead of
+  mixing results;
+* ``checkpoints/`` — orbax checkpoints of the train state and the input iterator, from
+  which an interrupted stage resumes exactly where it stopped;
+* ``export/seed<i>/best`` and ``export/seed<i>/last`` — each student's network with a
+  provenance record; later stages load seed 0's best as a teacher, and seed i's best as the
+  initialization of their own seed i (``init_from``);
+* ``metrics.jsonl`` and TensorBoard events; ``result.json`` once the stage is complete — a
+  complete stage is reused, not retrained.
+
+At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every stage.
+
+One job per module: ``run_config`` (``validate``), ``workdir`` (paths, the versioned stage
+record, atomic JSON, metrics rewind), ``preemption`` (signals, the stop agreed between
+processes), ``context`` (what the stages of a run share), ``stage`` (``build_stage``: a
+stage built into a value) and ``loop`` (``train_stage``, ``train_and_evaluate``).
+
+Reliability. A run killed at any moment (``kill -9``, a lost machine) and started again with
+the same command ends with the parameters, curves and exports of an uninterrupted run, bit
+for bit: the stage resumes from its last checkpoint (train state, input iterator state and
+the progress record together), ``metrics.jsonl`` is cut back to that step, every file that
+marks completion (``stage_config.json``, ``result.json``, exports' ``provenance.json``) is
+written atomically and after what it describes, and exports are redone by the resumed run.
+SIGTERM and SIGINT (preemption, Ctrl-C) stop training between two steps, save a checkpoint at
+the current step and raise ``Preempted``; a second Ctrl-C aborts at once. A latest
+checkpoint that cannot be read is reported and set aside, and the stage resumes from the
+previous one. Non-finite values (in teacher outputs, losses or gradients) are detected at
+every step on the device and stop training (``config.nonfinite = "stop"``) before any
+checkpoint or export records the bad state, or are skipped (``"skip"``) and counted.
+"""
+
+from typing import Any
+
+from absl import logging
+import ml_collections
+
+from kdjax import data, performance
+from kdjax.trainer.loop import Progress, train_and_evaluate, train_stage
+from kdjax.trainer.preemption import Preempted
+from kdjax.trainer.run_config import NONFINITE_MODES, validate
+from kdjax.trainer.stage import Stage, build_stage
+from kdjax.trainer.workdir import (
+    METRICS_FILE,
+    RESULT_FILE,
+    STAGE_CONFIG_FILE,
+    export_dir,
+    stage_dir,
+)
+
+__all__ = [
+    "METRICS_FILE",
+    "NONFINITE_MODES",
+    "RESULT_FILE",
+    "STAGE_CONFIG_FILE",
+    "Preempted",
+    "Progress",
+    "Stage",
+    "build_stage",
+    "configure_performance",
+    "export_dir",
+    "stage_dir",
+    "train_and_evaluate",
+    "train_stage",
+    "validate",
+]
+
+
+def configure_performance(config: ml_collections.ConfigDict,
+                          num_processes: int | None = 1) -> dict[str, Any] | None:
+  """Applies ``kdjax.performance.configure`` for this run; call before JAX starts.
+
+  The number of virtual CPU devices follows each process's share of the run's train and
+  eval batch sizes and its dataset's image shape; the compilation cache goes to
+  ``config.compilation_cache_dir``. It must come before anything starts JAX's backends,
+  which ``validate`` and ``train_and_evaluate`` do: ``launch/train.py`` calls it first
+  thing.
+
+  Args:
+    config: the run config.
+    num_processes: the number of JAX processes of the run; ``None`` when not known yet
+      (multi-host with the count found by ``jax.distributed.initialize``): each process
+      then keeps one CPU device, a split that fits any process count.
+
+  Returns:
+    What ``kdjax.performance.configure`` applied, or ``None`` (with a warning) when the
+    batch sizes or the dataset name are invalid: ``validate`` then refuses the config,
+    naming the field.
+
+  Example:
+    >>> from configs import cifar10_kd
+    >>> config = cifar10_kd.get_config()
+    >>> config.compilation_cache_dir = ""  # none for this example
+    >>> # JAX is already running here, so the device count stays as it is.
+    >>> configure_performance(config)["source"] in ("user", "too late")
+    True
+  """
+  ds = config.dataset
+  try:
+    image_shape = data.image_shape(ds.name)
+    if num_processes is None:  # one device per process fits any process count
+      batch_sizes = (1,)
+    elif ds.batch_size % num_processes or ds.eval_batch_size % num_processes:
+      raise ValueError(f"the batch sizes ({ds.batch_size}, {ds.eval_batch_size}) do not "
+                       f"split over {num_processes=}")
+    else:
+      batch_sizes = (ds.batch_size // num_processes, ds.eval_batch_size // num_processes)
+    performance.recommended_cpu_devices(batch_sizes, image_shape)  # checks the values
+  except ValueError as error:
+    logging.warning("kdjax's performance defaults are not applied: %s", error)
+    return None
+  return performance.configure(batch_sizes=batch_sizes, image_shape=image_shape,
+                               compilation_cache_dir=config.compilation_cache_dir)
