@@ -1,13 +1,14 @@
-"""The end-of-run report: a table of methods × last/best accuracy, and accuracy curves."""
+"""The end-of-run report of a workdir: a table of stages × last/best accuracy, and curves."""
 
 from collections.abc import Sequence
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 
 SUMMARY_FILE = "summary.md"
@@ -61,17 +62,181 @@ def table(results: Sequence[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(results: Sequence[dict[str, Any]], path: str) -> None:
-  """Plots test accuracy against step for every stage (mean over seeds, shaded ± std).
+class Line(NamedTuple):
+  """One stage's accuracy curve as drawn: mean over seeds (and std, with several), in %."""
+  label: str
+  color: int  # index into the colour cycle, the same for the stage in every panel
+  x: np.ndarray  # [E] steps, offset by the stages this one continues (``init_from``)
+  mean: np.ndarray  # [E]
+  std: np.ndarray | None  # [E], or None for a single seed
 
-  Use it for the curves of a run (:func:`write` saves them as ``accuracy.png``); one line
-  per stage, labelled ``"<stage> (<method>)"``.
+
+class Panel(NamedTuple):
+  """One axes of the plot: its title, its curves and the y range it shows (in %)."""
+  title: str
+  lines: list[Line]
+  ylim: tuple[float, float]
+
+
+def _offsets(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+  """The step at which each stage starts: the end of the stage it continues, if drawn."""
+  by_stage = {r["stage"]: r for r in results}
+  offsets: dict[str, int] = {}
+
+  def offset(name: str, seen: tuple[str, ...] = ()) -> int:
+    if name not in offsets:
+      parent = by_stage[name].get("init_from") or ""
+      if parent in by_stage and parent not in seen:
+        offsets[name] = offset(parent, (*seen, name)) + int(by_stage[parent]["num_steps"])
+      else:
+        offsets[name] = 0
+    return offsets[name]
+
+  for r in results:
+    offset(r["stage"])
+  return offsets
+
+
+def _zoom(lines: Sequence[Line]) -> tuple[float, float]:
+  """A y range covering the second half of every curve (where methods separate), padded."""
+  low, high = [], []
+  for line in lines:
+    keep = line.x >= line.x.min() + (line.x.max() - line.x.min()) / 2
+    spread = line.std[keep] if line.std is not None else 0.0
+    low.append(np.min(line.mean[keep] - spread))
+    high.append(np.max(line.mean[keep] + spread))
+  low_value, high_value = min(low), max(high)
+  pad = max(0.5, 0.1 * (high_value - low_value))
+  return max(0.0, low_value - pad), min(100.0, high_value + pad)
+
+
+def panels(results: Sequence[dict[str, Any]]) -> list[Panel]:
+  """The layout of :func:`plot`: every stage at full scale, then one zoomed panel per group.
+
+  Groups: the stages other stages of ``results`` learn from (teachers and assistants), then
+  the others by model, so that the methods training one student share a panel. A stage
+  that continues another (``init_from``, e.g. Annealing-KD's stage II) is drawn after it:
+  its steps are offset by the length of the stage it continues.
 
   Args:
-    results: per-stage records with ``stage``, ``method`` and ``curve``:
-      ``{"step": [E], "accuracy": [E] or [E, S]}``, the accuracy in [0, 1] of ``S`` seeds
-      at ``E`` evaluations.
+    results: per-stage records with ``stage``, ``method``, ``model``, ``teachers``,
+      ``num_steps``, ``curve`` (``{"step": [E], "accuracy": [E] or [E, S]}``) and
+      optionally ``init_from`` and ``label`` (the legend's text; ``"<stage> (<method>)"``
+      when absent).
+
+  Returns:
+    The panels, the full-scale one first (with the y range 0-100).
+
+  Raises:
+    KeyError: naming a field missing from a record.
+
+  Example:
+    >>> curve = lambda accuracy: {"step": [5, 10], "accuracy": accuracy}
+    >>> layout = panels([
+    ...     {"stage": "teacher", "method": "scratch", "model": "mlp", "teachers": [],
+    ...      "num_steps": 10, "curve": curve([0.8, 0.9])},
+    ...     {"stage": "one", "method": "annealing", "model": "mlp_tiny",
+    ...      "teachers": ["teacher"], "num_steps": 10, "curve": curve([0.6, 0.7])},
+    ...     {"stage": "two", "method": "scratch", "model": "mlp_tiny", "teachers": [],
+    ...      "num_steps": 10, "init_from": "one", "curve": curve([0.75, 0.8])}])
+    >>> [(p.title, [line.label for line in p.lines]) for p in layout]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('all stages', ['teacher (scratch)', 'one (annealing)', 'two (scratch)']),
+     ('teachers', ['teacher (scratch)']),
+     ('mlp_tiny', ['one (annealing)', 'two (scratch)'])]
+    >>> layout[2].lines[1].x.tolist()  # stage two continues stage one
+    [15, 20]
+  """
+  offsets = _offsets(results)
+  learnt_from = {t for r in results for t in r["teachers"]}
+  lines, groups = [], {}
+  for i, r in enumerate(results):
+    steps = np.asarray(r["curve"]["step"], np.int64)
+    accuracy = 100.0 * np.asarray(r["curve"]["accuracy"], np.float64).reshape(len(steps), -1)
+    std = accuracy.std(axis=1, ddof=1) if accuracy.shape[1] > 1 else None
+    line = Line(r.get("label") or f"{r['stage']} ({r['method']})", i,
+                steps + offsets[r["stage"]], accuracy.mean(axis=1), std)
+    lines.append(line)
+    group = "teachers" if r["stage"] in learnt_from else r["model"]
+    groups.setdefault(group, []).append(line)
+  if "teachers" in groups:  # first, as the other groups learn from them
+    groups = {"teachers": groups.pop("teachers"), **groups}
+  return ([Panel("all stages", lines, (0.0, 100.0))] +
+          [Panel(group, members, _zoom(members)) for group, members in groups.items()])
+
+
+def figure(results: Sequence[dict[str, Any]], title: str,
+           num_classes: int | None = None) -> Figure:
+  """Draws test accuracy against step, mean over seeds (shaded ± std), in :func:`panels`.
+
+  Use :func:`plot` to save it. Each panel's legend sits below it, never over the curves;
+  the full-scale panel draws the chance level ``100 / num_classes`` %.
+
+  Args:
+    results: per-stage records with the fields :func:`panels` reads.
+    title: the figure's title (name the dataset in it).
+    num_classes: the dataset's class count, for the chance line; none drawn when ``None``.
+
+  Returns:
+    The figure, one axes per panel; close it with ``plt.close`` when done.
+
+  Raises:
+    KeyError: naming a field missing from a record.
+    ValueError: if a curve's accuracies do not come in one row per step.
+
+  Example:
+    >>> fig = figure([{"stage": "student", "method": "kd", "model": "mlp", "teachers": [],
+    ...                "num_steps": 200,
+    ...                "curve": {"step": [100, 200], "accuracy": [[0.8, 0.82], [0.9, 0.92]]}}],
+    ...              title="digits", num_classes=10)
+    >>> [ax.get_title() for ax in fig.axes]
+    ['all stages', 'mlp (zoomed)']
+    >>> plt.close(fig)
+  """
+  layout = panels(results)
+  legend_rows = max(len(p.lines) for p in layout[1:])
+  fig, axes = plt.subplots(1, len(layout), figsize=(5 * len(layout), 4.5 + 0.25 * legend_rows),
+                           dpi=100, squeeze=False)
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for ax, panel in zip(axes[0], layout, strict=True):
+    for line in panel.lines:
+      color = colors[line.color % len(colors)]
+      ax.plot(line.x, line.mean, marker="o", markersize=3, color=color, label=line.label)
+      if line.std is not None:
+        ax.fill_between(line.x, line.mean - line.std, line.mean + line.std, color=color,
+                        alpha=0.2)
+    ax.set_ylim(*panel.ylim)
+    ax.set_title(panel.title if panel is layout[0] else f"{panel.title} (zoomed)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    # Below the axes: a legend inside would hide the curves' last points. The full-scale
+    # panel's colours are explained by the zoomed panels' legends.
+    legend = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (0.0, -0.14),
+              "borderaxespad": 0.0}
+    if panel is not layout[0]:
+      ax.legend(**legend)
+    elif num_classes:
+      chance = ax.axhline(100.0 / num_classes, color="black", linestyle="--", linewidth=1,
+                          label=f"chance ({100.0 / num_classes:.3g} %)")
+      ax.legend(handles=[chance], **legend)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return fig
+
+
+def plot(results: Sequence[dict[str, Any]], path: str, title: str,
+         num_classes: int | None = None) -> None:
+  """Saves the :func:`figure` of ``results`` to ``path``, the same bytes for the same records.
+
+  Use it for the curves of a run (:func:`write` saves them as ``accuracy.png``); the file's
+  metadata holds no date or version, so a rerun over the same records rewrites it unchanged.
+
+  Args:
+    results: per-stage records with the fields :func:`panels` reads.
     path: the image file to write; its extension picks the format (e.g. ``.png``).
+    title: the figure's title (name the dataset in it).
+    num_classes: the dataset's class count, for the chance line; none drawn when ``None``.
 
   Raises:
     KeyError: naming a field missing from a record.
@@ -80,39 +245,31 @@ def plot(results: Sequence[dict[str, Any]], path: str) -> None:
   Example:
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "accuracy.png")
-    >>> plot([{"stage": "student", "method": "kd",
-    ...        "curve": {"step": [100, 200], "accuracy": [[0.8, 0.82], [0.9, 0.92]]}}], path)
-    >>> plt.imread(path).shape  # 7 × 4.5 inches at 120 dpi, RGBA
-    (540, 840, 4)
+    >>> plot([{"stage": "student", "method": "kd", "model": "mlp", "teachers": [],
+    ...        "num_steps": 200,
+    ...        "curve": {"step": [100, 200], "accuracy": [[0.8, 0.82], [0.9, 0.92]]}}],
+    ...      path, title="digits", num_classes=10)
+    >>> plt.imread(path).shape  # two panels, 5 inches wide each, at 100 dpi; RGBA
+    (475, 1000, 4)
   """
-  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-  for r in results:
-    steps = np.asarray(r["curve"]["step"])
-    accuracy = 100.0 * np.asarray(r["curve"]["accuracy"], np.float64).reshape(len(steps), -1)
-    mean = accuracy.mean(axis=1)
-    (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=f"{r['stage']} ({r['method']})")
-    if accuracy.shape[1] > 1:
-      std = accuracy.std(axis=1, ddof=1)
-      ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-  ax.set_xlabel("step")
-  ax.set_ylabel("test accuracy (%)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="lower right")
-  fig.tight_layout()
-  fig.savefig(path)
+  fig = figure(results, title, num_classes)
+  fig.savefig(path, metadata={"Software": None})
   plt.close(fig)
 
 
-def write(results: Sequence[dict[str, Any]], directory: str, title: str) -> str:
+def write(results: Sequence[dict[str, Any]], directory: str, title: str,
+          num_classes: int | None = None) -> str:
   """Writes ``summary.md`` and ``accuracy.png`` into ``directory``; returns the table.
 
   The end-of-run report: ``summary.md`` has the ``title`` as heading, the :func:`table` and
-  the :func:`plot` of the curves; an earlier report in ``directory`` is overwritten.
+  the :func:`plot` of the curves; an earlier report in ``directory`` is overwritten (the
+  trainer passes every finished stage of its workdir, so nothing is lost).
 
   Args:
     results: per-stage records with the fields :func:`table` and :func:`plot` read.
     directory: an existing directory.
-    title: the Markdown heading.
+    title: the Markdown heading and the plot's title.
+    num_classes: the dataset's class count, for the plot's chance line.
 
   Returns:
     The Markdown table (also printed by the trainer at the end of a run).
@@ -125,7 +282,7 @@ def write(results: Sequence[dict[str, Any]], directory: str, title: str) -> str:
     >>> import os, tempfile
     >>> directory = tempfile.mkdtemp()
     >>> results = [{"stage": "teacher", "model": "mlp", "method": "scratch", "teachers": [],
-    ...             "last_accuracy": [0.95], "best_accuracy": [0.96],
+    ...             "last_accuracy": [0.95], "best_accuracy": [0.96], "num_steps": 200,
     ...             "curve": {"step": [100, 200], "accuracy": [[0.9], [0.95]]}}]
     >>> print(write(results, directory, title="Digits").splitlines()[-1])
     | teacher | mlp | scratch | — | 1 | 95.00 | 96.00 |
@@ -136,5 +293,5 @@ def write(results: Sequence[dict[str, Any]], directory: str, title: str) -> str:
   with open(os.path.join(directory, SUMMARY_FILE), "w") as f:
     f.write(f"# {title}\n\nAccuracy on the test split, in %: mean ± std over seeds; "
             f"\"best\" is the best evaluation of the stage.\n\n{text}\n![accuracy]({PLOT_FILE})\n")
-  plot(results, os.path.join(directory, PLOT_FILE))
+  plot(results, os.path.join(directory, PLOT_FILE), title, num_classes)
   return text

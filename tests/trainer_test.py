@@ -106,6 +106,42 @@ class TestEndToEnd:
           trainer.export_dir(workdir, "dkp", seed, "last"))
       assert provenance["model"] == "mlp_tiny" and provenance["dataset"] == "digits"
 
+  def test_results_record_protocol_and_cost(self, finished_run):
+    _, _, results = finished_run
+    by_stage = {r["stage"]: r for r in results}
+    teacher = by_stage["teacher"]
+    # digits: 1437 training examples, 10 classes; 30 steps of 32 images.
+    assert teacher["dataset"] == {"name": "digits", "num_classes": 10, "num_train": 1437,
+                                  "num_test": 360, "batch_size": 32, "augmentation": "none"}
+    assert teacher["epochs"] == pytest.approx(30 * 32 / 1437)
+    assert by_stage["annealing_2"]["init_from"] == "annealing_1"
+    for r in results:
+      cost = r["cost"]
+      assert cost["runs"] == 1
+      assert cost["train_seconds"] > 0 and cost["eval_seconds"] > 0
+      assert cost["setup_seconds"] > 0
+      assert cost["hardware"] == [{"backend": "cpu", "device_kind": jax.devices()[0].device_kind,
+                                   "device_count": 8, "process_count": 1,
+                                   "host_cpu_count": os.cpu_count()}]
+
+  def test_a_second_config_in_the_workdir_keeps_the_first_configs_stages(self, finished_run,
+                                                                         tmp_path):
+    config, workdir, _ = finished_run
+    shared = str(tmp_path / "shared")
+    shutil.copytree(workdir, shared)
+    second = _tiny_config(config.dataset.data_dir)
+    second.stages = base.stages()
+    second.stages.teacher = config.stages.teacher  # reused, as the README recommends
+    second.stages.kd_t2 = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=5)
+    second.stages.kd_t2.loss.temperature = 2.0
+    trainer.train_and_evaluate(second, shared)
+    rows = [line.split("|")[1].strip() for line in
+            open(os.path.join(shared, "summary.md")).read().splitlines()
+            if line.startswith("| ")][1:]
+    # This run's stages in its order, then the other finished stages by name.
+    assert rows == ["teacher", "kd_t2", "annealing_1", "annealing_2", "assistant", "dgkd",
+                    "dkp"]
+
   def test_annealing_stage_two_starts_from_each_seeds_stage_one(self, finished_run):
     _, workdir, _ = finished_run
     hashes = [checkpoints.read_provenance(trainer.export_dir(workdir, "annealing_1", i))[
@@ -196,14 +232,28 @@ class TestResume:
 
     monkeypatch.setattr(context_lib.RunContext, "train_iterator",
                         lambda self, workers: _Interrupting(original(self, workers)))
+    saved_costs, save = [], checkpoints.RunCheckpoints.save
+
+    def recording_save(self, step, state, data_state):
+      saved_costs.append(json.loads(json.dumps(data_state["progress"]["cost"])))
+      save(self, step, state, data_state)
+
+    monkeypatch.setattr(checkpoints.RunCheckpoints, "save", recording_save)
     workdir = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
       trainer.train_and_evaluate(config, workdir)
+    monkeypatch.setattr(checkpoints.RunCheckpoints, "save", save)
     assert checkpoints.RunCheckpoints(
         os.path.join(trainer.stage_dir(workdir, "student"), "checkpoints")).steps()[-1] == 20
     monkeypatch.setattr(context_lib.RunContext, "train_iterator", original)
+    first_run = saved_costs[-1]  # saved with the checkpoint at step 20
 
     resumed = trainer.train_and_evaluate(config, workdir)
+    # The cost sums both runs: the first's, saved with its checkpoint, and the second's.
+    cost = resumed[-1]["cost"]
+    assert first_run["runs"] == 1 and cost["runs"] == 2
+    for key in ("setup_seconds", "train_seconds", "eval_seconds"):
+      assert cost[key] > first_run[key] > 0
     assert resumed[-1]["last_accuracy"] == reference[-1]["last_accuracy"]
     assert resumed[-1]["curve"] == reference[-1]["curve"]
     same = checkpoints.read_provenance(trainer.export_dir(workdir, "student", 0, "last"))
@@ -291,6 +341,9 @@ class TestMultiProcess:
     logs = two_processes.run(MULTIHOST_WORKER, data_dir, str(workdir), str(output),
                              timeout=420)
     results = [json.loads((tmp_path / f"results.json{i}").read_text()) for i in range(2)]
+    for result in results:  # wall times are each process's own
+      for stage in (*result["first"], *result["again"]):
+        del stage["cost"]
     # A signal that reached process 1 alone stopped both, at the same step, after a save.
     stopped = re.fullmatch(r"SIGTERM received: stopped stage 'kd' at step (\d+) of 100; its "
                            r"checkpoint at step \1 is saved. Run the same command again to "

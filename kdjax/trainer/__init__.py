@@ -14,9 +14,14 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
   provenance record; later stages load seed 0's best as a teacher, and seed i's best as the
   initialization of their own seed i (``init_from``);
 * ``metrics.jsonl`` and TensorBoard events; ``result.json`` once the stage is complete — a
-  complete stage is reused, not retrained.
+  complete stage is reused, not retrained. Besides accuracies and curves it records the
+  protocol (dataset with its class and train-example counts, batch size, augmentation,
+  epochs) and the cost: wall seconds of setup (teacher checks and logit cache), training
+  and evaluation summed over the stage's runs, and the hardware (backend, device kind and
+  count, host CPU count) of each.
 
-At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every stage.
+At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every finished stage
+of the workdir (those of other configs run in it too).
 
 One job per module: ``run_config`` (``validate``), ``workdir`` (paths, the versioned stage
 record, atomic JSON, metrics rewind), ``preemption`` (signals, the stop agreed between

@@ -42,6 +42,9 @@ class Progress:
     best_step: the step of each student's best accuracy.
     curve: ``{"step": [...], "accuracy": [[per student], ...]}``, one entry per evaluation.
     nonfinite_steps: the skipped non-finite steps of each student.
+    cost: wall seconds of setup, training and evaluation summed over the stage's runs
+      (``"setup_seconds"``, ``"train_seconds"``, ``"eval_seconds"``), their count
+      (``"runs"``) and the hardware of each (``"hardware"``, without repeats).
 
   Example:
     >>> progress = Progress.start(num_students=2).evaluated(10, [0.5, 0.7])
@@ -53,23 +56,26 @@ class Progress:
   best_step: tuple[int, ...]
   curve: dict[str, list[Any]]
   nonfinite_steps: tuple[int, ...]
+  cost: dict[str, Any]
 
   @classmethod
   def start(cls, num_students: int) -> "Progress":
     """Nothing measured yet."""
     return cls((-1.0,) * num_students, (0,) * num_students, {"step": [], "accuracy": []},
-               (0,) * num_students)
+               (0,) * num_students, {"setup_seconds": 0.0, "train_seconds": 0.0,
+                                     "eval_seconds": 0.0, "runs": 0, "hardware": []})
 
   @classmethod
   def from_json(cls, value: dict[str, Any]) -> "Progress":
     """The progress a checkpoint saved (``to_json``)."""
     return cls(tuple(value["best_accuracy"]), tuple(value["best_step"]), value["curve"],
-               tuple(value["nonfinite_steps"]))
+               tuple(value["nonfinite_steps"]), value["cost"])
 
   def to_json(self) -> dict[str, Any]:
     """The progress as JSON, as checkpoints save it."""
     return {"best_accuracy": list(self.best_accuracy), "best_step": list(self.best_step),
-            "curve": self.curve, "nonfinite_steps": list(self.nonfinite_steps)}
+            "curve": self.curve, "nonfinite_steps": list(self.nonfinite_steps),
+            "cost": self.cost}
 
   def evaluated(self, step: int, accuracy: list[float]) -> "Progress":
     """The progress after an evaluation at ``step`` with these accuracies."""
@@ -88,6 +94,41 @@ class Progress:
     """The progress after ``counts`` more skipped non-finite steps per student."""
     return dataclasses.replace(self, nonfinite_steps=tuple(
         a + b for a, b in zip(self.nonfinite_steps, counts, strict=True)))
+
+
+def _charged(progress: Progress, earlier: dict[str, Any], hardware: dict[str, Any],
+             started: float, setup_seconds: float, eval_seconds: float) -> Progress:
+  """``progress`` with the cost of the earlier runs (``earlier``) plus this one's so far."""
+  train_seconds = time.perf_counter() - started - setup_seconds - eval_seconds
+  return dataclasses.replace(progress, cost={
+      "setup_seconds": earlier["setup_seconds"] + setup_seconds,
+      "train_seconds": earlier["train_seconds"] + train_seconds,
+      "eval_seconds": earlier["eval_seconds"] + eval_seconds,
+      "runs": earlier["runs"] + 1,
+      "hardware": earlier["hardware"] + [hardware] * (hardware not in earlier["hardware"])})
+
+
+def _hardware() -> dict[str, Any]:
+  """The machine a stage runs on, as its ``result.json`` records it (``cost.hardware``)."""
+  return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+          "device_count": jax.device_count(), "process_count": jax.process_count(),
+          "host_cpu_count": os.cpu_count()}
+
+
+def _finished_results(workdir: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Every finished stage of ``workdir``: this run's ``results``, then other runs' by name.
+
+  A workdir shared by several configs (e.g. to share a teacher) keeps every config's
+  finished stages in its summary, not only the last run's.
+  """
+  names = {r["stage"] for r in results}
+  others = []
+  for name in sorted(os.listdir(os.path.join(workdir, workdir_lib.STAGES_DIR))):
+    path = os.path.join(workdir_lib.stage_dir(workdir, name), workdir_lib.RESULT_FILE)
+    if name not in names and os.path.exists(path):
+      with open(path) as f:
+        others.append(json.load(f))
+  return [*results, *others]
 
 
 def _claim(context: context_lib.RunContext, name: str) -> dict[str, Any] | None:
@@ -207,8 +248,11 @@ def _log(writer: metric_writers.MetricWriter | None, bar: tqdm.tqdm, step: int,
 
 
 def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
-           stop: preemption.StopRequests) -> tuple[Any, int, Progress]:
+           stop: preemption.StopRequests, started: float) -> tuple[Any, int, Progress]:
   """Trains a built stage from its last checkpoint to its last step; ``(states, step, progress)``.
+
+  ``started`` is when this run of the stage began (its setup included): the cost of the
+  run (``Progress.cost``) is charged with every checkpoint and at the end.
 
   Every ``log_every_steps``, ``eval_every_steps`` and ``checkpoint_every_steps`` steps (and
   at the last step), the host reads the non-finite guard's record before it logs,
@@ -220,12 +264,17 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
   config, num_steps = context.config, stage.config.num_steps
   ckpts = checkpoints.RunCheckpoints(os.path.join(stage.directory, "checkpoints"))
   states, step, progress, iterator, workers = _restore(context, stage, ckpts)
+  earlier, hardware = progress.cost, _hardware()
+  setup_seconds, eval_seconds = time.perf_counter() - started, 0.0
   if context.primary:
     workdir_lib.rewind_metrics(stage.directory, step)
   health = context.place(finite_guard.no_bad_steps(len(stage.seeds), len(stage.checked)))
   checked_since = step
 
-  def save(step: int) -> None:
+  def charged(progress: Progress) -> Progress:
+    return _charged(progress, earlier, hardware, started, setup_seconds, eval_seconds)
+
+  def save(step: int, progress: Progress) -> None:
     ckpts.save(step, states, {"iterator": iterator.get_state(), "progress": progress.to_json(),
                               "worker_count": workers})
 
@@ -241,7 +290,7 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
       if signum is not None:
         health, progress = _checked(context, stage, ckpts, health, checked_since, step, progress)
         if step and ckpts.latest_step() != step:
-          save(step)
+          save(step, charged(progress))
         kept = (f"its checkpoint at step {step} is saved" if ckpts.latest_step() == step
                 else "nothing was saved yet")
         raise preemption.Preempted(
@@ -265,15 +314,18 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
         _log(writer, bar, step, metrics, progress, window_steps * images_per_step / elapsed)
         window_start, window_steps = time.perf_counter(), 0
       if eval_now:
+        eval_start = time.perf_counter()
         progress = _evaluate(context, stage, states, step, progress, writer)
-      if save_now:
-        save(step)
+        eval_seconds += time.perf_counter() - eval_start
+      if save_now:  # the time after the last checkpoint is lost with its steps on a kill
+        progress = charged(progress)
+        save(step, progress)
   finally:
     bar.close()
     if writer:
       writer.close()
   ckpts.close()
-  return states, step, progress
+  return states, step, charged(progress)
 
 
 def train_stage(context: context_lib.RunContext, name: str,
@@ -289,8 +341,10 @@ def train_stage(context: context_lib.RunContext, name: str,
   complete = _claim(context, name)
   if complete is not None:
     return complete
+  started = time.perf_counter()
   stage = stage_lib.build_stage(context, name)
-  states, step, progress = _train(context, stage, stop)
+  states, step, progress = _train(context, stage, stop, started)
+  info, batch_size = context.info, context.config.dataset.batch_size
   last_accuracy = progress.curve["accuracy"][-1]
   for i, accuracy in enumerate(last_accuracy):
     _export(context, stage, "last", i, states, step, accuracy)
@@ -302,6 +356,13 @@ def train_stage(context: context_lib.RunContext, name: str,
       "teacher_accuracy": stage.teacher_accuracy, "num_steps": stage.config.num_steps,
       "teacher_cache": stage.train_cache is not None,
       "nonfinite_steps": list(progress.nonfinite_steps),
+      "init_from": stage.config.init_from, "mixup": stage.config.mixup,
+      "dataset": {"name": info.name, "num_classes": info.num_classes,
+                  "num_train": info.num_train, "num_test": info.num_test,
+                  "batch_size": batch_size, "augmentation": context.config.dataset.augmentation},
+      "epochs": stage.config.num_steps * batch_size / info.num_train,
+      # Wall time in seconds, summed over the runs of the stage (a resumed stage's included).
+      "cost": progress.cost,
   }
   if context.primary:
     workdir_lib.write_json(os.path.join(stage.directory, workdir_lib.RESULT_FILE), result)
@@ -366,6 +427,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             f"every earlier stage is complete. Run the same command again to resume.")
       results.append(train_stage(context, name, stop))
   if context.primary:
-    table = summary.write(results, workdir, title=f"kdjax run on {context.info.name}")
+    table = summary.write(_finished_results(workdir, results), workdir,
+                          title=f"kdjax run on {context.info.name}",
+                          num_classes=context.info.num_classes)
     print(table, flush=True)
   return results
