@@ -11,7 +11,8 @@ Example: a NaN image poisons the teacher's outputs and the student's loss; with
 ``skip=True`` the student keeps its parameters.
 
   >>> from kdjax import models, objective, sweep
-  >>> from kdjax import step as step_lib
+  >>> from kdjax import objective as objective_lib
+from kdjax import step as step_lib
   >>> from kdjax.state import create_train_state
   >>> teacher, student = models.get("mlp_tiny", 10), models.get("mlp_tiny", 10)
   >>> images = jnp.ones((4, 8, 8, 1))
@@ -40,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import objective as objective_lib
 from kdjax import step as step_lib
 
 TEACHER_OUTPUTS = "teacher_logits"
@@ -75,6 +77,17 @@ def no_bad_steps(num_students: int, num_checked: int) -> Health:
   """
   return Health(jnp.zeros(num_students, jnp.int32), jnp.zeros(num_students, jnp.int32),
                  jnp.zeros((num_students, num_checked), bool))
+
+
+def checked_metrics(objective: objective_lib.Objective) -> tuple[str, ...]:
+  """The metrics of a step on ``objective`` that ``guard`` should check: losses, grad norm.
+
+  Example:
+    >>> from kdjax import objective
+    >>> checked_metrics(objective.Objective((objective.term("ce"), objective.term("kd"))))
+    ('loss', 'loss/ce', 'loss/kd', 'grad_norm')
+  """
+  return ("loss", *(f"loss/{term.label}" for term in objective.terms), "grad_norm")
 
 
 def checked_names(checked: Sequence[str]) -> tuple[str, ...]:

@@ -464,16 +464,16 @@ class TestRefusals:
     ("cifar10_kd", "", None, "kdjax 1"),  # a process count found later: one device each
     ("cifar10_kd", "", 3, "None 1"),  # 128 does not split over 3 processes: RunContext says so
 ])
-def test_configure_performance_before_jax_starts(config_name, edit, num_processes, expected,
+def test_configure_run_before_jax_starts(config_name, edit, num_processes, expected,
                                                  tmp_path):
   code = f"""
 import jax
 from configs import {config_name} as c
-from kdjax import trainer
+from kdjax import performance
 config = c.get_config()
 config.compilation_cache_dir = {str(tmp_path)!r}
 {edit}
-applied = trainer.configure_performance(config, {num_processes})
+applied = performance.configure_run(config, {num_processes})
 print(applied and applied["source"], len(jax.devices("cpu")))
 """
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

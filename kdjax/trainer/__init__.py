@@ -42,12 +42,6 @@ every step on the device and stop training (``config.nonfinite = "stop"``) befor
 checkpoint or export records the bad state, or are skipped (``"skip"``) and counted.
 """
 
-from typing import Any
-
-from absl import logging
-import ml_collections
-
-from kdjax import data, performance
 from kdjax.trainer.loop import Progress, train_and_evaluate, train_stage
 from kdjax.trainer.preemption import Preempted
 from kdjax.trainer.run_config import NONFINITE_MODES, validate
@@ -69,57 +63,9 @@ __all__ = [
     "Progress",
     "Stage",
     "build_stage",
-    "configure_performance",
     "export_dir",
     "stage_dir",
     "train_and_evaluate",
     "train_stage",
     "validate",
 ]
-
-
-def configure_performance(config: ml_collections.ConfigDict,
-                          num_processes: int | None = 1) -> dict[str, Any] | None:
-  """Applies ``kdjax.performance.configure`` for this run; call before JAX starts.
-
-  The number of virtual CPU devices follows each process's share of the run's train and
-  eval batch sizes and its dataset's image shape; the compilation cache goes to
-  ``config.compilation_cache_dir``. It must come before anything starts JAX's backends,
-  which ``validate`` and ``train_and_evaluate`` do: ``launch/train.py`` calls it first
-  thing.
-
-  Args:
-    config: the run config.
-    num_processes: the number of JAX processes of the run; ``None`` when not known yet
-      (multi-host with the count found by ``jax.distributed.initialize``): each process
-      then keeps one CPU device, a split that fits any process count.
-
-  Returns:
-    What ``kdjax.performance.configure`` applied, or ``None`` (with a warning) when the
-    batch sizes or the dataset name are invalid: ``validate`` then refuses the config,
-    naming the field.
-
-  Example:
-    >>> from configs import cifar10_kd
-    >>> config = cifar10_kd.get_config()
-    >>> config.compilation_cache_dir = ""  # none for this example
-    >>> # JAX is already running here, so the device count stays as it is.
-    >>> configure_performance(config)["source"] in ("user", "too late")
-    True
-  """
-  ds = config.dataset
-  try:
-    image_shape = data.image_shape(ds.name)
-    if num_processes is None:  # one device per process fits any process count
-      batch_sizes = (1,)
-    elif ds.batch_size % num_processes or ds.eval_batch_size % num_processes:
-      raise ValueError(f"the batch sizes ({ds.batch_size}, {ds.eval_batch_size}) do not "
-                       f"split over {num_processes=}")
-    else:
-      batch_sizes = (ds.batch_size // num_processes, ds.eval_batch_size // num_processes)
-    performance.recommended_cpu_devices(batch_sizes, image_shape)  # checks the values
-  except ValueError as error:
-    logging.warning("kdjax's performance defaults are not applied: %s", error)
-    return None
-  return performance.configure(batch_sizes=batch_sizes, image_shape=image_shape,
-                               compilation_cache_dir=config.compilation_cache_dir)

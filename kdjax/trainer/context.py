@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from kdjax import checkpoints, data, models, parallel
+from kdjax import checkpoints, data, models, parallel, teacher_cache
 from kdjax.trainer import workdir as workdir_lib
 
 
@@ -205,12 +205,20 @@ class RunContext:
                        f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; it cannot teach.")
     return Teacher(name, model, module, variables)
 
-  def evaluate(self, eval_fn: Any, states: Any, teacher_vars: Any) -> dict[str, np.ndarray]:
-    """Mean eval metrics over every test example, per student: ``{name: [num_students]}``."""
+  def evaluate(self, eval_fn: Any, states: Any,
+               teacher_logits: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Mean eval metrics over every test example, per student: ``{name: [num_students]}``.
+
+    ``teacher_logits`` (the teachers' logits of every test example,
+    ``kdjax.teacher_cache``) are added to each batch, for an ``eval_fn`` built on cached
+    logits.
+    """
     totals: dict[str, np.ndarray] = {}
     count = 0.0
     for batch in self.eval_batches():
-      metrics = jax.device_get(eval_fn(states, teacher_vars, self.place_batch(batch)))
+      if teacher_logits is not None:
+        batch = teacher_cache.add_teacher_logits(batch, teacher_logits)
+      metrics = jax.device_get(eval_fn(states, None, self.place_batch(batch)))
       weight = np.asarray(metrics.pop("count"))
       for k, v in metrics.items():
         totals[k] = totals.get(k, 0.0) + np.asarray(v) * weight

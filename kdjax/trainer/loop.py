@@ -222,7 +222,7 @@ def _export(context: context_lib.RunContext, stage: stage_lib.Stage, kind: str, 
 def _evaluate(context: context_lib.RunContext, stage: stage_lib.Stage, states: Any, step: int,
               progress: Progress, writer: metric_writers.MetricWriter | None) -> Progress:
   """Evaluates the students at ``step``, logs it, and exports each improved student's best."""
-  evaluated = context.evaluate(stage.eval_program, states, stage.teacher_vars)
+  evaluated = context.evaluate(stage.eval_program, states, stage.test_cache)
   accuracy = [float(a) for a in evaluated["accuracy"]]
   if writer:
     writer.write(step, "eval", {k: float(np.mean(v)) for k, v in evaluated.items()})

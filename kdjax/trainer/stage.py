@@ -61,9 +61,13 @@ class Stage(NamedTuple):
     teacher_vars: the teachers' variables, placed on the devices (``None``: no teacher).
     teacher_accuracy: each teacher's test accuracy, by name.
     train_cache: the teachers' logits of every training example, or ``None``.
+    test_cache: the teachers' logits of every test example (``None``: no teacher), which
+      the evaluations read instead of running the teachers each time.
     train_program: compiled ``((states, health), teacher_vars, batch) -> ((states,
       health), metrics)``, the carry donated.
-    eval_program: compiled ``(states, teacher_vars, batch) -> metrics``.
+    eval_program: compiled ``(states, None, batch) -> metrics``, the batch carrying the
+      teachers' test logits (``kdjax.teacher_cache.add_teacher_logits``) when there are
+      teachers.
     checked: the values the non-finite guard checks (``finite_guard.checked_names``).
     provenance: what the stage's exports record about the network.
 
@@ -78,6 +82,7 @@ class Stage(NamedTuple):
   teacher_vars: Any
   teacher_accuracy: dict[str, float]
   train_cache: np.ndarray | None
+  test_cache: np.ndarray | None
   train_program: Any
   eval_program: Any
   checked: tuple[str, ...]
@@ -123,7 +128,9 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
   cache = None
   if (teachers and method.cacheable and stage_config.cache_teacher
       and config.dataset.augmentation == "none" and not stage_config.mixup):
-    cache = _train_cache(context, name, teacher_modules, teacher_vars)
+    cache = _teacher_logits(context, name, teacher_modules, teacher_vars, "train")
+  test_cache = (_teacher_logits(context, name, teacher_modules, teacher_vars, "test")
+                if teachers else None)
 
   sweep_step = sweep.make_sweep_train_step(
       module, recipe.objective, optimizer, teacher=None if cache is not None else teacher_modules,
@@ -133,13 +140,13 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
   if stage_config.mixup:
     sweep_step = mixup.with_mixup(sweep_step, _mixup_key(config.seed, name),
                                   concentration=stage_config.mixup)
-  checked = ("loss", *(f"loss/{t.label}" for t in recipe.objective.terms), "grad_norm")
+  checked = finite_guard.checked_metrics(recipe.objective)
   train_step = finite_guard.guard(sweep_step, checked, skip=config.nonfinite == "skip")
-  eval_step = sweep.over_students(step_lib.make_eval_step(module, teacher=teacher_modules))
+  eval_step = sweep.over_students(step_lib.make_eval_step(module))
   return Stage(
       name=name, config=stage_config, directory=workdir_lib.stage_dir(context.workdir, name),
       seeds=seeds, initial_states=states, teacher_vars=teacher_vars,
-      teacher_accuracy=teacher_accuracy, train_cache=cache,
+      teacher_accuracy=teacher_accuracy, train_cache=cache, test_cache=test_cache,
       train_program=context.compile(train_step, donate_state=True),
       eval_program=context.compile(eval_step, donate_state=False),
       checked=finite_guard.checked_names(checked),
@@ -191,22 +198,23 @@ def _initial_state(context: context_lib.RunContext, stage_config: ml_collections
       output_tx=recipe.output_tx, aux_heads=recipe.aux_heads, sample_inputs=context.sample)
 
 
-def _train_cache(context: context_lib.RunContext, name: str, teacher_modules: Any,
-                 teacher_vars: Any) -> np.ndarray:
-  """The teachers' logits of every training example; refused if any is not finite."""
+def _teacher_logits(context: context_lib.RunContext, name: str, teacher_modules: Any,
+                    teacher_vars: Any, split: str) -> np.ndarray:
+  """The teachers' logits of every example of ``split``; refused if a training one is not finite."""
   start = time.perf_counter()
+  num_examples = context.info.num_train if split == "train" else context.info.num_test
   # Batches sharded over the devices like training batches: with unsharded ones, every
   # device would run the teachers on the whole batch (6-7x the time on 8 CPU devices).
   cache = teacher_cache.compute_teacher_logits(
-      teacher_modules, teacher_vars,
-      map(context.place_batch, context.eval_batches("train")), context.info.num_train)
+      teacher_modules, teacher_vars, map(context.place_batch, context.eval_batches(split)),
+      num_examples)
   bad = ~np.isfinite(cache).reshape(len(cache), -1).all(axis=1)
-  if bad.any():
+  if split == "train" and bad.any():
     teachers = ", ".join(context.config.stages[name].teachers)
     raise ValueError(f"stage {name}: the logits of its teachers ({teachers}) are not finite "
                      f"on {bad.sum()} of {len(cache)} training examples (the first: example "
                      f"{np.flatnonzero(bad)[0]}); they cannot teach.")
-  context.report(f"stage {name}: cached the teacher logits of {context.info.num_train} "
+  context.report(f"stage {name}: cached the teacher logits of {num_examples} {split} "
                  f"examples in {time.perf_counter() - start:.1f}s")
   return cache
 
@@ -218,4 +226,4 @@ def _teacher_accuracy(context: context_lib.RunContext, teacher: context_lib.Teac
   eval_fn = context.compile(sweep.over_students(step_lib.make_eval_step(teacher.module)),
                             donate_state=False)
   states = context.place(sweep.stack_states([network_state]))
-  return float(context.evaluate(eval_fn, states, None)["accuracy"][0])
+  return float(context.evaluate(eval_fn, states)["accuracy"][0])
