@@ -39,6 +39,10 @@ def loss(**overrides) -> ml_collections.ConfigDict:
       "kd_weight": 0.9,  # weight of the distillation term
       "class_reduction": "sum",  # sum (batchmean KL) | mean (PyTorch KLDivLoss() default)
       "label_smoothing": 0.0,  # of the cross-entropy term
+      # z-score the student's and teachers' logits before the temperature (Sun et al., CVPR
+      # 2024): kd | dkd | dgkd | ensemble | function_matching | divergence | dist | dkp with
+      # dkp_form=loss
+      "logit_standardization": False,
       "gamma": 0.5,  # dkp: strength of Dark Knowledge Pruning, in [0, 1]
       "dkp_variant": "uniform",  # dkp: uniform | mean | tail
       "dkp_top_k": 2,  # dkp tail: the teacher's leading non-target classes kept whole
@@ -46,6 +50,18 @@ def loss(**overrides) -> ml_collections.ConfigDict:
       # annealing: T_max; Phi steps 1/T_max, ..., 1, each level an equal share of the stage
       # (within a step), ending at 1; the stage needs num_steps >= max_temperature
       "max_temperature": 10,
+      # continuation: Phi's T_max; Phi climbs 1/T_max, ..., 1 over the first
+      # continuation_anneal_fraction of the stage
+      "continuation_max_temperature": 20,
+      "continuation_anneal_fraction": 0.5,
+      # continuation: psi ramps CE's weight 0 -> 1 (the hinge's 1 -> 0) over this fraction
+      "continuation_ramp_fraction": 0.75,
+      "continuation_margin": 1.0,  # continuation: hinge margin m (on the mean squared error)
+      "divergence": "reverse_kl",  # divergence: reverse_kl | jensen_shannon | total_variation
+      # divergence jensen_shannon: interpolation beta in [0, 1] (0: forward KL, 1: reverse KL)
+      "jsd_beta": 0.5,
+      "dist_beta": 2.0,  # dist: weight of the inter-class relation
+      "dist_gamma": 2.0,  # dist: weight of the intra-class relation (couples the batch)
       "dkd_alpha": 1.0,  # dkd: TCKD weight
       "dkd_beta": 8.0,  # dkd: NCKD weight
       "dkd_warmup_fraction": 0.0,  # dkd: fraction of the stage over which its weight ramps up
@@ -69,8 +85,8 @@ def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
   """One stage of a run: the network it trains, how, and from which teachers."""
   config = ml_collections.ConfigDict({
       "model": model,  # a kdjax.models name
-      # scratch | kd | dkp | annealing | logits_matching | dkd | dgkd | ensemble | fitnets |
-      # attention | function_matching
+      # scratch | kd | dkp | annealing | continuation | logits_matching | dkd | divergence |
+      # dist | dgkd | ensemble | fitnets | attention | function_matching
       "method": method,
       "teachers": tuple(teachers),  # earlier stages (or config.teacher_dirs keys), largest first
       "num_steps": num_steps,  # training steps of the stage

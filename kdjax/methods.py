@@ -37,7 +37,8 @@ class Recipe:
     output_tx_needs_labels: whether ``output_tx`` reads the batch's labels.
 
   Example:
-    >>> loss = {"ce_weight": 0.1, "label_smoothing": 0.0, "kd_weight": 0.9}
+    >>> loss = {"ce_weight": 0.1, "label_smoothing": 0.0, "kd_weight": 0.9,
+    ...         "logit_standardization": False}
     >>> recipe = get("logits_matching").build(loss, 1000, {})
     >>> [t.label for t in recipe.objective.terms], recipe.output_tx is not None
     (['ce', 'logits_matching'], True)
@@ -59,7 +60,8 @@ class Recipe:
     Empty for a method that can train without labels (e.g. on mixed-up images).
 
     Example:
-      >>> loss = {"kd_weight": 0.9, "temperature": 4.0, "class_reduction": "sum"}
+      >>> loss = {"kd_weight": 0.9, "temperature": 4.0, "class_reduction": "sum",
+      ...         "logit_standardization": False}
       >>> get("function_matching").build(loss, 1000, {}).label_users
       ()
     """
@@ -91,7 +93,7 @@ class Method:
     >>> method.teachers, method.cacheable
     ('one', True)
     >>> loss = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0,
-    ...         "label_smoothing": 0.0, "class_reduction": "sum"}
+    ...         "label_smoothing": 0.0, "class_reduction": "sum", "logit_standardization": False}
     >>> objective = method.build(loss, 1000, {}).objective
     >>> {t.label: t.weight for t in objective.terms}
     {'ce': 0.1, 'kd': 0.9}
@@ -103,18 +105,36 @@ class Method:
   description: str
 
 
-def _ce(loss: Mapping[str, Any], weight: float | None = None) -> objective_lib.Term:
+def _ce(loss: Mapping[str, Any], weight: schedules.ScalarOrSchedule | None = None
+        ) -> objective_lib.Term:
   return objective_lib.term("ce", loss["ce_weight"] if weight is None else weight,
                             label_smoothing=loss["label_smoothing"])
 
 
 def _kd(loss: Mapping[str, Any]) -> objective_lib.Term:
   return objective_lib.term("kd", loss["kd_weight"], temperature=loss["temperature"],
-                            class_reduction=loss["class_reduction"])
+                            class_reduction=loss["class_reduction"],
+                            logit_standardization=loss["logit_standardization"])
+
+
+def _without_standardization(loss: Mapping[str, Any], what: str) -> None:
+  """Refuses ``loss.logit_standardization`` where no softmax term would read it."""
+  if loss["logit_standardization"]:
+    raise ValueError(f"loss.logit_standardization=True has no effect on {what}; it applies "
+                     f"to the softmax methods (kd, dkd, dgkd, ensemble, function_matching, "
+                     f"divergence, dist, dkp with dkp_form='loss').")
+
+
+def _fraction_of(num_steps: int, name: str, fraction: float) -> int:
+  """``fraction`` of the stage's steps, at least one; refuses a fraction outside (0, 1]."""
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"loss.{name}={fraction} must lie in (0, 1].")
+  return max(round(fraction * num_steps), 1)
 
 
 def _scratch(loss, num_steps, shapes):
   del shapes
+  _without_standardization(loss, "cross-entropy alone")
   return Recipe(objective_lib.Objective((_ce(loss, 1.0),), num_steps))
 
 
@@ -130,10 +150,12 @@ def _dkp(loss, num_steps, shapes):
   if loss["dkp_form"] == "loss":
     dkp_term = objective_lib.term("dkp", loss["kd_weight"], temperature=loss["temperature"],
                                   gamma=loss["gamma"], variant=variant, top_k=top_k,
-                                  class_reduction=loss["class_reduction"])
+                                  class_reduction=loss["class_reduction"],
+                                  logit_standardization=loss["logit_standardization"])
     return Recipe(objective_lib.Objective((_ce(loss), _kd(loss), dkp_term), num_steps))
   if loss["dkp_form"] != "transform":
     raise ValueError(f"unknown loss.dkp_form {loss['dkp_form']!r}; valid: 'transform', 'loss'.")
+  _without_standardization(loss, "the DKP transform of raw-logit gradients (dkp_form='transform')")
   # DKP follows the KD term's temperature and weight (schedules and per-student overrides);
   # its gamma is a hyperparameter of the objective, so it is reported as "dkp/gamma" and may
   # be overridden per student (kdjax.sweep).
@@ -148,6 +170,7 @@ def _dkp(loss, num_steps, shapes):
 
 def _annealing(loss, num_steps, shapes):
   del shapes
+  _without_standardization(loss, "Annealing-KD's logit regression")
   # Each of the T_max levels of Phi holds an equal share of the stage (to within a step) and
   # the stage ends at Phi = 1; a stage shorter than T_max steps is refused (ValueError).
   phi = schedules.annealing_phi(int(loss["max_temperature"]), num_steps=num_steps)
@@ -155,8 +178,26 @@ def _annealing(loss, num_steps, shapes):
                                         num_steps))
 
 
+def _continuation(loss, num_steps, shapes):
+  del shapes
+  _without_standardization(loss, "Continuation-KD's logit regression")
+  # Phi climbs its T_max levels over the first continuation_anneal_fraction of the stage;
+  # psi moves the weight from the hinge to CE over the first continuation_ramp_fraction.
+  anneal_steps = _fraction_of(num_steps, "continuation_anneal_fraction",
+                              loss["continuation_anneal_fraction"])
+  ramp_steps = _fraction_of(num_steps, "continuation_ramp_fraction",
+                            loss["continuation_ramp_fraction"])
+  phi = schedules.annealing_phi(int(loss["continuation_max_temperature"]),
+                                num_steps=anneal_steps)
+  psi = schedules.continuation_psi(ramp_steps)
+  hinge = objective_lib.term("continuation", lambda step: 1.0 - psi(step), phi=phi,
+                             margin=loss["continuation_margin"])
+  return Recipe(objective_lib.Objective((_ce(loss, psi), hinge), num_steps))
+
+
 def _logits_matching(loss, num_steps, shapes):
   del shapes
+  _without_standardization(loss, "logits matching")
   matching = objective_lib.term("logits_matching", loss["kd_weight"])
   return Recipe(objective_lib.Objective((_ce(loss), matching), num_steps),
                 output_tx=transforms.zero_mean_logit_gradients())
@@ -167,7 +208,8 @@ def _dkd(loss, num_steps, shapes):
   warmup = round(float(loss["dkd_warmup_fraction"]) * num_steps)
   weight = schedules.linear(0.0, 1.0, warmup) if warmup > 0 else 1.0
   dkd = objective_lib.term("dkd", weight, alpha=loss["dkd_alpha"], beta=loss["dkd_beta"],
-                           temperature=loss["temperature"])
+                           temperature=loss["temperature"],
+                           logit_standardization=loss["logit_standardization"])
   return Recipe(objective_lib.Objective((_ce(loss, 1.0), dkd), num_steps))
 
 
@@ -177,18 +219,44 @@ def _dgkd(loss, num_steps, shapes):
                             mode=loss["dgkd_mode"], keep_prob=loss["dgkd_keep_prob"],
                             drop_num=loss["dgkd_drop_num"],
                             drop_teacher=loss["dgkd_drop_teacher"],
-                            class_reduction=loss["class_reduction"])
+                            class_reduction=loss["class_reduction"],
+                            logit_standardization=loss["logit_standardization"])
   return Recipe(objective_lib.Objective((_ce(loss), dgkd), num_steps))
 
 
 def _ensemble(loss, num_steps, shapes):
   del shapes
   ensemble = objective_lib.term("ensemble", loss["kd_weight"], temperature=loss["temperature"],
-                                class_reduction=loss["class_reduction"])
+                                class_reduction=loss["class_reduction"],
+                                logit_standardization=loss["logit_standardization"])
   return Recipe(objective_lib.Objective((_ce(loss), ensemble), num_steps))
 
 
+DIVERGENCES = ("reverse_kl", "jensen_shannon", "total_variation")
+
+
+def _divergence(loss, num_steps, shapes):
+  del shapes
+  name = loss["divergence"]
+  if name not in DIVERGENCES:
+    raise ValueError(f"unknown loss.divergence {name!r}; valid: "
+                     f"{', '.join(map(repr, DIVERGENCES))}.")
+  beta = {"beta": loss["jsd_beta"]} if name == "jensen_shannon" else {}
+  divergence = objective_lib.term(name, loss["kd_weight"], temperature=loss["temperature"],
+                                  logit_standardization=loss["logit_standardization"], **beta)
+  return Recipe(objective_lib.Objective((_ce(loss), divergence), num_steps))
+
+
+def _dist(loss, num_steps, shapes):
+  del shapes
+  dist = objective_lib.term("dist", loss["kd_weight"], temperature=loss["temperature"],
+                            beta=loss["dist_beta"], gamma=loss["dist_gamma"],
+                            logit_standardization=loss["logit_standardization"])
+  return Recipe(objective_lib.Objective((_ce(loss), dist), num_steps))
+
+
 def _fitnets(loss, num_steps, shapes):
+  _without_standardization(loss, "FitNets")
   feature = loss["hint_feature"]
   if feature not in shapes:
     raise ValueError(f"loss.hint_feature={feature!r} is not a teacher feature; available: "
@@ -202,6 +270,7 @@ def _fitnets(loss, num_steps, shapes):
 
 def _attention(loss, num_steps, shapes):
   del shapes
+  _without_standardization(loss, "attention transfer")
   attention = objective_lib.term("attention", loss["at_weight"],
                                  student_features=tuple(loss["at_features"]))
   return Recipe(objective_lib.Objective((_ce(loss, 1.0), attention), num_steps))
@@ -218,11 +287,17 @@ METHODS: Mapping[str, Method] = {
     "dkp": Method(_dkp, "one", True, "KD + Dark Knowledge Pruning (gamma, dkp_variant)"),
     "annealing": Method(_annealing, "one", True,
                         "Annealing-KD stage I: MSE to Φ·teacher logits, no labels"),
+    "continuation": Method(_continuation, "one", True,
+                           "Continuation-KD: ψ·CE + (1 − ψ)·max{0, ‖s − Φ·t‖² − m·Φ}"),
     "logits_matching": Method(_logits_matching, "one", True,
                               "CE + logits matching with zero-mean logit gradients"),
     "dkd": Method(_dkd, "one", True, "decoupled KD: CE + α·TCKD + β·NCKD"),
     "dgkd": Method(_dgkd, "many", True, "densely guided KD from the teacher and every assistant"),
     "ensemble": Method(_ensemble, "many", True, "KD toward the teachers' mean probabilities"),
+    "divergence": Method(_divergence, "one", True,
+                         "CE + reverse KL, generalized Jensen–Shannon or total variation"),
+    "dist": Method(_dist, "one", True,
+                   "CE + DIST: inter- and intra-class Pearson relations (a batch loss)"),
     "fitnets": Method(_fitnets, "one", False, "CE + FitNets hint with a learned regressor"),
     "attention": Method(_attention, "one", False, "CE + attention transfer over stages"),
     "function_matching": Method(_function_matching, "one", False,

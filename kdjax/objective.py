@@ -37,6 +37,7 @@ _REQUIRED = object()
 _POSITIVE = {"low": 0.0, "low_open": True}
 _NON_NEGATIVE = {"low": 0.0}
 _UNIT = {"low": 0.0, "high": 1.0}
+_STANDARDIZATION = "logit_standardization"
 
 
 class TermInputs(NamedTuple):
@@ -51,6 +52,8 @@ class TermInputs(NamedTuple):
       teacher's named features; ``None`` when no teacher is consulted.
     labels: integer labels ``[B]`` or ``None``.
     key: a PRNG key for this term and step.
+    mask: boolean ``[B]`` (False marks padding) or ``None``; read by batch losses (DIST's
+      intra-class relation), whose value depends on which examples are real.
 
   Example:
     >>> inputs = TermInputs(student={"logits": jnp.zeros((4, 10))},
@@ -64,6 +67,7 @@ class TermInputs(NamedTuple):
   teacher: Mapping[str, jax.Array] | None
   labels: jax.Array | None
   key: jax.Array
+  mask: jax.Array | None = None
 
   @property
   def student_logits(self) -> jax.Array:
@@ -101,6 +105,9 @@ class TermDefinition:
     student_features: ``options -> names`` of student outputs the term reads.
     teacher_features: ``options -> names`` of teacher features the term reads.
     check: ``options -> None``, raising ``ValueError`` on a bad option.
+    standardizable: whether the term takes the ``logit_standardization`` option (a softmax
+      term): when True, every logit it reads is z-scored first
+      (``kdjax.losses.standardize_logits``, Sun et al., CVPR 2024).
 
   Example:
     >>> kd = TERMS["kd"]
@@ -121,6 +128,7 @@ class TermDefinition:
   student_features: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
   teacher_features: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
   check: Callable[[Mapping[str, Any]], None] = lambda options: None
+  standardizable: bool = False
 
 
 def _check_class_reduction(options):
@@ -199,6 +207,21 @@ def _dgkd(x: TermInputs, h) -> jax.Array:
                      drop_teacher=h["drop_teacher"], class_reduction=h["class_reduction"])
 
 
+def _dist(x: TermInputs, h) -> jax.Array:
+  # The intra-class relation couples the batch: one value, spread over the examples so that
+  # the objective's masked batch mean is the DIST loss of the batch.
+  intra = losses.dist_intra_class(x.student_logits, x.teacher_logits, h["temperature"],
+                                  where=x.mask)
+  inter = losses.dist_inter_class(x.student_logits, x.teacher_logits, h["temperature"])
+  return h["beta"] * inter + h["gamma"] * intra
+
+
+def _divergence(name: str) -> Callable[[TermInputs, Mapping[str, Any]], jax.Array]:
+  divergence = getattr(losses, name)
+  return lambda x, h: divergence(x.student_logits, x.teacher_logits,
+                                 temperature=h["temperature"])
+
+
 def _attention(x: TermInputs, h) -> jax.Array:
   student, teacher = _attention_names(h)
   return losses.attention_transfer([x.student[f] for f in student],
@@ -215,7 +238,8 @@ TERMS: Mapping[str, TermDefinition] = {
         fn=lambda x, h: losses.kd(x.student_logits, x.teacher_logits, h["temperature"],
                                   class_reduction=h["class_reduction"]),
         hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={"class_reduction": "sum"}, teacher="one", check=_check_class_reduction),
+        options={"class_reduction": "sum"}, teacher="one", check=_check_class_reduction,
+        standardizable=True),
     "logits_matching": TermDefinition(
         fn=lambda x, h: losses.logits_matching(x.student_logits, x.teacher_logits,
                                                centered=h["centered"]),
@@ -224,18 +248,40 @@ TERMS: Mapping[str, TermDefinition] = {
         fn=lambda x, h: losses.annealing(x.student_logits, x.teacher_logits, h["phi"]),
         hyperparameters={"phi": (_REQUIRED, {"low": 0.0, "low_open": True, "high": 1.0})},
         options={}, teacher="one"),
+    "continuation": TermDefinition(
+        fn=lambda x, h: losses.continuation(x.student_logits, x.teacher_logits, h["phi"],
+                                            h["margin"], class_reduction=h["class_reduction"]),
+        hyperparameters={"phi": (_REQUIRED, {"low": 0.0, "low_open": True, "high": 1.0}),
+                         "margin": (0.0, _NON_NEGATIVE)},
+        options={"class_reduction": "mean"}, teacher="one", check=_check_class_reduction),
     "dkp": TermDefinition(
         fn=_dkp,
         hyperparameters={"temperature": (4.0, _POSITIVE), "gamma": (_REQUIRED, _UNIT)},
         options={"variant": "uniform", "top_k": None, "class_reduction": "sum"},
         teacher="one", needs_labels=lambda options: options["variant"] == "tail",
-        check=_check_dkp),
+        check=_check_dkp, standardizable=True),
     "dkd": TermDefinition(
         fn=lambda x, h: losses.dkd(x.student_logits, x.teacher_logits, x.labels, h["alpha"],
                                    h["beta"], h["temperature"]),
         hyperparameters={"alpha": (1.0, _NON_NEGATIVE), "beta": (8.0, _NON_NEGATIVE),
                          "temperature": (4.0, _POSITIVE)},
-        options={}, teacher="one", needs_labels=lambda options: True),
+        options={}, teacher="one", needs_labels=lambda options: True, standardizable=True),
+    "reverse_kl": TermDefinition(
+        fn=_divergence("reverse_kl"), hyperparameters={"temperature": (4.0, _POSITIVE)},
+        options={}, teacher="one", standardizable=True),
+    "jensen_shannon": TermDefinition(
+        fn=lambda x, h: losses.jensen_shannon(x.student_logits, x.teacher_logits, h["beta"],
+                                              h["temperature"]),
+        hyperparameters={"beta": (0.5, _UNIT), "temperature": (4.0, _POSITIVE)}, options={},
+        teacher="one", standardizable=True),
+    "total_variation": TermDefinition(
+        fn=_divergence("total_variation"), hyperparameters={"temperature": (4.0, _POSITIVE)},
+        options={}, teacher="one", standardizable=True),
+    "dist": TermDefinition(
+        fn=_dist,
+        hyperparameters={"temperature": (4.0, _POSITIVE), "beta": (2.0, _NON_NEGATIVE),
+                         "gamma": (2.0, _NON_NEGATIVE)},
+        options={}, teacher="one", standardizable=True),
     "hint": TermDefinition(
         fn=lambda x, h: losses.hint(x.student[h["student_feature"]],
                                     x.teacher[h["teacher_feature"]]),
@@ -251,13 +297,14 @@ TERMS: Mapping[str, TermDefinition] = {
         fn=_dgkd, hyperparameters={"temperature": (5.0, _POSITIVE)},
         options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "drop_teacher": False,
                  "class_reduction": "sum"},
-        teacher="all", needs_key=True, check=_check_dgkd),
+        teacher="all", needs_key=True, check=_check_dgkd, standardizable=True),
     "ensemble": TermDefinition(
         fn=lambda x, h: losses.ensemble_kd(x.student_logits, x.all_teacher_logits,
                                            h["temperature"],
                                            class_reduction=h["class_reduction"]),
         hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={"class_reduction": "sum"}, teacher="all", check=_check_class_reduction),
+        options={"class_reduction": "sum"}, teacher="all", check=_check_class_reduction,
+        standardizable=True),
 }
 
 
@@ -277,8 +324,10 @@ class Term:
 
   Example:
     >>> t = term("kd", 0.9, temperature=2.0)
-    >>> t.name, t.weight, t.arguments, t.label
-    ('kd', 0.9, {'temperature': 2.0, 'class_reduction': 'sum'}, 'kd')
+    >>> t.name, t.weight, t.label
+    ('kd', 0.9, 'kd')
+    >>> t.arguments
+    {'temperature': 2.0, 'class_reduction': 'sum', 'logit_standardization': False}
   """
 
   name: str
@@ -300,10 +349,17 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   - ``"logits_matching"``: ``centered=False``.
   - ``"annealing"``: Annealing-KD stage I; ``phi`` (required, e.g.
     ``kdjax.schedules.annealing_phi``).
+  - ``"continuation"``: Continuation-KD's hinge; ``phi`` (required), ``margin=0``;
+    ``class_reduction="mean"``.
   - ``"dkp"``: the DKP term, added to a ``"kd"`` term of the same weight and temperature;
     ``temperature=4``, ``gamma`` (required); ``variant="uniform"``, ``top_k=None``,
     ``class_reduction="sum"``; ``"tail"`` needs labels.
   - ``"dkd"``: decoupled KD with labels; ``alpha=1``, ``beta=8``, ``temperature=4``.
+  - ``"reverse_kl"``, ``"total_variation"``: ``temperature=4``; ``"jensen_shannon"``:
+    ``beta=0.5`` (0: forward KL, 1: reverse KL), ``temperature=4``.
+  - ``"dist"``: DIST, a batch loss (its intra-class relation couples the examples, and
+    padding is left out through the batch's mask); ``temperature=4``, ``beta=2``,
+    ``gamma=2``.
   - ``"hint"``: FitNets; ``student_feature`` (usually an aux head's output) and
     ``teacher_feature`` (both required).
   - ``"attention"``: attention transfer; ``student_features`` (required),
@@ -312,6 +368,11 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
     ``keep_prob=0.75``, ``drop_num=1``, ``drop_teacher=False``, ``class_reduction="sum"``.
   - ``"ensemble"``: KD toward the teachers' mean probabilities; ``temperature=4``;
     ``class_reduction="sum"``.
+
+  The softmax terms (``"kd"``, ``"dkp"``, ``"dkd"``, ``"dgkd"``, ``"ensemble"``, the
+  divergences and ``"dist"``) also take
+  ``logit_standardization=False``: True z-scores the student's and teachers' logits before
+  the temperature (``kdjax.losses.standardize_logits``).
 
   Args:
     name: the term's registered name.
@@ -343,17 +404,23 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   if name not in TERMS:
     raise ValueError(f"unknown loss term {name!r}; valid: {', '.join(map(repr, TERMS))}.")
   definition = TERMS[name]
-  known = {**definition.hyperparameters, **definition.options}
+  options = dict(definition.options)
+  if definition.standardizable:
+    options[_STANDARDIZATION] = False
+  known = {**definition.hyperparameters, **options}
   unknown = sorted(set(arguments) - set(known))
   if unknown:
     raise ValueError(f"loss term {name!r} takes no argument(s) {unknown}; valid: "
                      f"{sorted(known) or 'none'}.")
   resolved = {k: v[0] for k, v in definition.hyperparameters.items()}
-  resolved |= dict(definition.options)
+  resolved |= options
   resolved |= arguments
   missing = sorted(k for k, v in resolved.items() if v is _REQUIRED)
   if missing:
     raise ValueError(f"loss term {name!r} needs argument(s) {missing}.")
+  if definition.standardizable and not isinstance(resolved[_STANDARDIZATION], bool | np.bool_):
+    raise ValueError(f"{_STANDARDIZATION}={resolved[_STANDARDIZATION]!r} must be True or "
+                     f"False.")
   definition.check(resolved)
   label = name if label is None else label
   if not isinstance(label, str) or not label or "/" in label:
@@ -671,11 +738,21 @@ class Objective:
       arguments = dict(t.arguments)
       for h in definition.hyperparameters:
         arguments[h] = values[f"{t.label}/{h}"]
-      inputs = TermInputs(student, teacher, labels, jax.random.fold_in(key, i))
+      inputs = TermInputs(student, teacher, labels, jax.random.fold_in(key, i), mask)
+      if arguments.get(_STANDARDIZATION, False):
+        inputs = _standardized(inputs)
       value = losses.reduce_mean(definition.fn(inputs, arguments), mask=mask)
       per_term[f"loss/{t.label}"] = value
       total = total + values[f"weight/{t.label}"] * value
     return total, per_term
+
+
+def _standardized(inputs: TermInputs) -> TermInputs:
+  """``inputs`` with the student's and every teacher's logits z-scored over classes."""
+  student = {**inputs.student, networks.LOGITS: losses.standardize_logits(inputs.student_logits)}
+  teacher = {**inputs.teacher,
+             networks.LOGITS: losses.standardize_logits(inputs.all_teacher_logits)}
+  return inputs._replace(student=student, teacher=teacher)
 
 
 def _unique(names) -> tuple[str, ...]:

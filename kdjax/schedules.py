@@ -120,6 +120,48 @@ def annealing_phi(max_temperature: int, steps_per_level: int | None = None, *,
   return schedule_over_stage
 
 
+def continuation_psi(ramp_steps: int) -> optax.Schedule:
+  r"""Continuation-KD's ramp :math:`\psi` from distillation to cross-entropy.
+
+  Continuation-KD trains on :math:`\psi\,\mathrm{CE} + (1 - \psi)\,L_{\text{hinge}}`
+  (``kdjax.losses.continuation``), its :math:`\Phi` following ``annealing_phi``; the ramp
+  moves the weight from the teacher to the labels and then holds it there:
+
+  .. math:: \psi(n) = \min(n / N,\ 1)
+
+  The paper ramps over epochs (:math:`\psi(i) = i/150`); here :math:`N` counts steps.
+  The hinge's weight :math:`1 - \psi` is ``lambda n: 1 - psi(n)``.
+
+  Args:
+    ramp_steps: :math:`N`, the steps until the objective is cross-entropy alone, an integer
+      >= 1.
+
+  Returns:
+    An ``optax.Schedule`` with values in ``[0, 1]``.
+
+  Raises:
+    ValueError: if ``ramp_steps`` is not an integer >= 1.
+
+  References:
+    Jafari et al., "Continuation KD", Findings of EMNLP 2022 (arXiv 2212.05998).
+
+  Example:
+    >>> psi = continuation_psi(ramp_steps=150)
+    >>> [round(float(psi(n)), 4) for n in (0, 75, 150, 300)]
+    [0.0, 0.5, 1.0, 1.0]
+    >>> continuation_psi(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: ramp_steps=0 must be an integer >= 1.
+  """
+  _check_steps("ramp_steps", ramp_steps)
+
+  def schedule(step):
+    return jnp.minimum(jnp.asarray(step, jnp.float32) / ramp_steps, 1.0)
+
+  return schedule
+
+
 def constant(value: float) -> optax.Schedule:
   r"""A constant schedule (``optax.constant_schedule``) with a finite value.
 

@@ -49,12 +49,17 @@ _SOFTMAX_LOSSES = {
         s, t, 4.0, 0.7, "tail", labels=_LABELS[:s.shape[0]], top_k=2),
     "dgkd": lambda s, t: losses.dgkd(s, jnp.stack([t, 0.5 * t]), jax.random.key(0), 5.0),
     "ensemble": lambda s, t: losses.ensemble_kd(s, jnp.stack([t, -t]), 4.0),
+    "reverse_kl": lambda s, t: losses.reverse_kl(s, t, 2.0),
+    "jensen_shannon": lambda s, t: losses.jensen_shannon(s, t, 0.3, 2.0),
+    "total_variation": lambda s, t: losses.total_variation(s, t, 2.0),
+    "dist_inter_class": lambda s, t: losses.dist_inter_class(s, t, 4.0),
 }
 _ALL_LOSSES = {
     **_SOFTMAX_LOSSES,
     "logits_matching": losses.logits_matching,
     "logits_matching_centered": lambda s, t: losses.logits_matching(s, t, centered=True),
     "annealing": lambda s, t: losses.annealing(s, t, 0.3),
+    "continuation": lambda s, t: losses.continuation(s, t, 0.3, 0.5),
     "dkp_mean": lambda s, t: losses.dkp(s, t, 4.0, 0.7, "mean"),
 }
 
@@ -401,6 +406,14 @@ class TestValidation:
       (lambda: losses.kd(jnp.zeros((2, 3), jnp.int32), jnp.zeros((2, 3))), "floating"),
       (lambda: losses.annealing(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 1.5), "phi=1.5"),
       (lambda: losses.annealing(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0), "phi=0.0"),
+      (lambda: losses.continuation(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.5, -1.0),
+       r"margin=-1.0 must lie in \[0.0, inf\]"),
+      (lambda: losses.continuation(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0), "phi=0.0"),
+      (lambda: losses.standardize_logits(jnp.zeros((2, 1))), r"K >= 2 classes"),
+      (lambda: losses.jensen_shannon(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 1.5),
+       r"beta=1.5 must lie in \[0.0, 1.0\]"),
+      (lambda: losses.dist(jnp.zeros((2, 3)), jnp.zeros((2, 3)), gamma=-1.0),
+       r"gamma=-1.0 must lie in \[0.0, inf\]"),
       (lambda: losses.dkp(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 4.0, 1.2), "gamma=1.2"),
       (lambda: losses.dkp(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 4.0, -0.1), "gamma=-0.1"),
       (lambda: losses.dkp(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 4.0, 0.5, "floor"),

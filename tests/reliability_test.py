@@ -542,6 +542,35 @@ BAD_INPUTS = {
     "unknown DKP variant": (
         _validate(**{"stages.kd.loss.dkp_variant": "median"}), ValueError,
         r"stages.kd.loss: unknown DKP variant 'median'; valid: 'uniform', 'mean', 'tail'"),
+    "Continuation-KD margin < 0": (
+        _validate(**{"stages.kd.method": "continuation",
+                     "stages.kd.loss.continuation_max_temperature": 2,
+                     "stages.kd.loss.continuation_margin": -1.0}), ValueError,
+        r"stages.kd.loss: continuation/margin must lie in \[0.0, inf\]; it is -1.0 at step 0"),
+    "logit standardization for a method without softmax terms": (
+        _validate(**{"stages.kd.method": "annealing",
+                     "stages.kd.loss.logit_standardization": True}), ValueError,
+        r"stages.kd.loss: loss.logit_standardization=True has no effect on Annealing-KD's "
+        r"logit regression"),
+    "Continuation-KD ψ or Φ fraction outside (0, 1]": (
+        _validate(**{"stages.kd.method": "continuation",
+                     "stages.kd.loss.continuation_ramp_fraction": 0.0}), ValueError,
+        r"stages.kd.loss: loss.continuation_ramp_fraction=0.0 must lie in \(0, 1\]"),
+    "logit standardization with fewer than 2 classes": (
+        lambda *_: losses.standardize_logits(jnp.zeros((2, 1))), ValueError,
+        r"logit standardization needs K >= 2 classes; got logits of shape \(2, 1\)"),
+    "Jensen–Shannon β outside [0, 1]": (
+        _validate(**{"stages.kd.method": "divergence", "stages.kd.loss.divergence":
+                     "jensen_shannon", "stages.kd.loss.jsd_beta": 1.5}), ValueError,
+        r"stages.kd.loss: jensen_shannon/beta must lie in \[0.0, 1.0\]; it is 1.5 at step 0"),
+    "unknown divergence": (
+        _validate(**{"stages.kd.method": "divergence",
+                     "stages.kd.loss.divergence": "hellinger"}), ValueError,
+        r"stages.kd.loss: unknown loss.divergence 'hellinger'; valid: 'reverse_kl', "
+        r"'jensen_shannon', 'total_variation'"),
+    "DIST weight < 0": (
+        _validate(**{"stages.kd.method": "dist", "stages.kd.loss.dist_gamma": -2.0}),
+        ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\]; it is -2.0 at step 0"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),

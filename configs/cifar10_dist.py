@@ -1,0 +1,24 @@
+"""CIFAR-10: DIST, resnet56 → resnet20, with the RepDistiller / mdistiller recipe.
+
+CE + T²·(β·inter-class + γ·intra-class relation), T = 4, β = γ = 2 (the paper's CIFAR-100
+setting; the official code's defaults are 1); the intra-class relation correlates each
+class's probabilities across the batch of 64, so the loss is a batch loss. 240 epochs, SGD
+lr 0.05, batch 64 (``cifar10_dkd.py``).
+
+  python -m launch.train --config=configs/cifar10_dist.py --workdir=workdir/cifar10_b64
+
+Reference: DKD with the same recipe (``cifar10_dkd.py``).
+"""
+
+from configs import base
+from configs import cifar10_dkd as dkd
+
+
+def get_config():
+  config = dkd.repdistiller_config()
+  config.stages.dist_resnet20 = base.stage(
+      "resnet20", "dist", ("teacher_resnet56",), num_steps=dkd.STEPS,
+      optimizer=dkd.repdistiller_sgd(),
+      loss=base.loss(ce_weight=1.0, kd_weight=1.0, temperature=4.0, dist_beta=2.0,
+                     dist_gamma=2.0))
+  return config
