@@ -11,8 +11,6 @@ Example: a NaN image poisons the teacher's outputs and the student's loss; with
 ``skip=True`` the student keeps its parameters.
 
   >>> from kdjax import models, objective, sweep
-  >>> from kdjax import objective as objective_lib
-from kdjax import step as step_lib
   >>> from kdjax.state import create_train_state
   >>> teacher, student = models.get("mlp_tiny", 10), models.get("mlp_tiny", 10)
   >>> images = jnp.ones((4, 8, 8, 1))
