@@ -11,6 +11,12 @@ lr 0.1, momentum 0.9, weight decay 5e-4 (the short schedule's usual choice; the 
 1e-4 over 200 epochs), batch 128, LR ×0.1 at 50 % and ×0.01 at 75 %; evaluated every epoch.
 The students of the tables learn from this stage's exported last network (its export
 directory is passed to them as ``config.teacher_dirs.teacher``).
+
+Its row in docs/results.md (``get_report``):
+
+  python -m launch.report \
+      --table=configs/results_cifar10_teacher.py=workdir/results/cifar10_teacher \
+      --table=configs/results_cifar10_teacher.py:cifar100=workdir/results/cifar100_teacher
 """
 
 from configs import base
@@ -31,3 +37,24 @@ def get_config(dataset: str = "cifar10"):
       optimizer=base.optimizer(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
                                schedule="step", decay_at=(0.5, 0.75), decay_factor=0.1))
   return config
+
+
+# ResNet-20 trained alone under the papers' schedules, for comparison.
+_PAPER = {
+    "cifar10": (91.25, "He et al., Deep Residual Learning for Image Recognition (2016), "
+                "Table 6", "164 epochs (64k steps of 128), crop + flip, weight decay 1e-4"),
+    "cifar100": (69.06, "Tian et al., Contrastive Representation Distillation (2020), "
+                 "Table 1", "240 epochs, crop + flip, best epoch"),
+}
+
+
+def get_report(dataset: str = "cifar10"):
+  get_config(dataset)  # checks the name
+  paper, source, protocol = _PAPER[dataset]
+  return {
+      "title": f"Teacher of the {dataset.upper().replace('CIFAR', 'CIFAR-')} tables",
+      "notes": f"resnet20 trained from scratch on {dataset}, {EPOCHS} epochs with crop + "
+               f"flip, one seed: the network the students of the table learn from.",
+      "rows": [{"stage": "teacher", "label": "resnet20 (scratch)", "paper": paper,
+                "source": source, "protocol": protocol}],
+  }

@@ -5,7 +5,8 @@ Layers, importing only downward: pure math (``losses``, ``schedules``, ``transfo
 ``heads``, ``step``, ``sweep``, ``parallel``, ``teacher_cache``, ``mixup``,
 ``finite_guard``); the impure training layer (the ``trainer`` package, with ``data``,
 ``checkpoints``, ``multihost``, ``methods``, ``optimizers``, ``metric_writers``,
-``summary``), imported on demand: ``from kdjax import trainer``.
+``summary``), imported on demand: ``from kdjax import trainer``; above it, ``report`` (the
+results tables, from the trainer's files).
 """
 
 from kdjax import (

@@ -65,11 +65,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 class Line(NamedTuple):
   """One stage's accuracy curve as drawn: mean over seeds (and std, with several), in %.
 
-  Example:
-    >>> Line("kd", 0, np.array([10, 20]), np.array([50.0, 60.0]), None).mean.tolist()
-    [50.0, 60.0]
+  Example: see :func:`panels`.
   """
-
   label: str
   color: int  # index into the colour cycle, the same for the stage in every panel
   x: np.ndarray  # [E] steps, offset by the stages this one continues (``init_from``)
@@ -80,11 +77,8 @@ class Line(NamedTuple):
 class Panel(NamedTuple):
   """One axes of the plot: its title, its curves and the y range it shows (in %).
 
-  Example:
-    >>> Panel("students", [], (0.0, 100.0)).ylim
-    (0.0, 100.0)
+  Example: see :func:`panels`.
   """
-
   title: str
   lines: list[Line]
   ylim: tuple[float, float]

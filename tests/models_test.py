@@ -34,6 +34,12 @@ PARAM_COUNTS = [
   ("resnet56", 100, 861_620),
   ("resnet110", 10, 1_730_714),
   ("resnet110", 100, 1_736_564),
+  # 1×3 filters (Pacemaker KD's students): every 3×3 conv has 3·in·out weights instead of 9.
+  ("resnet8_1x3", 10, 28_602),
+  ("resnet8_1x3", 100, 34_452),
+  ("resnet20_1x3", 10, 94_010),
+  ("resnet56_1x3", 10, 290_234),
+  ("resnet110_1x3", 100, 590_420),
   ("resnet8x4", 10, 1_210_410),
   ("resnet8x4", 100, 1_233_540),
   ("resnet32x4", 10, 7_410_730),
@@ -299,6 +305,24 @@ def test_mlp_hidden_sizes():
 def test_invalid_architecture(model, match):
   with pytest.raises(ValueError, match=match):
     _abstract_init(model, CIFAR)
+
+
+def test_one_by_n_filters_see_one_row():
+  """A 1×3 ResNet's logits at stride 1 mix no rows: the stem's output row r reads row r only."""
+  model = models.get("resnet8_1x3", K)
+  x = jax.random.normal(jax.random.key(0), CIFAR)
+  variables = jax.jit(functools.partial(model.init, train=False))(_init_key(), x)
+
+  def stem(images):
+    _, state = model.apply(variables, images, train=False, mutable=["intermediates"])
+    return state["intermediates"]["stem"][0]
+
+  changed = x.at[:, 5].add(1.0)  # one image row
+  difference = np.abs(np.asarray(stem(changed) - stem(x))).sum(axis=(0, 2, 3))
+  assert difference[5] > 0 and np.all(np.delete(difference, 5) == 0)
+  kernels = [leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(variables["params"])
+             if "kernel" in jax.tree_util.keystr(path) and leaf.ndim == 4]
+  assert all(shape[:2] in ((1, 3), (1, 1)) for shape in kernels)
 
 
 @pytest.mark.parametrize("name, shape", [("resnet8", CIFAR), ("wrn_16_1", CIFAR), ("vgg8", CIFAR),

@@ -5,9 +5,10 @@ subprocesses that the tests kill with SIGKILL, stop with SIGTERM or SIGINT, or w
 checkpoints they damage, at moments found by watching the workdir (a checkpoint or export
 being written, a metric line logged, a stage starting). Each interrupted run is started
 again with the same command until it completes, and must then match an uninterrupted run
-bit for bit: result.json (curves included), every export's parameter hash, metrics.jsonl
-(less its timings) and summary.md. The uninterrupted reference runs in the background
-while the interrupted runs go on, and every subprocess shares one compilation cache.
+bit for bit: result.json (curves included, its cost left out), every export's parameter
+hash, metrics.jsonl (less its timings) and summary.md. The uninterrupted reference runs in
+the background while the interrupted runs go on, and every subprocess shares one
+compilation cache.
 """
 
 import concurrent.futures
@@ -151,7 +152,8 @@ def _outcome(workdir: str) -> dict[str, object]:
   out = {"summary": open(os.path.join(workdir, "summary.md")).read()}
   for stage, num_seeds in SEEDS.items():
     directory = trainer.stage_dir(workdir, stage)
-    out[f"{stage}/result"] = json.load(open(os.path.join(directory, trainer.RESULT_FILE)))
+    result = json.load(open(os.path.join(directory, trainer.RESULT_FILE)))
+    out[f"{stage}/result"] = {k: v for k, v in result.items() if k != "cost"}  # timings
     out[f"{stage}/metrics"] = [
         {k: v for k, v in r.items() if k != "images_per_second"}
         for r in metric_writers.read_jsonl(os.path.join(directory, trainer.METRICS_FILE))]
@@ -571,6 +573,9 @@ BAD_INPUTS = {
     "DIST weight < 0": (
         _validate(**{"stages.kd.method": "dist", "stages.kd.loss.dist_gamma": -2.0}),
         ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\]; it is -2.0 at step 0"),
+    "sparse teacher targets with k outside [1, K]": (
+        lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
+        r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),

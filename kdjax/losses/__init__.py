@@ -16,9 +16,11 @@ from kdjax.losses.multi_teacher import dgkd, ensemble_kd, teacher_keep_mask
 from kdjax.losses.pruning import dkp
 from kdjax.losses.reduction import reduce_mean
 from kdjax.losses.relational import dist, dist_inter_class, dist_intra_class
+from kdjax.losses.sparse import SparseTargets, sparse_kd, sparse_targets
 from kdjax.losses.standardization import standardize_logits
 
 __all__ = [
+    "SparseTargets",
     "annealing",
     "attention_map",
     "attention_transfer",
@@ -37,6 +39,8 @@ __all__ = [
     "logits_matching",
     "reduce_mean",
     "reverse_kl",
+    "sparse_kd",
+    "sparse_targets",
     "standardize_logits",
     "teacher_keep_mask",
     "total_variation",

@@ -1,4 +1,5 @@
-"""Model zoo: CIFAR ResNets, Wide ResNets, VGGs, TAKD's plain CNNs and a small MLP.
+"""Model zoo: CIFAR ResNets (3×3 and 1×3 filters), Wide ResNets, VGGs, TAKD's plain CNNs and
+a small MLP.
 
 Every model is a Flax Linen module called as
 ``model.apply(variables, x, train=..., mutable=[...])`` on NHWC inputs ``[B, H, W, C]`` and
@@ -80,7 +81,7 @@ def names() -> tuple[str, ...]:
   Example:
     >>> from kdjax import models
     >>> models.names()[:3], len(models.names())
-    (('resnet8', 'resnet14', 'resnet20'), 23)
+    (('resnet8', 'resnet14', 'resnet20'), 28)
     >>> {"resnet32x4", "wrn_40_2", "plane4", "vgg13", "mlp_tiny"} <= set(models.names())
     True
   """

@@ -45,21 +45,22 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None,
 
 def conv(
   features: int,
-  kernel_size: int,
+  kernel_size: int | tuple[int, int],
   strides: int = 1,
   *,
   use_bias: bool = False,
   dtype: Dtype,
   name: str | None = None,
 ) -> nn.Conv:
-  """Returns a square NHWC convolution padded like PyTorch's ``padding=kernel_size // 2``.
+  """Returns an NHWC convolution padded like PyTorch's ``padding=kernel_size // 2``.
 
   Explicit symmetric padding (not ``"SAME"``) keeps stride-2 layers aligned with the
   PyTorch references, which pad one pixel on both sides.
 
   Args:
     features: the number of output channels.
-    kernel_size: the (square) kernel size.
+    kernel_size: the kernel size, square (``3``) or ``(height, width)`` (``(1, 3)``: a 1×N
+      filter that sees one row at a time).
     strides: the (square) stride.
     use_bias: whether to add a bias (the ResNet/WRN references have none, VGG and the plain
       CNNs do).
@@ -69,11 +70,12 @@ def conv(
   Returns:
     An ``nn.Conv`` with kaiming-normal (fan_out) kernel init and zero bias.
   """
+  height, width = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
   return nn.Conv(
     features,
-    (kernel_size, kernel_size),
+    (height, width),
     strides=(strides, strides),
-    padding=kernel_size // 2,
+    padding=((height // 2, height // 2), (width // 2, width // 2)),
     use_bias=use_bias,
     kernel_init=CONV_INIT,
     dtype=dtype,

@@ -12,6 +12,11 @@ Sown features (collection ``"intermediates"``, read with ``mutable=["intermediat
 * ``"pooled"``: the globally averaged vector fed to the head, ``[B, widths[3]]``.
 
 These are RepDistiller's ``is_feat=True`` features ``f0 … f4`` (with ``preact=False``).
+
+``kernel=(1, 3)`` gives the 1×N students of Pacemaker KD (Son et al., arXiv 2003.03944):
+every 3×3 conv becomes 1×3 (the 1×1 shortcuts stay), for input consumed row by row on
+embedded devices; only the stride-2 stages and the global pooling mix rows. They are
+registered as ``resnet{depth}_1x3``.
 """
 
 from typing import Any, ClassVar
@@ -39,6 +44,7 @@ class BasicBlock(nn.Module):
     features: the output width.
     strides: the stride of the first conv (and of the projection shortcut).
     dtype: the computation dtype.
+    kernel: the (height, width) of the two convs; ``(1, 3)`` for a 1×N block.
     bn_axis_name: as in the network's ``bn_axis_name``.
 
   Example:
@@ -59,6 +65,7 @@ class BasicBlock(nn.Module):
   strides: int = 1
   dtype: _layers.Dtype = jnp.float32
   bn_axis_name: str | None = None
+  kernel: tuple[int, int] = (3, 3)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -72,9 +79,9 @@ class BasicBlock(nn.Module):
     Returns:
       ``[B, ceil(H / strides), ceil(W / strides), features]``, non-negative.
     """
-    y = _layers.conv(self.features, 3, self.strides, dtype=self.dtype, name="conv1")(x)
+    y = _layers.conv(self.features, self.kernel, self.strides, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(_layers.batch_norm(train, self.dtype, "bn1", self.bn_axis_name)(y))
-    y = _layers.conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
+    y = _layers.conv(self.features, self.kernel, dtype=self.dtype, name="conv2")(y)
     y = _layers.batch_norm(train, self.dtype, "bn2", self.bn_axis_name)(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = _layers.conv(self.features, 1, self.strides, dtype=self.dtype, name="shortcut_conv")(x)
@@ -115,6 +122,8 @@ class ResNet(nn.Module):
     bn_axis_name: the ``jax.pmap`` axis over which BatchNorm statistics are averaged in
       training (synchronised BatchNorm, e.g. ``kdjax.parallel.PMAP_AXIS``); ``None`` for
       one device or ``jax.jit`` over a mesh, where statistics are already global.
+    kernel: the (height, width) of the stem's and blocks' convs: ``(3, 3)``, or ``(1, 3)``
+      for the 1×N students of Pacemaker KD.
   """
 
   num_classes: int
@@ -123,6 +132,7 @@ class ResNet(nn.Module):
   head_kernel_init: _layers.Initializer = _layers.HEAD_INIT
   dtype: _layers.Dtype = jnp.float32
   bn_axis_name: str | None = None
+  kernel: tuple[int, int] = (3, 3)
 
   feature_names: ClassVar[tuple[str, ...]] = ("stem", "stage1", "stage2", "stage3", "pooled")
 
@@ -145,7 +155,7 @@ class ResNet(nn.Module):
       raise ValueError(f"{self.depth=} must be 6n+2 with n >= 1, e.g. 8, 20, 56")
     blocks = (self.depth - 2) // 6
     x = jnp.asarray(x, self.dtype)
-    x = _layers.conv(self.widths[0], 3, dtype=self.dtype, name="stem_conv")(x)
+    x = _layers.conv(self.widths[0], self.kernel, dtype=self.dtype, name="stem_conv")(x)
     x = nn.relu(_layers.batch_norm(train, self.dtype, "stem_bn", self.bn_axis_name)(x))
     self.sow("intermediates", "stem", x)
     for stage, (width, strides) in enumerate(zip(self.widths[1:], (1, 2, 2), strict=True), start=1):
@@ -155,6 +165,7 @@ class ResNet(nn.Module):
           strides if block == 0 else 1,
           dtype=self.dtype,
           bn_axis_name=self.bn_axis_name,
+          kernel=self.kernel,
           name=f"stage{stage}_block{block + 1}",
         )(x, train)
       self.sow("intermediates", f"stage{stage}", x)
@@ -178,4 +189,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
   "resnet110": {"depth": 110},
   "resnet8x4": {"depth": 8, **_X4},
   "resnet32x4": {"depth": 32, **_X4},
+  # 1×N students and pacemakers of Pacemaker KD (N = 3).
+  **{f"resnet{depth}_1x3": {"depth": depth, "kernel": (1, 3)} for depth in (8, 14, 20, 56, 110)},
 }

@@ -1,0 +1,470 @@
+r"""The results report: tables of methods from finished stages, set against the papers' numbers.
+
+``python -m launch.report`` writes ``docs/results.md`` and one plot per table with it. A
+table is data that lives with the config that trains its stages: the config file defines,
+next to ``get_config``, a ``get_report`` taking the same optional argument and returning
+
+.. code-block:: python
+
+   {"title": "CIFAR-10, resnet8 students",
+    "notes": "Markdown shown under the title (optional).",
+    "rows": [{"stage": "kd",  # a stage of get_config()'s config.stages
+              "label": "KD",  # the method's name in the table
+              # the paper's number (%) with its source and protocol, or None for none
+              "paper": 88.45, "source": "TAKD (Mirzadeh et al., 2020), Table 2",
+              "protocol": "resnet110 → resnet8, 200 epochs, crop + flip, best epoch"},
+             ...]}
+
+Every other number comes from the workdirs that ran the config: a row's stage is read from
+each workdir given for the table (``WORKDIR/stages/NAME``), its seeds pooled over them. A
+row shows, as mean ± sample std over seeds (in %),
+
+.. math::
+   \bar a = \frac1S \sum_s a_s, \qquad
+   \mathrm{std} = \sqrt{\frac{1}{S - 1} \sum_s (a_s - \bar a)^2},
+
+the accuracy of the last network and of the best evaluation, the seeds found (``2 of 3``
+when a seed is missing), epochs, augmentation, the accuracy of the stage's teachers as the
+trainer measured it, the wall time (setup, training and evaluation of all the stage's seeds,
+summed over resumed runs) and the hardware. A stage without ``result.json`` is shown as
+running (with its last logged step) or not started, never with a number. Teachers given by
+``config.teacher_dirs`` (exports of another workdir) are described above the table from
+their export's provenance record and their stage's ``result.json``.
+
+The same workdirs give the same files, byte for byte: nothing depends on the date, the
+machine or the order of directory listings.
+"""
+
+from collections.abc import Mapping, Sequence
+import importlib.util
+import json
+import os
+import re
+from typing import Any, NamedTuple
+
+import ml_collections
+import numpy as np
+
+from kdjax import checkpoints, summary, trainer
+
+REPORT_FILE = "results.md"
+SPEC_FUNCTION = "get_report"
+_ROW_FIELDS = {"stage", "label", "paper", "source", "protocol"}
+_SPEC_FIELDS = {"title", "notes", "rows"}
+
+
+class Table(NamedTuple):
+  """One table of the report: its spec, the run config it reads, and where the runs are.
+
+  Attributes:
+    name: the config file and argument it came from (``configs/x.py`` or ``configs/x.py:a``).
+    spec: the table's spec (see the module docstring), checked by :func:`check_spec`.
+    config: the run config whose stages and ``teacher_dirs`` the rows read.
+    workdirs: the directories of the runs of ``config``, as given.
+
+  Example: see :func:`load_table`.
+  """
+  name: str
+  spec: Mapping[str, Any]
+  config: ml_collections.ConfigDict
+  workdirs: tuple[str, ...]
+
+
+def check_spec(spec: Mapping[str, Any], config: ml_collections.ConfigDict) -> None:
+  """Checks a table's spec against the config whose stages it shows.
+
+  Args:
+    spec: ``{"title", "rows", ["notes"]}`` as the module docstring describes.
+    config: the run config; every row's stage must be one of ``config.stages``.
+
+  Raises:
+    ValueError: naming the bad field or value.
+
+  Example:
+    >>> from configs import base
+    >>> config = base.get_config()  # stages teacher and kd
+    >>> check_spec({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": None}]},
+    ...            config)
+    >>> check_spec({"title": "T", "rows": [{"stage": "dkp", "label": "DKP"}]}, config)
+    Traceback (most recent call last):
+    ...
+    ValueError: report row 0: stage='dkp' is not a stage of the config (teacher, kd).
+  """
+  unknown = set(spec) - _SPEC_FIELDS
+  if unknown:
+    raise ValueError(f"report spec: unknown fields {sorted(unknown)}; valid: "
+                     f"{sorted(_SPEC_FIELDS)}.")
+  if not isinstance(spec.get("title"), str) or not spec["title"]:
+    raise ValueError(f"report spec: title={spec.get('title')!r} must be a non-empty string.")
+  rows = spec.get("rows")
+  if not rows:
+    raise ValueError(f"report spec {spec['title']!r}: rows={rows!r} must list at least one row.")
+  labels = set()
+  for i, row in enumerate(rows):
+    unknown = set(row) - _ROW_FIELDS
+    if unknown:
+      raise ValueError(f"report row {i}: unknown fields {sorted(unknown)}; valid: "
+                       f"{sorted(_ROW_FIELDS)}.")
+    stage = row.get("stage")
+    if stage not in config.stages:
+      raise ValueError(f"report row {i}: {stage=} is not a stage of the config "
+                       f"({', '.join(config.stages)}).")
+    label = row.get("label")
+    if not isinstance(label, str) or not label or label in labels:
+      raise ValueError(f"report row {i}: {label=} must be a non-empty string, unique in "
+                       f"its table.")
+    labels.add(label)
+    paper = row.get("paper")
+    if paper is not None and not (isinstance(paper, (int, float)) and 0 <= paper <= 100):
+      raise ValueError(f"report row {i} ({label}): {paper=} must be an accuracy in % "
+                       f"(0 to 100) or None.")
+    if paper is not None and not row.get("source"):
+      raise ValueError(f"report row {i} ({label}): the paper's number {paper} needs its "
+                       f"source.")
+
+
+def load_table(config_file: str, workdirs: Sequence[str]) -> Table:
+  """Loads a table from a config file's ``get_config`` and ``get_report``.
+
+  Args:
+    config_file: ``PATH`` or ``PATH:ARG``; with ``ARG``, both functions are called with it
+      (as ``launch.train --config=PATH:ARG`` calls ``get_config``).
+    workdirs: the run directories of that config (at least one).
+
+  Returns:
+    The checked :class:`Table`.
+
+  Raises:
+    FileNotFoundError: if the config file does not exist.
+    ValueError: if the file has no ``get_report``, no workdir is given, or the spec is bad.
+
+  Example:
+    >>> table = load_table("configs/results_cifar10_teacher.py:cifar100", ["workdir/t"])
+    >>> table.spec["rows"][0]["stage"], table.config.dataset.name
+    ('teacher', 'cifar100')
+  """
+  path, _, arg = config_file.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"report: no config file {path!r}.")
+  if not workdirs:
+    raise ValueError(f"report: no workdir given for {config_file!r}.")
+  module_spec = importlib.util.spec_from_file_location(
+      "kdjax_report_" + re.sub(r"\W", "_", path), path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, SPEC_FUNCTION):
+    raise ValueError(f"report: {path!r} defines no {SPEC_FUNCTION}() giving its table.")
+  args = (arg,) if arg else ()
+  config, spec = module.get_config(*args), getattr(module, SPEC_FUNCTION)(*args)
+  spec = spec.to_dict() if isinstance(spec, ml_collections.ConfigDict) else dict(spec)
+  check_spec(spec, config)
+  return Table(config_file, spec, config, tuple(workdirs))
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _stage_runs(workdir: str, name: str) -> dict[str, Any]:
+  """What ``workdir`` holds of stage ``name``: its result, or how far it got."""
+  directory = trainer.stage_dir(workdir, name)
+  result_path = os.path.join(directory, trainer.RESULT_FILE)
+  config_path = os.path.join(directory, trainer.STAGE_CONFIG_FILE)
+  if os.path.exists(result_path):
+    return {"status": "finished", "result": _read_json(result_path),
+            "record": _read_json(config_path) if os.path.exists(config_path) else {}}
+  if not os.path.exists(config_path):
+    return {"status": "not started"}
+  step = 0
+  metrics = os.path.join(directory, "metrics.jsonl")
+  if os.path.exists(metrics):
+    with open(metrics) as f:
+      lines = [line for line in f if line.strip()]
+    if lines:
+      step = json.loads(lines[-1])["step"]
+  return {"status": "running", "step": step,
+          "num_steps": _read_json(config_path)["stage"]["num_steps"]}
+
+
+def _mean_std(values: Sequence[float]) -> str:
+  values = 100.0 * np.asarray(values, np.float64)
+  if len(values) == 1:
+    return f"{values[0]:.2f}"
+  return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def _duration(seconds: float) -> str:
+  if seconds < 120:
+    return f"{seconds:.0f} s"
+  if seconds < 7200:
+    return f"{seconds / 60:.0f} min"
+  return f"{seconds / 3600:.1f} h"
+
+
+def _hardware(records: Sequence[Mapping[str, Any]]) -> str:
+  described = []
+  for h in records:
+    processes = f" in {h['process_count']} processes" if h["process_count"] > 1 else ""
+    text = (f"{h['backend']}: {h['device_count']}× {h['device_kind']}{processes}, "
+            f"{h['host_cpu_count']} host CPUs")
+    if text not in described:
+      described.append(text)
+  return "; ".join(described)
+
+
+def _cost(results: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+  """(wall time, hardware) of the runs behind ``results``; "not recorded" for old records."""
+  if any("cost" not in r for r in results):
+    return "not recorded", "not recorded"
+  costs = [r["cost"] for r in results]
+  seconds = sum(c["setup_seconds"] + c["train_seconds"] + c["eval_seconds"] for c in costs)
+  at_least = "≥ " if any(c["untimed_steps"] for c in costs) else ""
+  return at_least + _duration(seconds), _hardware([h for c in costs for h in c["hardware"]])
+
+
+def _protocol(result: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[str, str]:
+  """(epochs, augmentation) of a finished stage, from its result or its stage record."""
+  if "epochs" in result:
+    epochs = f"{result['epochs']:.1f}"
+  else:  # recorded before results held the dataset's size
+    epochs = f"{result['num_steps']} steps"
+  dataset = result.get("dataset") or record.get("dataset", {})
+  augmentation = dataset.get("augmentation", "not recorded")
+  if result.get("mixup"):
+    augmentation += f" + mixup ({result['mixup']})"
+  return epochs, augmentation
+
+
+def _pool(finished: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
+  """One record of the seeds of stage ``name`` found in several workdirs."""
+  seeds = [s for r in finished for s in r["seeds"]]
+  if len(set(seeds)) < len(seeds):
+    raise ValueError(f"report: stage {name!r} has seeds {seeds} over its workdirs; each "
+                     f"seed may come from one workdir only.")
+  pooled = dict(finished[0])
+  for key in ("seeds", "last_accuracy", "best_accuracy"):
+    pooled[key] = [v for r in finished for v in r[key]]
+  if all(r["curve"]["step"] == finished[0]["curve"]["step"] for r in finished):
+    pooled["curve"] = {"step": finished[0]["curve"]["step"], "accuracy": [
+        [a for r in finished for a in np.reshape(r["curve"]["accuracy"][e], -1).tolist()]
+        for e in range(len(finished[0]["curve"]["step"]))]}
+  teachers = {}
+  for teacher in finished[0]["teacher_accuracy"]:
+    teachers[teacher] = float(np.mean([r["teacher_accuracy"][teacher] for r in finished]))
+  pooled["teacher_accuracy"] = teachers
+  return pooled
+
+
+def table_rows(table: Table) -> list[dict[str, Any]]:
+  """The rows of ``table``: each spec row with what its workdirs hold of its stage.
+
+  Args:
+    table: a loaded table.
+
+  Returns:
+    Per row, the spec's fields plus ``status`` (``"finished"`` when at least one workdir
+    holds a finished run of the stage, else ``"running"`` or ``"not started"``),
+    ``expected_seeds``, ``running`` (``[(workdir, step, num_steps)]`` of unfinished runs)
+    and, when finished, ``result`` (the pooled record) and ``records`` (the finished ones).
+
+  Raises:
+    ValueError: if two workdirs hold the same seed of a stage.
+
+  Example:
+    >>> import json, tempfile
+    >>> workdir = tempfile.mkdtemp()
+    >>> table = load_table("configs/results_cifar10_teacher.py", [workdir])
+    >>> [row["status"] for row in table_rows(table)]
+    ['not started']
+    >>> os.makedirs(trainer.stage_dir(workdir, "teacher"))  # started, nothing logged yet
+    >>> with open(os.path.join(trainer.stage_dir(workdir, "teacher"),
+    ...                        trainer.STAGE_CONFIG_FILE), "w") as f:
+    ...   json.dump({"stage": {"num_steps": 7800}}, f)
+    >>> [(row["status"], row["running"][0][1:]) for row in table_rows(table)]
+    [('running', (0, 7800))]
+  """
+  rows = []
+  for spec_row in table.spec["rows"]:
+    name = spec_row["stage"]
+    stage = table.config.stages[name]
+    runs = [(w, _stage_runs(w, name)) for w in table.workdirs]
+    finished = [run for _, run in runs if run["status"] == "finished"]
+    running = [(w, run["step"], run["num_steps"]) for w, run in runs
+               if run["status"] == "running"]
+    row = {"paper": None, "source": "", "protocol": "", **spec_row,
+           "expected_seeds": stage.num_seeds or table.config.num_seeds, "running": running}
+    if finished:
+      row.update(status="finished", result=_pool([r["result"] for r in finished], name),
+                 records=finished)
+    else:
+      row["status"] = "running" if running else "not started"
+    rows.append(row)
+  return rows
+
+
+def _teacher_line(name: str, directory: str) -> str:
+  """Describes a ``config.teacher_dirs`` teacher from its export and its stage's result."""
+  try:
+    provenance = checkpoints.read_provenance(directory)
+  except FileNotFoundError:
+    return f"- Teacher `{name}`: no export in `{directory}` yet."
+  kind = os.path.basename(os.path.normpath(directory))
+  text = (f"- Teacher `{name}`: {provenance['model']}, the {kind} network of stage "
+          f"`{provenance.get('stage', '?')}` (seed {provenance.get('seed', '?')}, step "
+          f"{provenance.get('step', '?')}) in `{directory}`: "
+          f"**{100 * provenance['accuracy']:.2f} %** test accuracy")
+  # An export inside a workdir (STAGE/export/seed<i>/<kind>) has its stage's result beside.
+  seed_directory = os.path.dirname(os.path.normpath(directory))
+  stage_directory = os.path.dirname(os.path.dirname(seed_directory))
+  result_path = os.path.join(stage_directory, trainer.RESULT_FILE)
+  if (os.path.basename(os.path.dirname(seed_directory)) != "export"
+      or not os.path.exists(result_path)):
+    return text + "."
+  result = _read_json(result_path)
+  config_path = os.path.join(stage_directory, trainer.STAGE_CONFIG_FILE)
+  record = _read_json(config_path) if os.path.exists(config_path) else {}
+  epochs, augmentation = _protocol(result, record)
+  wall, hardware = _cost([result])
+  best = max(range(len(result["best_accuracy"])), key=lambda i: result["best_accuracy"][i])
+  return (text + f"; its stage's last {_mean_std(result['last_accuracy'])} %, best "
+          f"{100 * result['best_accuracy'][best]:.2f} % (step {result['best_step'][best]}); "
+          f"{epochs} epochs, augmentation {augmentation}; {wall} on {hardware}.")
+
+
+def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
+  """The Markdown section of ``table`` and the records its plot draws.
+
+  Args:
+    table: a loaded table.
+
+  Returns:
+    ``(markdown, records)``: the section (title, notes, teachers, table, sources), and the
+    pooled records of its finished rows, labelled with the rows' labels.
+
+  Example:
+    >>> import tempfile
+    >>> table = load_table("configs/results_cifar10_teacher.py", [tempfile.mkdtemp()])
+    >>> text, records = table_markdown(table)
+    >>> print(text.splitlines()[0])
+    ## Teacher of the CIFAR-10 tables
+    >>> print(next(line for line in text.splitlines() if line.startswith("| resnet20")))
+    | resnet20 (scratch) | 91.25 [1] | 164 epochs ... | 0 of 1 (not started) | — | — | ...
+    >>> records  # nothing finished: nothing to plot
+    []
+  """
+  spec, rows = table.spec, table_rows(table)
+  lines = [f"## {spec['title']}", ""]
+  if spec.get("notes"):
+    lines += [spec["notes"].strip(), ""]
+  lines += [f"Config `{table.name}`, run in {', '.join(f'`{w}`' for w in table.workdirs)}.",
+            ""]
+  teacher_dirs = table.config.teacher_dirs
+  for name, entry in teacher_dirs.items():
+    lines.append(_teacher_line(name, entry if isinstance(entry, str) else entry.directory))
+  if len(teacher_dirs):
+    lines.append("")
+  sources: list[str] = []
+  lines += ["| method | paper (%) | paper's protocol | seeds | last (%) | best (%) | epochs | "
+            "augmentation | teacher (%) | wall time | hardware |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+  plotted = []
+  for row in rows:
+    paper = "—"
+    if row["paper"] is not None:
+      if row["source"] not in sources:
+        sources.append(row["source"])
+      paper = f"{row['paper']:.2f} [{sources.index(row['source']) + 1}]"
+    cells = [row["label"], paper, row["protocol"] or "—"]
+    running = "; ".join(f"running in `{w}`: step {step} of {num_steps}"
+                        for w, step, num_steps in row["running"])
+    if row["status"] != "finished":
+      status = running or "not started"
+      cells += [f"0 of {row['expected_seeds']} ({status})"] + ["—"] * 7
+    else:
+      result = row["result"]
+      found = len(result["seeds"])
+      seeds = (str(found) if found >= row["expected_seeds"] else
+               f"{found} of {row['expected_seeds']}")
+      if running:
+        seeds += f" ({running})"
+      epochs, augmentation = _protocol(result, row["records"][0]["record"])
+      wall, hardware = _cost([r["result"] for r in row["records"]])
+      teachers = result["teacher_accuracy"]
+      teacher = ("—" if not teachers else f"{100 * next(iter(teachers.values())):.2f}"
+                 if len(teachers) == 1 else
+                 ", ".join(f"{k} {100 * v:.2f}" for k, v in teachers.items()))
+      cells += [seeds, _mean_std(result["last_accuracy"]), _mean_std(result["best_accuracy"]),
+                epochs, augmentation, teacher, wall, hardware]
+      plotted.append({**result, "label": row["label"]})
+    lines.append("| " + " | ".join(cells) + " |")
+  lines.append("")
+  for i, source in enumerate(sources):
+    lines.append(f"[{i + 1}] {source}  ")
+  if sources:
+    lines.append("")
+  return "\n".join(lines), plotted
+
+
+def plot_file(table: Table) -> str:
+  """The file name of a table's plot: from its config file and argument.
+
+  Example:
+    >>> plot_file(Table("configs/results_cifar10_teacher.py:cifar100", {}, None, ()))
+    'results_cifar10_teacher_cifar100.png'
+  """
+  path, _, arg = table.name.partition(":")
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return re.sub(r"[^\w.-]", "_", f"{stem}_{arg}" if arg else stem) + ".png"
+
+
+def write(tables: Sequence[Table], output_dir: str, command: str) -> list[str]:
+  """Writes ``results.md`` and each table's plot into ``output_dir``; returns their paths.
+
+  Args:
+    tables: the tables, in the order they appear.
+    output_dir: the directory (``docs``); created if missing.
+    command: the command that regenerates the report, quoted at its top.
+
+  Returns:
+    The paths written: ``results.md`` first, then one PNG per table with a finished row.
+
+  Raises:
+    ValueError: if two tables would share a plot file, or two workdirs hold one seed.
+
+  Example:
+    >>> import tempfile
+    >>> output_dir = tempfile.mkdtemp()
+    >>> table = load_table("configs/results_cifar10_teacher.py", [tempfile.mkdtemp()])
+    >>> [os.path.basename(p) for p in write([table], output_dir, "python -m launch.report")]
+    ['results.md']
+  """
+  os.makedirs(output_dir, exist_ok=True)
+  names = [plot_file(t) for t in tables]
+  if len(set(names)) < len(names):
+    raise ValueError(f"report: two tables share the plot file of {names}; give each "
+                     f"config file once.")
+  sections = [
+      "# Results", "",
+      f"Generated from the runs' `result.json` files by `{command}`; edit the configs' "
+      f"`{SPEC_FUNCTION}()` and rerun it, never this file.", "",
+      "Test accuracy in %, mean ± sample std over seeds. *last*: the network at the end of "
+      "training; *best*: the best evaluation of the run (what the papers report, a "
+      "selection on the test set). *teacher*: the accuracy of the stage's teachers, "
+      "measured before it trained. *wall time*: setup, training and evaluation of all the "
+      "stage's seeds together, summed over resumed runs. A stage without a result is "
+      "shown as running or not started, never with a number.", ""]
+  paths = [os.path.join(output_dir, REPORT_FILE)]
+  for table, name in zip(tables, names, strict=True):
+    text, plotted = table_markdown(table)
+    sections.append(text)
+    if plotted:
+      num_classes = next((r["dataset"]["num_classes"] for r in plotted if "dataset" in r),
+                         None)
+      path = os.path.join(output_dir, name)
+      summary.plot(plotted, path, title=table.spec["title"], num_classes=num_classes)
+      paths.append(path)
+      sections += [f"![{table.spec['title']}]({name})", ""]
+  with open(paths[0], "w") as f:
+    f.write("\n".join(sections).rstrip("\n") + "\n")
+  return paths
