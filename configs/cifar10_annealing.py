@@ -4,7 +4,8 @@ Stage I regresses the student's logits onto Φ·teacher logits, Φ = 1/10, 2/10,
 equal shares of the stage (no labels); stage II fine-tunes the best stage-I network on hard
 labels with a fresh optimizer and LR schedule. Official settings: T_max = 10, 200 + 200
 epochs, SGD lr 0.1 momentum 0.9 wd 1e-4, batch 128, LR ×0.1 at 50 % and ×0.01 at 75 % of
-each stage, crop + flip.
+each stage, crop + flip. As in the official code, stage I is a mean squared error and
+stage II a cross-entropy: neither has a KL term.
 
   python -m launch.train --config=configs/cifar10_annealing.py --workdir=workdir/cifar10
 

@@ -1,10 +1,14 @@
 """CIFAR-10: DGKD chain resnet26 → resnet20 → resnet14 → resnet8, no augmentation.
 
 Each network learns from every larger one; the final student drops teaching networks at
-random per batch. Official-code settings: T = 5, 160 epochs, λ = 0.5, PyTorch KLDivLoss()
-'mean' reduction, no augmentation (so teacher logits are cached: one student forward and
-backward per step). ``dgkd_mode`` "code" removes one of the n+1 terms per batch; set
-``--config.stages.dgkd_resnet8.loss.dgkd_mode=paper`` for the paper's Bernoulli(0.75).
+random per batch. The official code's defaults (wonchulSon/DGKD ``train.py``): T = 5,
+160 epochs, batch 128, SGD lr 0.1 (×0.1 at 50 %, ×0.01 at 75 %) momentum 0.9 weight decay
+1e-4, ``--lamb`` 1, i.e. λ·T²·ΣKL with no cross-entropy (the loss is (1 − λ)·CE + λ·…),
+PyTorch KLDivLoss()'s 'mean' reduction, no augmentation (``--crop`` False: teacher logits
+are cached, one student forward and backward per step). ``dgkd_mode`` "code" removes one of
+the n+1 terms per batch (``--drop-num`` 1); set
+``--config.stages.dgkd_resnet8.loss.dgkd_mode=paper`` for the paper's Bernoulli(0.75) per
+network, the teacher included.
 
   python -m launch.train --config=configs/cifar10_dgkd.py --workdir=workdir/cifar10_noaug
 
@@ -16,7 +20,7 @@ from configs import cifar10_teacher as c10
 
 
 def _dgkd_loss():
-  return base.loss(temperature=5.0, ce_weight=0.5, kd_weight=0.5, class_reduction="mean")
+  return base.loss(temperature=5.0, ce_weight=0.0, kd_weight=1.0, class_reduction="mean")
 
 
 def get_config():

@@ -29,5 +29,5 @@ def get_config():
   config.stages.dkd_std_resnet8 = base.stage(
       "resnet8", "dkd", ("teacher_resnet110",), num_steps=c10.epochs(200), optimizer=c10.sgd(),
       loss=base.loss(logit_standardization=True, temperature=4.0, dkd_alpha=9.0,
-                     dkd_beta=81.0, dkd_warmup_fraction=20 / 200))
+                     dkd_beta=81.0, dkd_warmup_epochs=20))
   return config

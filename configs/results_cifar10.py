@@ -60,8 +60,7 @@ def get_config(dataset: str = "cifar10"):
   stages.ta_resnet14.num_seeds = 1
   stages.takd = _student("kd", teachers=("ta_resnet14",))
   stages.dgkd_code = _student("dgkd", teachers=("teacher", "ta_resnet14"), dgkd_mode="code")
-  stages.dgkd_paper = _student("dgkd", teachers=("teacher", "ta_resnet14"), dgkd_mode="paper",
-                               dgkd_drop_teacher=True)
+  stages.dgkd_paper = _student("dgkd", teachers=("teacher", "ta_resnet14"), dgkd_mode="paper")
   stages.annealing_1 = _student("annealing", max_temperature=10)
   stages.annealing_2 = _student("scratch", teachers=(), epochs=STUDENT_EPOCHS / 2)
   stages.annealing_2.init_from = "annealing_1"

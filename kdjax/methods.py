@@ -39,7 +39,7 @@ class Recipe:
   Example:
     >>> loss = {"ce_weight": 0.1, "label_smoothing": 0.0, "kd_weight": 0.9,
     ...         "logit_standardization": False}
-    >>> recipe = get("logits_matching").build(loss, 1000, {})
+    >>> recipe = get("logits_matching").build(loss, 1000, {}, 100)
     >>> [t.label for t in recipe.objective.terms], recipe.output_tx is not None
     (['ce', 'logits_matching'], True)
     >>> dict(recipe.aux_heads), dict(recipe.log_schedules), recipe.label_users
@@ -62,7 +62,7 @@ class Recipe:
     Example:
       >>> loss = {"kd_weight": 0.9, "temperature": 4.0, "class_reduction": "sum",
       ...         "logit_standardization": False}
-      >>> get("function_matching").build(loss, 1000, {}).label_users
+      >>> get("function_matching").build(loss, 1000, {}, 100).label_users
       ()
     """
     return (*self.objective.terms_needing("labels"),
@@ -77,12 +77,14 @@ class Method:
   and checks the stage's teachers against ``teachers``.
 
   Attributes:
-    build: ``(loss_config, num_steps, teacher_feature_shapes) -> Recipe``, where
-      ``teacher_feature_shapes`` maps the first teacher's feature names to their shapes
-      (e.g. ``[B, H, W, C]``; only FitNets reads it). It reads the fields of the ``loss``
-      config it needs (a missing one raises ``KeyError``) and raises ``ValueError`` on a
-      bad value (e.g. an unknown ``dkp_form``, a ``hint_feature`` with no shape, or an
-      annealing stage of fewer than ``max_temperature`` steps).
+    build: ``(loss_config, num_steps, teacher_feature_shapes, steps_per_epoch) -> Recipe``,
+      where ``teacher_feature_shapes`` maps the first teacher's feature names to their
+      shapes (e.g. ``[B, H, W, C]``; only FitNets reads it) and ``steps_per_epoch`` is the
+      number of steps in one pass over the training set (only DKD's warm-up reads it).
+      It reads the fields of the ``loss`` config it needs (a missing one raises
+      ``KeyError``) and raises ``ValueError`` on a bad value (e.g. an unknown
+      ``dkp_form``, a ``hint_feature`` with no shape, an annealing stage of fewer than
+      ``max_temperature`` steps, or a negative ``dkd_warmup_epochs``).
     teachers: ``"none"``, ``"one"`` or ``"many"`` (one or more) teaching networks.
     cacheable: whether teacher logits may be precomputed when augmentation is off (False
       when the method reads teacher features, or teacher and student must share a view).
@@ -94,7 +96,7 @@ class Method:
     ('one', True)
     >>> loss = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0,
     ...         "label_smoothing": 0.0, "class_reduction": "sum", "logit_standardization": False}
-    >>> objective = method.build(loss, 1000, {}).objective
+    >>> objective = method.build(loss, 1000, {}, 100).objective
     >>> {t.label: t.weight for t in objective.terms}
     {'ce': 0.1, 'kd': 0.9}
   """
@@ -132,19 +134,19 @@ def _fraction_of(num_steps: int, name: str, fraction: float) -> int:
   return max(round(fraction * num_steps), 1)
 
 
-def _scratch(loss, num_steps, shapes):
-  del shapes
+def _scratch(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   _without_standardization(loss, "cross-entropy alone")
   return Recipe(objective_lib.Objective((_ce(loss, 1.0),), num_steps))
 
 
-def _hinton(loss, num_steps, shapes):
-  del shapes
+def _hinton(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   return Recipe(objective_lib.Objective((_ce(loss), _kd(loss)), num_steps))
 
 
-def _dkp(loss, num_steps, shapes):
-  del shapes
+def _dkp(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   variant = loss["dkp_variant"]
   top_k = loss["dkp_top_k"] if variant == "tail" else None
   if loss["dkp_form"] == "loss":
@@ -168,8 +170,8 @@ def _dkp(loss, num_steps, shapes):
                 output_tx_needs_labels=variant == "tail")
 
 
-def _annealing(loss, num_steps, shapes):
-  del shapes
+def _annealing(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   _without_standardization(loss, "Annealing-KD's logit regression")
   # Each of the T_max levels of Phi holds an equal share of the stage (to within a step) and
   # the stage ends at Phi = 1; a stage shorter than T_max steps is refused (ValueError).
@@ -178,8 +180,8 @@ def _annealing(loss, num_steps, shapes):
                                         num_steps))
 
 
-def _continuation(loss, num_steps, shapes):
-  del shapes
+def _continuation(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   _without_standardization(loss, "Continuation-KD's logit regression")
   # Phi climbs its T_max levels over the first continuation_anneal_fraction of the stage;
   # psi moves the weight from the hinge to CE over the first continuation_ramp_fraction.
@@ -195,37 +197,40 @@ def _continuation(loss, num_steps, shapes):
   return Recipe(objective_lib.Objective((_ce(loss, psi), hinge), num_steps))
 
 
-def _logits_matching(loss, num_steps, shapes):
-  del shapes
+def _logits_matching(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   _without_standardization(loss, "logits matching")
   matching = objective_lib.term("logits_matching", loss["kd_weight"])
   return Recipe(objective_lib.Objective((_ce(loss), matching), num_steps),
                 output_tx=transforms.zero_mean_logit_gradients())
 
 
-def _dkd(loss, num_steps, shapes):
+def _dkd(loss, num_steps, shapes, steps_per_epoch):
   del shapes
-  warmup = round(float(loss["dkd_warmup_fraction"]) * num_steps)
-  weight = schedules.linear(0.0, 1.0, warmup) if warmup > 0 else 1.0
+  # mdistiller's min(epoch / warmup, 1): epochs counted from 1, each held for a whole epoch.
+  warmup = loss["dkd_warmup_epochs"]
+  if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+    raise ValueError(f"loss.dkd_warmup_epochs={warmup!r} must be an integer >= 0 (0: none).")
+  weight = schedules.epoch_warmup(warmup, steps_per_epoch) if warmup else 1.0
   dkd = objective_lib.term("dkd", weight, alpha=loss["dkd_alpha"], beta=loss["dkd_beta"],
                            temperature=loss["temperature"],
                            logit_standardization=loss["logit_standardization"])
   return Recipe(objective_lib.Objective((_ce(loss, 1.0), dkd), num_steps))
 
 
-def _dgkd(loss, num_steps, shapes):
-  del shapes
+def _dgkd(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   dgkd = objective_lib.term("dgkd", loss["kd_weight"], temperature=loss["temperature"],
                             mode=loss["dgkd_mode"], keep_prob=loss["dgkd_keep_prob"],
                             drop_num=loss["dgkd_drop_num"],
-                            drop_teacher=loss["dgkd_drop_teacher"],
+                            keep_teacher=loss["dgkd_keep_teacher"],
                             class_reduction=loss["class_reduction"],
                             logit_standardization=loss["logit_standardization"])
   return Recipe(objective_lib.Objective((_ce(loss), dgkd), num_steps))
 
 
-def _ensemble(loss, num_steps, shapes):
-  del shapes
+def _ensemble(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   ensemble = objective_lib.term("ensemble", loss["kd_weight"], temperature=loss["temperature"],
                                 class_reduction=loss["class_reduction"],
                                 logit_standardization=loss["logit_standardization"])
@@ -235,8 +240,8 @@ def _ensemble(loss, num_steps, shapes):
 DIVERGENCES = ("reverse_kl", "jensen_shannon", "total_variation")
 
 
-def _divergence(loss, num_steps, shapes):
-  del shapes
+def _divergence(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   name = loss["divergence"]
   if name not in DIVERGENCES:
     raise ValueError(f"unknown loss.divergence {name!r}; valid: "
@@ -247,37 +252,63 @@ def _divergence(loss, num_steps, shapes):
   return Recipe(objective_lib.Objective((_ce(loss), divergence), num_steps))
 
 
-def _dist(loss, num_steps, shapes):
-  del shapes
+def _dist(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   dist = objective_lib.term("dist", loss["kd_weight"], temperature=loss["temperature"],
                             beta=loss["dist_beta"], gamma=loss["dist_gamma"],
                             logit_standardization=loss["logit_standardization"])
   return Recipe(objective_lib.Objective((_ce(loss), dist), num_steps))
 
 
-def _fitnets(loss, num_steps, shapes):
+CTKD_HEAD = "ctkd_temperature"
+CTKD_MODES = ("global", "instance")
+
+
+def _ctkd(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
+  _without_standardization(loss, "CTKD")
+  mode = loss["ctkd_mode"]
+  if mode not in CTKD_MODES:
+    raise ValueError(f"unknown loss.ctkd_mode {mode!r}; valid: "
+                     f"{', '.join(map(repr, CTKD_MODES))}.")
+  # λ rises from 0 to ctkd_lambda_max on a cosine over the first ctkd_ramp_fraction of the
+  # stage (the paper: 0 -> 1 over 10 epochs); -1 runs it as the official code does.
+  ramp_steps = _fraction_of(num_steps, "ctkd_ramp_fraction", loss["ctkd_ramp_fraction"])
+  reversal = schedules.cosine(0.0, float(loss["ctkd_lambda_max"]), ramp_steps)
+  module = heads.GlobalTemperature() if mode == "global" else heads.InstanceTemperature()
+  ctkd = objective_lib.term("ctkd", loss["kd_weight"], reversal=reversal,
+                            t_start=loss["ctkd_t_start"], t_range=loss["ctkd_t_range"],
+                            temperature_feature=CTKD_HEAD)
+  return Recipe(objective_lib.Objective((_ce(loss), ctkd), num_steps),
+                aux_heads={CTKD_HEAD: heads.AuxHead(module, source="pooled")})
+
+
+def _fitnets(loss, num_steps, shapes, steps_per_epoch):
+  del steps_per_epoch
   _without_standardization(loss, "FitNets")
   feature = loss["hint_feature"]
   if feature not in shapes:
     raise ValueError(f"loss.hint_feature={feature!r} is not a teacher feature; available: "
                      f"{sorted(shapes)}.")
-  regressor = heads.AuxHead(heads.ConvRegressor(features=shapes[feature][-1]), source=feature)
+  shape = shapes[feature]  # [B, H, W, C] of the teacher's feature
+  regressor = heads.AuxHead(heads.ConvRegressor(features=shape[-1], spatial_size=shape[1:3]),
+                            source=feature)
   hint = objective_lib.term("hint", loss["hint_weight"], student_feature=HINT_HEAD,
                             teacher_feature=feature)
   return Recipe(objective_lib.Objective((_ce(loss, 1.0), hint), num_steps),
                 aux_heads={HINT_HEAD: regressor})
 
 
-def _attention(loss, num_steps, shapes):
-  del shapes
+def _attention(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   _without_standardization(loss, "attention transfer")
   attention = objective_lib.term("attention", loss["at_weight"],
                                  student_features=tuple(loss["at_features"]))
   return Recipe(objective_lib.Objective((_ce(loss, 1.0), attention), num_steps))
 
 
-def _function_matching(loss, num_steps, shapes):
-  del shapes
+def _function_matching(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
   return Recipe(objective_lib.Objective((_kd(loss),), num_steps))
 
 
@@ -298,6 +329,8 @@ METHODS: Mapping[str, Method] = {
                          "CE + reverse KL, generalized Jensen–Shannon or total variation"),
     "dist": Method(_dist, "one", True,
                    "CE + DIST: inter- and intra-class Pearson relations (a batch loss)"),
+    "ctkd": Method(_ctkd, "one", True,
+                   "CE + KD at a learnable temperature trained adversarially (CTKD)"),
     "fitnets": Method(_fitnets, "one", False, "CE + FitNets hint with a learned regressor"),
     "attention": Method(_attention, "one", False, "CE + attention transfer over stages"),
     "function_matching": Method(_function_matching, "one", False,

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax import losses, networks, schedules
-from kdjax.losses import multi_teacher, pruning, validation
+from kdjax.losses import curriculum_temperature, multi_teacher, pruning, validation
 
 _REQUIRED = object()
 _POSITIVE = {"low": 0.0, "low_open": True}
@@ -157,11 +157,11 @@ def _check_dgkd(options):
   if mode == "code" and (isinstance(drop_num, bool) or not isinstance(drop_num, int)
                          or drop_num < 0):
     raise ValueError(f"drop_num={drop_num!r} must be a non-negative integer.")
-  if not isinstance(options["drop_teacher"], bool | np.bool_):
-    raise ValueError(f"drop_teacher={options['drop_teacher']!r} must be True or False.")
-  if options["drop_teacher"] and mode != "paper":
+  if not isinstance(options["keep_teacher"], bool | np.bool_):
+    raise ValueError(f"keep_teacher={options['keep_teacher']!r} must be True or False.")
+  if options["keep_teacher"] and mode != "paper":
     effect = "may drop the teacher like any network" if mode == "code" else "drops none"
-    raise ValueError(f"drop_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
+    raise ValueError(f"keep_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
 
 
 def _check_names(what: str, names) -> None:
@@ -204,7 +204,7 @@ def _dkp(x: TermInputs, h) -> jax.Array:
 def _dgkd(x: TermInputs, h) -> jax.Array:
   return losses.dgkd(x.student_logits, x.all_teacher_logits, x.key, h["temperature"],
                      mode=h["mode"], keep_prob=h["keep_prob"], drop_num=h["drop_num"],
-                     drop_teacher=h["drop_teacher"], class_reduction=h["class_reduction"])
+                     keep_teacher=h["keep_teacher"], class_reduction=h["class_reduction"])
 
 
 def _dist(x: TermInputs, h) -> jax.Array:
@@ -220,6 +220,16 @@ def _divergence(name: str) -> Callable[[TermInputs, Mapping[str, Any]], jax.Arra
   divergence = getattr(losses, name)
   return lambda x, h: divergence(x.student_logits, x.teacher_logits,
                                  temperature=h["temperature"])
+
+
+def _check_ctkd(options):
+  curriculum_temperature.check_temperature_range(options["t_start"], options["t_range"])
+  _check_names("temperature_feature", options["temperature_feature"])
+
+
+def _ctkd(x: TermInputs, h) -> jax.Array:
+  return losses.ctkd(x.student_logits, x.teacher_logits, x.student[h["temperature_feature"]],
+                     h["reversal"], t_start=h["t_start"], t_range=h["t_range"])
 
 
 def _attention(x: TermInputs, h) -> jax.Array:
@@ -282,6 +292,11 @@ TERMS: Mapping[str, TermDefinition] = {
         hyperparameters={"temperature": (4.0, _POSITIVE), "beta": (2.0, _NON_NEGATIVE),
                          "gamma": (2.0, _NON_NEGATIVE)},
         options={}, teacher="one", standardizable=True),
+    "ctkd": TermDefinition(
+        fn=_ctkd, hyperparameters={"reversal": (_REQUIRED, {"low": -1.0, "high": 1.0})},
+        options={"t_start": 1.0, "t_range": 20.0, "temperature_feature": _REQUIRED},
+        teacher="one", student_features=lambda options: (options["temperature_feature"],),
+        check=_check_ctkd),
     "hint": TermDefinition(
         fn=lambda x, h: losses.hint(x.student[h["student_feature"]],
                                     x.teacher[h["teacher_feature"]]),
@@ -295,7 +310,7 @@ TERMS: Mapping[str, TermDefinition] = {
         teacher_features=lambda options: _attention_names(options)[1], check=_check_attention),
     "dgkd": TermDefinition(
         fn=_dgkd, hyperparameters={"temperature": (5.0, _POSITIVE)},
-        options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "drop_teacher": False,
+        options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "keep_teacher": False,
                  "class_reduction": "sum"},
         teacher="all", needs_key=True, check=_check_dgkd, standardizable=True),
     "ensemble": TermDefinition(
@@ -360,12 +375,15 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   - ``"dist"``: DIST, a batch loss (its intra-class relation couples the examples, and
     padding is left out through the batch's mask); ``temperature=4``, ``beta=2``,
     ``gamma=2``.
+  - ``"ctkd"``: KD at a learnable temperature (CTKD); ``reversal`` (required: the
+    gradient-reversal weight λ, a schedule); ``t_start=1``, ``t_range=20``,
+    ``temperature_feature`` (required: the aux head giving the raw temperature).
   - ``"hint"``: FitNets; ``student_feature`` (usually an aux head's output) and
     ``teacher_feature`` (both required).
   - ``"attention"``: attention transfer; ``student_features`` (required),
     ``teacher_features`` (default: the same names).
   - ``"dgkd"``: densely guided KD over every teacher; ``temperature=5``; ``mode="code"``,
-    ``keep_prob=0.75``, ``drop_num=1``, ``drop_teacher=False``, ``class_reduction="sum"``.
+    ``keep_prob=0.75``, ``drop_num=1``, ``keep_teacher=False``, ``class_reduction="sum"``.
   - ``"ensemble"``: KD toward the teachers' mean probabilities; ``temperature=4``;
     ``class_reduction="sum"``.
 
@@ -469,7 +487,7 @@ class Objective:
     >>> Objective((term("kd", temperature=schedules.linear(4.0, -1.0, 10)),), num_steps=10)
     Traceback (most recent call last):
     ...
-    ValueError: kd/temperature must lie in (0.0, inf]; it is ... at step ...
+    ValueError: kd/temperature must lie in (0.0, inf); it is ... at step ...
 
     DKP as an output transformation, with its gamma declared here so that it is reported
     and can be overridden per student:
@@ -614,7 +632,7 @@ class Objective:
       >>> obj.overrides({"kd/temperature": 0.0})
       Traceback (most recent call last):
       ...
-      ValueError: kd/temperature must lie in (0.0, inf]; it is 0.0...
+      ValueError: kd/temperature must lie in (0.0, inf); it is 0.0...
     """
     bounded = self._bounded_schedules()
     out = {}

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from kdjax.losses import validation
+
 ScalarOrSchedule = float | int | jax.Array | optax.Schedule
 
 
@@ -193,7 +195,8 @@ def linear(init_value: float, end_value: float, transition_steps: int,
 
   .. math:: v(n) = v_0 + (v_1 - v_0)\,\mathrm{clip}\big((n - n_0)/N,\ 0,\ 1\big)
 
-  DKD's loss warm-up ``min(epoch / 20, 1)`` is ``linear(0, 1, 20 * steps_per_epoch)``.
+  DKD's loss warm-up ``min(epoch / 20, 1)`` is not this ramp but ``epoch_warmup``: the
+  official code holds each epoch's value for the whole epoch and starts at 1/20.
 
   Args:
     init_value: :math:`v_0`, the value up to ``transition_begin``, finite.
@@ -218,6 +221,47 @@ def linear(init_value: float, end_value: float, transition_steps: int,
   _check_steps("transition_steps", transition_steps)
   _check_steps("transition_begin", transition_begin, minimum=0)
   return optax.linear_schedule(init_value, end_value, transition_steps, transition_begin)
+
+
+def epoch_warmup(warmup_epochs: int, steps_per_epoch: int) -> optax.Schedule:
+  r"""A loss-weight warm-up by whole epochs, counted from 1: ``min(epoch / warmup_epochs, 1)``.
+
+  This is how mdistiller warms up DKD's loss (``min(kwargs["epoch"] / self.warmup, 1.0)``,
+  with ``epoch`` 1 in the first epoch): 1/20 throughout the first of 20 warm-up epochs, 2/20
+  throughout the second, and 1 from epoch 20 on. A per-step linear ramp from 0 differs
+  from it by up to 1/20 and starts at 0.
+
+  .. math:: v(n) = \min\Big(\frac{\lfloor n / S \rfloor + 1}{E},\ 1\Big)
+
+  for step :math:`n` (from 0), :math:`S` steps per epoch and :math:`E` warm-up epochs.
+
+  Args:
+    warmup_epochs: :math:`E`, an integer >= 1.
+    steps_per_epoch: :math:`S`, an integer >= 1.
+
+  Returns:
+    An ``optax.Schedule`` returning a float32 scalar.
+
+  Raises:
+    ValueError: if ``warmup_epochs`` or ``steps_per_epoch`` is not an integer >= 1.
+
+  References:
+    Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022 (mdistiller,
+    ``mdistiller/distillers/DKD.py`` and ``engine/trainer.py``).
+
+  Example:
+    >>> warmup = epoch_warmup(warmup_epochs=20, steps_per_epoch=10)
+    >>> [round(float(warmup(n)), 2) for n in (0, 9, 10, 189, 190, 1000)]
+    [0.05, 0.05, 0.1, 0.95, 1.0, 1.0]
+  """
+  _check_steps("warmup_epochs", warmup_epochs)
+  _check_steps("steps_per_epoch", steps_per_epoch)
+
+  def schedule(step):
+    epoch = jnp.asarray(step) // steps_per_epoch + 1
+    return jnp.minimum(epoch.astype(jnp.float32) / warmup_epochs, 1.0)
+
+  return schedule
 
 
 def cosine(init_value: float, end_value: float, decay_steps: int) -> optax.Schedule:
@@ -396,7 +440,11 @@ def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
     >>> check_range("temperature", 0.0, low=0.0, low_open=True)
     Traceback (most recent call last):
     ...
-    ValueError: temperature must lie in (0.0, inf]; it is 0.0 at step 0.
+    ValueError: temperature must lie in (0.0, inf); it is 0.0 at step 0.
+    >>> check_range("temperature", math.inf, low=0.0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must lie in (0.0, inf); it is inf at step 0.
   """
   if callable(value):
     steps = np.unique(np.linspace(0, max(num_steps - 1, 0), samples).astype(np.int64))
@@ -407,7 +455,6 @@ def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
   bad = ~np.isfinite(values) | bad_low | (values > high)
   if bad.any():
     i = int(np.argmax(bad))
-    bracket = "(" if low_open else "["
-    raise ValueError(
-        f"{name} must lie in {bracket}{low}, {high}]; it is {values[i]} at step {steps[i]}.")
+    raise ValueError(f"{name} must lie in {validation.interval(low, high, low_open)}; "
+                     f"it is {values[i]} at step {steps[i]}.")
 

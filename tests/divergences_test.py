@@ -116,7 +116,7 @@ def test_traced_beta_picks_the_same_branches():
 @pytest.mark.parametrize("name", ["reverse_kl", "jensen_shannon", "total_variation"])
 def test_the_divergence_method_builds_each(name):
   loss = base.loss(divergence=name, jsd_beta=0.25, temperature=2.0)
-  objective = methods.get("divergence").build(loss, 10, {}).objective
+  objective = methods.get("divergence").build(loss, 10, {}, 1).objective
   assert [t.name for t in objective.terms] == ["ce", name]
   values = objective.schedule_values(0)
   assert float(values[f"{name}/temperature"]) == 2.0
@@ -131,10 +131,10 @@ def test_the_divergence_method_builds_each(name):
     (lambda: losses.reverse_kl(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0), "temperature=0.0"),
     (lambda: losses.total_variation(jnp.zeros((2, 3)), jnp.zeros((2, 4))),
      r"\(2, 3\) and \(2, 4\)"),
-    (lambda: methods.get("divergence").build(base.loss(divergence="hellinger"), 10, {}),
+    (lambda: methods.get("divergence").build(base.loss(divergence="hellinger"), 10, {}, 1),
      "unknown loss.divergence 'hellinger'; valid: 'reverse_kl'"),
     (lambda: methods.get("divergence").build(
-        base.loss(divergence="jensen_shannon", jsd_beta=2.0), 10, {}),
+        base.loss(divergence="jensen_shannon", jsd_beta=2.0), 10, {}, 1),
      r"jensen_shannon/beta must lie in \[0.0, 1.0\]; it is 2.0"),
 ])
 def test_bad_input_is_refused(call, match):

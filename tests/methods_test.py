@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import official_ports as ports
 import pytest
 
 from configs import base
@@ -11,7 +12,7 @@ from kdjax import methods
 
 def _annealing_phi_values(num_steps: int, max_temperature: int = 10) -> np.ndarray:
   recipe = methods.get("annealing").build(base.loss(max_temperature=max_temperature),
-                                          num_steps, {})
+                                          num_steps, {}, 10)
   (term,) = recipe.objective.terms
   return np.asarray(jax.vmap(term.arguments["phi"])(jnp.arange(num_steps)))
 
@@ -39,7 +40,7 @@ class TestAnnealing:
 
   def test_stage_shorter_than_max_temperature_is_refused(self):
     with pytest.raises(ValueError, match="num_steps=7 is less than max_temperature=10"):
-      methods.get("annealing").build(base.loss(max_temperature=10), 7, {})
+      methods.get("annealing").build(base.loss(max_temperature=10), 7, {}, 1)
 
   def test_max_temperature_one_is_plain_logits_matching(self):
     np.testing.assert_array_equal(_annealing_phi_values(5, max_temperature=1), np.ones(5))
@@ -47,10 +48,10 @@ class TestAnnealing:
 
 class TestDgkd:
 
-  def _teacher_dropped(self, drop_teacher: bool, keys: int = 64) -> np.ndarray:
+  def _teacher_dropped(self, keep_teacher: bool, keys: int = 64) -> np.ndarray:
     """Per key, whether the teacher's KL term was left out of the DGKD loss."""
-    loss = base.loss(dgkd_mode="paper", dgkd_keep_prob=0.05, dgkd_drop_teacher=drop_teacher)
-    objective = methods.get("dgkd").build(loss, 100, {}).objective
+    loss = base.loss(dgkd_mode="paper", dgkd_keep_prob=0.05, dgkd_keep_teacher=keep_teacher)
+    objective = methods.get("dgkd").build(loss, 100, {}, 10).objective
     student = {"logits": jnp.zeros((2, 4))}
     # The teacher disagrees with the student, the assistant agrees: the DGKD term is > 0
     # exactly when the teacher teaches.
@@ -65,13 +66,49 @@ class TestDgkd:
     return np.asarray(jax.vmap(dgkd_term)(jax.random.split(jax.random.key(0), keys))) == 0.0
 
   def test_config_reaches_the_term(self):
-    for drop_teacher in (False, True):
-      loss = base.loss(dgkd_mode="paper", dgkd_drop_teacher=drop_teacher)
-      (_, dgkd) = methods.get("dgkd").build(loss, 100, {}).objective.terms
-      assert dgkd.arguments["drop_teacher"] is drop_teacher
-    assert base.loss().dgkd_drop_teacher is False
+    for keep_teacher in (False, True):
+      loss = base.loss(dgkd_mode="paper", dgkd_keep_teacher=keep_teacher)
+      (_, dgkd) = methods.get("dgkd").build(loss, 100, {}, 10).objective.terms
+      assert dgkd.arguments["keep_teacher"] is keep_teacher
+    assert base.loss().dgkd_keep_teacher is False
 
-  def test_paper_mode_drops_the_teacher_only_when_asked(self):
-    dropped = self._teacher_dropped(drop_teacher=True)
-    assert 0.8 < dropped.mean() < 1.0  # kept with probability 0.05
-    assert not self._teacher_dropped(drop_teacher=False).any()
+  def test_paper_mode_drops_the_teacher_unless_asked_to_keep_it(self):
+    dropped = self._teacher_dropped(keep_teacher=False)
+    assert 0.8 < dropped.mean() < 1.0  # kept with probability 0.05, as the paper's b_T
+    assert not self._teacher_dropped(keep_teacher=True).any()
+
+
+class TestDkd:
+
+  def test_warmup_is_mdistillers_epoch_counter(self):
+    """mdistiller passes epoch = 1, 2, ... to DKD, whose loss weight is min(epoch / 20, 1)."""
+    steps_per_epoch, num_epochs = 7, 24
+    loss = base.loss(dkd_warmup_epochs=20)
+    recipe = methods.get("dkd").build(loss, steps_per_epoch * num_epochs, {}, steps_per_epoch)
+    (_, dkd) = recipe.objective.terms
+    steps = jnp.arange(steps_per_epoch * num_epochs)
+    weights = np.asarray(jax.vmap(dkd.weight)(steps))
+    epochs = ports.mdistiller_epochs_of_iterations(num_epochs, steps_per_epoch)
+    expected = [min(epoch / 20, 1.0) for epoch in epochs]
+    np.testing.assert_allclose(weights, expected, rtol=1e-6)
+    assert weights[0] == pytest.approx(0.05)  # not 0: the first epoch already distils
+
+  def test_the_weighted_term_is_mdistillers_loss_kd(self):
+    s = np.random.default_rng(0).normal(size=(6, 10))
+    t = np.random.default_rng(1).normal(size=(6, 10))
+    labels = np.arange(6)
+    loss = base.loss(dkd_warmup_epochs=20, dkd_beta=2.0)
+    objective = methods.get("dkd").build(loss, 1000, {}, 50).objective
+    for epoch in (1, 3, 20, 21):
+      values = objective.schedule_values((epoch - 1) * 50 + 17)
+      _, per_term = objective.loss({"logits": jnp.asarray(s, jnp.float32)},
+                                   {"logits": jnp.asarray(t, jnp.float32)[None]},
+                                   jnp.asarray(labels), None, values,
+                                   jax.random.key(0))
+      loss_ce, loss_kd = ports.dkd_forward_train(s, t, labels, epoch, beta=2.0)
+      np.testing.assert_allclose(per_term["loss/ce"], loss_ce, rtol=1e-5)
+      np.testing.assert_allclose(values["weight/dkd"] * per_term["loss/dkd"], loss_kd, rtol=1e-5)
+
+  def test_negative_warmup_is_refused(self):
+    with pytest.raises(ValueError, match="dkd_warmup_epochs=-1 must be an integer >= 0"):
+      methods.get("dkd").build(base.loss(dkd_warmup_epochs=-1), 100, {}, 10)

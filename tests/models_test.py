@@ -34,7 +34,8 @@ PARAM_COUNTS = [
   ("resnet56", 100, 861_620),
   ("resnet110", 10, 1_730_714),
   ("resnet110", 100, 1_736_564),
-  # 1×3 filters (Pacemaker KD's students): every 3×3 conv has 3·in·out weights instead of 9.
+  # 1×3 filters (Pacemaker KD's students): every 3×3 conv has 3·in·out weights instead of 9
+  # (the row averaging before a stride-2 1×3 block has no parameters).
   ("resnet8_1x3", 10, 28_602),
   ("resnet8_1x3", 100, 34_452),
   ("resnet20_1x3", 10, 94_010),
@@ -323,6 +324,18 @@ def test_one_by_n_filters_see_one_row():
   kernels = [leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(variables["params"])
              if "kernel" in jax.tree_util.keystr(path) and leaf.ndim == 4]
   assert all(shape[:2] in ((1, 3), (1, 1)) for shape in kernels)
+
+
+@pytest.mark.parametrize("name", ["resnet8_1x3", "resnet20_1x3"])
+def test_one_by_n_logits_read_every_input_row(name):
+  """No row is skipped by a stride-2 stage: each input row has a non-zero gradient on the logits."""
+  model = models.get(name, K)
+  x = jax.random.normal(jax.random.key(0), (1, *CIFAR[1:]))
+  variables = jax.jit(functools.partial(model.init, train=False))(_init_key(), x)
+  jacobian = jax.jit(jax.jacrev(lambda images: model.apply(variables, images, train=False)))(x)
+  per_row = np.abs(np.asarray(jacobian)).sum(axis=(0, 1, 2, 4, 5))  # [logits, B, H, W, C] → H
+  assert per_row.shape == (CIFAR[1],)
+  assert np.all(per_row > 0), np.flatnonzero(per_row == 0)
 
 
 @pytest.mark.parametrize("name, shape", [("resnet8", CIFAR), ("wrn_16_1", CIFAR), ("vgg8", CIFAR),

@@ -533,10 +533,10 @@ BAD_INPUTS = {
         ValueError, r"temperature=0.0 must be finite and > 0"),
     "temperature <= 0 (config)": (
         _validate(**{"stages.kd.loss.temperature": 0.0}), ValueError,
-        r"stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is 0.0 at step 0"),
+        r"stages.kd.loss: kd/temperature must lie in \(0.0, inf\); it is 0.0 at step 0"),
     "temperature <= 0 (binary)": (
         _BINARY, SystemExit,
-        r"error: stages.kd.loss: kd/temperature must lie in \(0.0, inf\]; it is -1.0 at step "
+        r"error: stages.kd.loss: kd/temperature must lie in \(0.0, inf\); it is -1.0 at step "
         r"0."),
     "gamma outside [0, 1]": (
         _validate(**{"stages.kd.loss.gamma": 1.5}), ValueError,
@@ -548,7 +548,7 @@ BAD_INPUTS = {
         _validate(**{"stages.kd.method": "continuation",
                      "stages.kd.loss.continuation_max_temperature": 2,
                      "stages.kd.loss.continuation_margin": -1.0}), ValueError,
-        r"stages.kd.loss: continuation/margin must lie in \[0.0, inf\]; it is -1.0 at step 0"),
+        r"stages.kd.loss: continuation/margin must lie in \[0.0, inf\); it is -1.0 at step 0"),
     "logit standardization for a method without softmax terms": (
         _validate(**{"stages.kd.method": "annealing",
                      "stages.kd.loss.logit_standardization": True}), ValueError,
@@ -572,10 +572,14 @@ BAD_INPUTS = {
         r"'jensen_shannon', 'total_variation'"),
     "DIST weight < 0": (
         _validate(**{"stages.kd.method": "dist", "stages.kd.loss.dist_gamma": -2.0}),
-        ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\]; it is -2.0 at step 0"),
+        ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\); it is -2.0 at step 0"),
     "sparse teacher targets with k outside [1, K]": (
         lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
         r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),
+    "CTKD temperature range that is empty": (
+        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_t_range": 0.0}),
+        ValueError, r"stages.kd.loss: t_range=0.0 must be finite and > 0: the temperature "
+        r"range \(1.0, 1.0\) is empty"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),

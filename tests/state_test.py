@@ -26,7 +26,7 @@ def test_state_owns_copies_and_separates_aux_trainables():
     np.testing.assert_array_equal(ours, theirs)
   assert set(state.model_state) == {"batch_stats"}
   # The regressor maps stage2 [.., 6 channels] to the teacher's 12; it is no student param.
-  assert state.aux_params["regressed"]["Conv_0"]["kernel"].shape == (3, 3, 6, 12)
+  assert state.aux_params["regressed"]["conv"]["kernel"].shape == (1, 1, 6, 12)
   assert set(state.aux_state["regressed"]) == {"batch_stats"}
   assert "regressed" not in state.params
   assert jax.tree.structure(state.opt_state) == jax.tree.structure(opt.init(state.trainables))

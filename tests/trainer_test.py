@@ -166,7 +166,7 @@ def test_every_other_method_trains(tmp_path, data_dir):
   config.stages.attention.loss.at_features = ("stage2", "stage3")
   for method in ("dkd", "ensemble", "logits_matching", "function_matching"):
     config.stages[method] = base.stage("mlp_tiny", method, ("teacher",), num_steps=4)
-  config.stages.dkd.loss.dkd_warmup_fraction = 0.5
+  config.stages.dkd.loss.dkd_warmup_epochs = 2
   config.stages.function_matching.mixup = 1.0
   results = trainer.train_and_evaluate(config, str(tmp_path))
   assert [r["stage"] for r in results] == list(config.stages)

@@ -65,7 +65,7 @@ def continuation(student_logits: jax.typing.ArrayLike,
     >>> continuation(s, t, phi=0.5, margin=-1.0)
     Traceback (most recent call last):
     ...
-    ValueError: margin=-1.0 must lie in [0.0, inf].
+    ValueError: margin=-1.0 must lie in [0.0, inf).
   """
   s, t = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
   v.check_same_shape(s, t)

@@ -4,8 +4,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from kdjax.losses import tempered
 from kdjax.losses import validation as v
 
 
@@ -57,7 +57,7 @@ def dkd(student_logits: jax.typing.ArrayLike,
     >>> dkd(s, s, jnp.array([0]), beta=-1.0)
     Traceback (most recent call last):
     ...
-    ValueError: beta=-1.0 must lie in [0.0, inf].
+    ValueError: beta=-1.0 must lie in [0.0, inf).
   """
   s, t = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
   labels = jnp.asarray(labels) if labels is not None else None
@@ -109,19 +109,19 @@ def decoupled_terms(s: jax.Array, t: jax.Array, labels: jax.Array,
     True
   """
   target = jax.nn.one_hot(labels, s.shape[-1], dtype=bool)
-  neg = jnp.finfo(s.dtype).min
-
-  def binary_and_nontarget_log_probs(z):
-    z = z / temperature
-    log_total = jax.nn.logsumexp(z, axis=-1)
-    log_nontarget_mass = jax.nn.logsumexp(jnp.where(target, neg, z), axis=-1)
-    log_target = jnp.sum(jnp.where(target, z, 0.0), axis=-1) - log_total
-    log_b = jnp.stack([log_target, log_nontarget_mass - log_total], axis=-1)
-    log_hat = jnp.where(target, 0.0, z - log_nontarget_mass[..., None])
-    return log_b, log_hat
-
-  log_bs, log_hat_s = binary_and_nontarget_log_probs(s)
-  log_bt, log_hat_t = binary_and_nontarget_log_probs(t)
-  tckd = optax.losses.kl_divergence_with_log_targets(log_bs, log_bt)
-  nckd = optax.losses.kl_divergence_with_log_targets(log_hat_s, log_hat_t, where=~target)
-  return temperature**2 * tckd, temperature**2 * nckd
+  nontarget = ~target
+  a, shift = t / temperature, (t - s) / temperature
+  kl_nontarget = tempered.kl_of_logit_shift(a, shift, where=nontarget)
+  # Binary logits [z_y, logsumexp_{k != y} z_k]: the teacher's, and their shift to the
+  # student's. The non-target log-normalisers differ by E_{p_t|R}[shift] - KL_R, which
+  # keeps the shift exact at any T (a difference of two logsumexps would not be).
+  p_nontarget = jnp.where(nontarget, jax.nn.softmax(a, where=nontarget), 0.0)
+  normaliser_gap = jnp.sum(p_nontarget * jnp.where(nontarget, shift, 0.0), axis=-1)
+  normaliser_gap = normaliser_gap - kl_nontarget
+  neg = jnp.finfo(a.dtype).min
+  binary_a = jnp.stack([jnp.sum(jnp.where(target, a, 0.0), axis=-1),
+                        jax.nn.logsumexp(jnp.where(target, neg, a), axis=-1)], axis=-1)
+  binary_shift = jnp.stack([jnp.sum(jnp.where(target, shift, 0.0), axis=-1), normaliser_gap],
+                           axis=-1)
+  kl_binary = tempered.kl_of_logit_shift(binary_a, binary_shift)
+  return temperature**2 * kl_binary, temperature**2 * kl_nontarget

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax.losses import tempered
 from kdjax.losses import validation as v
 
 
@@ -54,8 +55,11 @@ def reverse_kl(student_logits: jax.typing.ArrayLike,
     >>> bool(jnp.allclose(reverse_kl(s, t, 2.0), kd(t, s, 2.0)))  # the arguments swapped
     True
   """
-  log_ps, log_pt = _log_probs(student_logits, teacher_logits, temperature)
-  return temperature**2 * optax.losses.kl_divergence_with_log_targets(log_pt, log_ps)
+  s, t = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
+  v.check_same_shape(s, t)
+  v.check_positive("temperature", temperature)
+  # Forward KL with the roles swapped, through the primitive that stays exact at any T.
+  return tempered.tempered_kl(jax.lax.stop_gradient(t), s, temperature)
 
 
 def jensen_shannon(student_logits: jax.typing.ArrayLike,

@@ -33,8 +33,8 @@ def logits_matching(student_logits: jax.typing.ArrayLike,
     ValueError: on mismatched shapes or non-float logits.
 
   References:
-    Chen et al., "Knowledge Distillation with Logits Matching: a Theoretical Perspective"
-    (arXiv 2109.06458), 2021.
+    Chen et al., "Exploring the Connection between Knowledge Distillation and Logits
+    Matching" (arXiv 2109.06458), 2021.
 
   Example:
     >>> logits_matching(jnp.array([[1.0, 3.0]]), jnp.array([[0.0, 0.0]])).tolist()
@@ -61,7 +61,8 @@ def annealing(student_logits: jax.typing.ArrayLike,
 
   with :math:`\Phi` from ``kdjax.schedules.annealing_phi``. This equals twice
   ``logits_matching(s, Φ·t)``: logits matching with Chen et al.'s mean-logit regularizer
-  cancelled.
+  cancelled. Stage II is cross-entropy on the labels (the ``scratch`` method): as in the
+  official code, neither stage has a KL term.
 
   Args:
     student_logits: ``[..., K]``.

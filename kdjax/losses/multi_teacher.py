@@ -2,8 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from kdjax.losses import tempered
 from kdjax.losses import validation as v
 
 DROP_MODES = ("code", "paper", "none")
@@ -63,7 +63,7 @@ def teacher_keep_mask(key: jax.Array,
                       mode: str = "code",
                       keep_prob: float = 0.75,
                       drop_num: int = 1,
-                      drop_teacher: bool = False) -> jax.Array:
+                      keep_teacher: bool = False) -> jax.Array:
   r"""Which teaching networks guide the student on this mini-batch (DGKD's stochastic teaching).
 
   ``dgkd`` draws it once per mini-batch; call it directly to drop teachers from a custom
@@ -72,15 +72,15 @@ def teacher_keep_mask(key: jax.Array,
   - ``"code"`` (the official implementation): exactly ``drop_num`` of the ``n`` terms are
     removed, uniformly at random; the teacher can be among them.
   - ``"paper"``: each :math:`b_X \sim \mathrm{Bernoulli}(p)` independently, ``p =
-    keep_prob`` (0.75 is the paper's best); the teacher is always kept unless
-    ``drop_teacher``.
+    keep_prob`` (0.75 is the paper's best), the teacher included: the paper drops "a
+    teacher or teacher assistants" per mini-batch. ``keep_teacher`` exempts the teacher.
   - ``"none"``: every network teaches.
 
   .. math::
      \texttt{"code"}:\ b \sim \mathrm{Uniform}\Big\{b \in \{0,1\}^n :
      \textstyle\sum_X b_X = n - \mathrm{drop\_num}\Big\},\qquad
      \texttt{"paper"}:\ b_X \overset{\mathrm{iid}}{\sim} \mathrm{Bernoulli}(p),\
-     b_0 = 1\ \text{(unless drop\_teacher)}
+     (b_0 = 1\ \text{with keep\_teacher})
 
   Args:
     key: a PRNG key; the same key gives the same mask (ignored, and may be ``None``, when
@@ -89,7 +89,8 @@ def teacher_keep_mask(key: jax.Array,
     mode: ``"code"``, ``"paper"`` or ``"none"``.
     keep_prob: Bernoulli keep probability in ``(0, 1]`` (``"paper"``).
     drop_num: number of terms removed, ``0 <= drop_num < n`` (``"code"``).
-    drop_teacher: let ``"paper"`` mode drop the teacher too.
+    keep_teacher: keep the teacher in every mini-batch (``"paper"`` mode; a departure from
+      the paper).
 
   Returns:
     Boolean ``[n]``; True marks a network that teaches.
@@ -114,7 +115,7 @@ def teacher_keep_mask(key: jax.Array,
     dropped = jax.random.permutation(key, num_teachers)[:drop_num]
     return jnp.ones((num_teachers,), bool).at[dropped].set(False)
   keep = jax.random.bernoulli(key, keep_prob, (num_teachers,))
-  return keep if drop_teacher else keep.at[0].set(True)
+  return keep.at[0].set(True) if keep_teacher else keep
 
 
 def dgkd(student_logits: jax.typing.ArrayLike,
@@ -125,7 +126,7 @@ def dgkd(student_logits: jax.typing.ArrayLike,
          mode: str = "code",
          keep_prob: float = 0.75,
          drop_num: int = 1,
-         drop_teacher: bool = False,
+         keep_teacher: bool = False,
          class_reduction: str = "sum") -> jax.Array:
   r"""Per-example densely guided KD term: the student learns from every larger network.
 
@@ -142,7 +143,7 @@ def dgkd(student_logits: jax.typing.ArrayLike,
       treated as constants.
     key: PRNG key for the drop (unused when ``mode="none"``).
     temperature: T > 0 (5 in the paper).
-    mode, keep_prob, drop_num, drop_teacher: see ``teacher_keep_mask``.
+    mode, keep_prob, drop_num, keep_teacher: see ``teacher_keep_mask``.
     class_reduction: ``"sum"`` or ``"mean"`` (PyTorch ``KLDivLoss()`` default, as in the
       official DGKD code); see ``kd``.
 
@@ -168,13 +169,11 @@ def dgkd(student_logits: jax.typing.ArrayLike,
   scale = v.class_reduction_scale(class_reduction, s.shape[-1])
   if mode != "none" and key is None:
     raise ValueError(f"DGKD mode {mode!r} drops teachers at random and needs a PRNG key.")
-  keep = teacher_keep_mask(key, ts.shape[0], mode, keep_prob, drop_num, drop_teacher)
+  keep = teacher_keep_mask(key, ts.shape[0], mode, keep_prob, drop_num, keep_teacher)
   ts = jax.lax.stop_gradient(ts)
-  log_ps = jax.nn.log_softmax(s / temperature)
-  log_pts = jax.nn.log_softmax(ts / temperature)
-  kls = optax.losses.kl_divergence_with_log_targets(log_ps[None], log_pts)
+  losses = tempered.tempered_kl(s[None], ts, temperature)
   keep = keep.reshape((-1,) + (1,) * (s.ndim - 1))
-  return scale * temperature**2 * jnp.sum(jnp.where(keep, kls, 0.0), axis=0)
+  return scale * jnp.sum(jnp.where(keep, losses, 0.0), axis=0)
 
 
 def ensemble_kd(student_logits: jax.typing.ArrayLike,
@@ -212,7 +211,11 @@ def ensemble_kd(student_logits: jax.typing.ArrayLike,
   _check_stack(s, ts)
   v.check_positive("temperature", temperature)
   scale = v.class_reduction_scale(class_reduction, s.shape[-1])
-  ts = jax.lax.stop_gradient(ts)
-  target = jnp.mean(jax.nn.softmax(ts / temperature), axis=0)
-  kl = optax.losses.kl_divergence(jax.nn.log_softmax(s / temperature), target)
-  return scale * temperature**2 * kl
+  ts = jax.lax.stop_gradient(ts) / temperature
+  # Logits of the mixture, exact to O(eps / T): centred tempered logits are O(1/T), and
+  # their log-normalisers and the mixture's log-mean are taken without adding O(1) terms.
+  centered = ts - jnp.mean(ts, axis=-1, keepdims=True)
+  log_probs = centered - tempered.log_mean_exp(centered, axis=-1)
+  mixture = jnp.squeeze(tempered.log_mean_exp(log_probs, axis=0), axis=0)
+  return scale * temperature**2 * tempered.kl_of_logit_shift(mixture,
+                                                             mixture - s / temperature)

@@ -35,6 +35,7 @@ KD exactly):
 import jax
 import jax.numpy as jnp
 
+from kdjax.losses import tempered
 from kdjax.losses import validation as v
 
 VARIANTS = ("uniform", "mean", "tail")
@@ -176,7 +177,11 @@ def uniform_floor(teacher_logits: jax.Array, temperature) -> jax.Array:
      p_t^T = \mathrm{softmax}(t / T) = \varepsilon\, u + (1 - \varepsilon)\, \hat p_t
 
   with :math:`u = \tfrac1K \mathbf 1` the uniform distribution and :math:`\hat p_t` the
-  pruned teacher (zero on its least likely class).
+  pruned teacher (zero on its least likely class). Its size depends on how spread the
+  teacher's logits are, which is an assumption about the teacher, not a property of DKP:
+  for 100 classes and Gaussian logits of standard deviation 2.2, :math:`\varepsilon`
+  averages 0.22 at T = 4 and 0.48 at T = 8 (0.52 and 0.73 with standard deviation 1); a
+  confident teacher, with logits spread over tens, has :math:`\varepsilon` near 0.
 
   Args:
     teacher_logits: ``[..., K]``.
@@ -210,13 +215,6 @@ def _tail(s: jax.Array, t: jax.Array, temperature, labels: jax.Array, top_k: int
   _, top_indices = jax.lax.top_k(ranked, top_k)
   in_s = jnp.any(jax.nn.one_hot(top_indices, num_classes, dtype=bool), axis=-2)
   in_r = ~(target | in_s)
-  zt, zs = t / temperature, s / temperature
-  # Conditional log-probabilities on R; entries outside R are finite placeholders so that
-  # neither the value nor the gradient can become NaN.
-  neg = jnp.finfo(zs.dtype).min
-  log_pt_r = zt - jax.nn.logsumexp(jnp.where(in_r, zt, neg), axis=-1, keepdims=True)
-  log_ps_r = zs - jax.nn.logsumexp(jnp.where(in_r, zs, neg), axis=-1, keepdims=True)
-  pt_r = jnp.where(in_r, jnp.exp(log_pt_r), 0.0)
-  kl_r = jnp.sum(pt_r * jnp.where(in_r, log_pt_r - log_ps_r, 0.0), axis=-1)
-  mass_r = jnp.sum(jnp.where(in_r, jax.nn.softmax(zt), 0.0), axis=-1)
+  kl_r = tempered.kl_of_logit_shift(t / temperature, (t - s) / temperature, where=in_r)
+  mass_r = jnp.sum(jnp.where(in_r, jax.nn.softmax(t / temperature), 0.0), axis=-1)
   return -temperature**2 * mass_r * kl_r

@@ -179,7 +179,7 @@ def dist(student_logits: jax.typing.ArrayLike,
     >>> dist(s, s, gamma=-1.0)
     Traceback (most recent call last):
     ...
-    ValueError: gamma=-1.0 must lie in [0.0, inf].
+    ValueError: gamma=-1.0 must lie in [0.0, inf).
   """
   v.check_in_range("beta", beta, 0.0, jnp.inf)
   v.check_in_range("gamma", gamma, 0.0, jnp.inf)

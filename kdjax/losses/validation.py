@@ -6,6 +6,7 @@ come from schedules, whose ranges are validated when the objective is built.
 """
 
 from collections.abc import Sequence
+import math
 
 import jax
 import jax.numpy as jnp
@@ -176,8 +177,29 @@ def check_in_range(name: str, value, low: float, high: float, low_open: bool = F
     return
   ok_low = np.all(v > low) if low_open else np.all(v >= low)
   if not (np.all(np.isfinite(v)) and ok_low and np.all(v <= high)):
-    bracket = "(" if low_open else "["
-    raise ValueError(f"{name}={value} must lie in {bracket}{low}, {high}].")
+    raise ValueError(f"{name}={value} must lie in {interval(low, high, low_open)}.")
+
+
+def interval(low: float, high: float, low_open: bool = False) -> str:
+  """The interval of finite values from ``low`` to ``high``, written as in error messages.
+
+  Infinite bounds are open: a hyperparameter must be finite.
+
+  Args:
+    low: the lower bound (may be ``-inf``).
+    high: the upper bound, included when finite (may be ``inf``).
+    low_open: exclude ``low`` itself.
+
+  Returns:
+    e.g. ``"[0.0, 1.0]"`` or ``"(0.0, inf)"``.
+
+  Example:
+    >>> interval(0.0, 1.0), interval(0.0, math.inf, low_open=True)
+    ('[0.0, 1.0]', '(0.0, inf)')
+  """
+  left = "(" if low_open or math.isinf(low) else "["
+  right = ")" if math.isinf(high) else "]"
+  return f"{left}{low}, {high}{right}"
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:

@@ -46,7 +46,7 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None,
 def conv(
   features: int,
   kernel_size: int | tuple[int, int],
-  strides: int = 1,
+  strides: int | tuple[int, int] = 1,
   *,
   use_bias: bool = False,
   dtype: Dtype,
@@ -61,7 +61,7 @@ def conv(
     features: the number of output channels.
     kernel_size: the kernel size, square (``3``) or ``(height, width)`` (``(1, 3)``: a 1×N
       filter that sees one row at a time).
-    strides: the (square) stride.
+    strides: the stride, square (``2``) or ``(height, width)``.
     use_bias: whether to add a bias (the ResNet/WRN references have none, VGG and the plain
       CNNs do).
     dtype: the computation dtype; the kernel stays float32.
@@ -74,7 +74,7 @@ def conv(
   return nn.Conv(
     features,
     (height, width),
-    strides=(strides, strides),
+    strides=(strides, strides) if isinstance(strides, int) else strides,
     padding=((height // 2, height // 2), (width // 2, width // 2)),
     use_bias=use_bias,
     kernel_init=CONV_INIT,

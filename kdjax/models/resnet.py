@@ -15,8 +15,12 @@ These are RepDistiller's ``is_feat=True`` features ``f0 … f4`` (with ``preact=
 
 ``kernel=(1, 3)`` gives the 1×N students of Pacemaker KD (Son et al., arXiv 2003.03944):
 every 3×3 conv becomes 1×3 (the 1×1 shortcuts stay), for input consumed row by row on
-embedded devices; only the stride-2 stages and the global pooling mix rows. They are
-registered as ``resnet{depth}_1x3``.
+embedded devices. A one-row filter at a vertical stride of 2 would skip every other row, so a
+stride-2 1×N block first averages each pair of rows (the only place, with the global pooling,
+where rows mix) and then strides along the width only, in its first conv and its shortcut
+alike: every input row reaches the logits, the filters stay 1×N, and the parameter count is
+that of the same network with the vertical stride. The paper does not say how its 1×N
+students downsample; this is kdjax's choice. They are registered as ``resnet{depth}_1x3``.
 """
 
 from typing import Any, ClassVar
@@ -38,7 +42,10 @@ class BasicBlock(nn.Module):
          + \mathrm{sc}(x)\big)
 
   where :math:`*_s` is a stride-``strides`` conv and the shortcut :math:`\mathrm{sc}` is the
-  identity, or a 1×1 stride-``strides`` conv + BN when the stride or width changes.
+  identity, or a 1×1 stride-``strides`` conv + BN when the stride or width changes. With a
+  one-row kernel (``kernel=(1, N)``) and ``strides`` s > 1, the block first averages each
+  group of s rows of :math:`x` and both strided convs then stride along the width only, so
+  that no input row is skipped.
 
   Attributes:
     features: the output width.
@@ -77,14 +84,19 @@ class BasicBlock(nn.Module):
         ``mutable=["batch_stats"]``).
 
     Returns:
-      ``[B, ceil(H / strides), ceil(W / strides), features]``, non-negative.
+      ``[B, ceil(H / strides), ceil(W / strides), features]``, non-negative (``H / strides``
+      rounded down for a one-row kernel).
     """
-    y = _layers.conv(self.features, self.kernel, self.strides, dtype=self.dtype, name="conv1")(x)
+    strides = (self.strides, self.strides)
+    if self.kernel[0] == 1 and self.strides != 1:
+      x = nn.avg_pool(x, (self.strides, 1), strides=(self.strides, 1))
+      strides = (1, self.strides)
+    y = _layers.conv(self.features, self.kernel, strides, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(_layers.batch_norm(train, self.dtype, "bn1", self.bn_axis_name)(y))
     y = _layers.conv(self.features, self.kernel, dtype=self.dtype, name="conv2")(y)
     y = _layers.batch_norm(train, self.dtype, "bn2", self.bn_axis_name)(y)
     if self.strides != 1 or x.shape[-1] != self.features:
-      x = _layers.conv(self.features, 1, self.strides, dtype=self.dtype, name="shortcut_conv")(x)
+      x = _layers.conv(self.features, 1, strides, dtype=self.dtype, name="shortcut_conv")(x)
       x = _layers.batch_norm(train, self.dtype, "shortcut_bn", self.bn_axis_name)(x)
     return nn.relu(y + x)
 

@@ -135,10 +135,11 @@ def _check_recipe(config: ml_collections.ConfigDict, where: str,
     except ValueError as error:
       raise ValueError(f"{where}.mixup: {error} 0 turns mixup off.") from error
   # FitNets' regressor is sized from the teacher's feature, unknown until the teacher is
-  # loaded: a stand-in shape checks the rest of its recipe here.
+  # loaded: a stand-in shape checks the rest of its recipe here. The epoch length is known
+  # once the dataset is open; any length checks the rest here.
   stand_in = {stage.loss.hint_feature: (1, 1, 1, 1)} if stage.method == "fitnets" else {}
   try:
-    recipe = method.build(stage.loss, stage.num_steps, stand_in)
+    recipe = method.build(stage.loss, stage.num_steps, stand_in, steps_per_epoch=1)
   except ValueError as error:
     raise ValueError(f"{where}.loss: {error}") from error
   if stage.mixup and recipe.label_users:

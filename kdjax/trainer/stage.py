@@ -116,8 +116,9 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
 
   module = _student_model(stage_config, context.info.num_classes)
   method = methods.get(stage_config.method)
+  steps_per_epoch = max(context.info.num_train // config.dataset.batch_size, 1)
   recipe = method.build(stage_config.loss, stage_config.num_steps,
-                        _teacher_feature_shapes(context, stage_config, teachers))
+                        _teacher_feature_shapes(context, stage_config, teachers), steps_per_epoch)
   optimizer, learning_rate = optimizers.optimizer(stage_config.optimizer,
                                                   stage_config.num_steps)
   seeds = [config.seed + i for i in range(stage_config.num_seeds or config.num_seeds)]

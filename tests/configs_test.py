@@ -1,0 +1,115 @@
+"""The CIFAR configs follow their papers' official protocols (ported in ``official_ports``)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import official_ports as ports
+import pytest
+
+from configs import cifar10_dgkd, cifar10_dkd, cifar10_takd, cifar100_mdistiller, cifar100_resnet8
+from kdjax import methods, optimizers
+
+CIFAR_TRAIN = 50_000
+
+
+def _learning_rates_at_epoch_starts(stage, steps_per_epoch, num_epochs):
+  schedule = optimizers.learning_rate_schedule(stage.optimizer, stage.num_steps)
+  steps = jnp.arange(num_epochs) * steps_per_epoch
+  return np.asarray(jax.vmap(schedule)(steps))
+
+
+@pytest.mark.parametrize("pair", list(cifar100_mdistiller.PAIRS))
+def test_cifar100_mdistiller_pairs_follow_mdistillers_recipe(pair):
+  config = cifar100_mdistiller.get_config(pair)
+  teacher, student, beta = cifar100_mdistiller.PAIRS[pair]
+  assert config.dataset.name == "cifar100" and config.dataset.augmentation == "crop_flip"
+  assert config.dataset.batch_size == 64
+  steps_per_epoch = CIFAR_TRAIN // 64
+  assert config.eval_every_steps == steps_per_epoch  # the best epoch is reported
+  assert list(config.stages) == [f"teacher_{teacher}", f"kd_{student}", f"dkd_{student}"]
+  for stage in config.stages.values():
+    assert stage.num_steps == 240 * steps_per_epoch
+    assert stage.optimizer.weight_decay == 5e-4 and stage.optimizer.momentum == 0.9
+    rates = _learning_rates_at_epoch_starts(stage, steps_per_epoch, 240)
+    expected = [ports.mdistiller_learning_rate(epoch) for epoch in range(1, 241)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+  kd = config.stages[f"kd_{student}"].loss
+  assert (kd.temperature, kd.ce_weight, kd.kd_weight, kd.class_reduction) == (4.0, 0.1, 0.9,
+                                                                              "sum")
+  dkd = config.stages[f"dkd_{student}"]
+  assert (dkd.loss.dkd_alpha, dkd.loss.dkd_beta, dkd.loss.temperature) == (1.0, beta, 4.0)
+  recipe = methods.get("dkd").build(dkd.loss, dkd.num_steps, {}, steps_per_epoch)
+  ce, dkd_term = recipe.objective.terms
+  assert ce.weight == 1.0
+  weights = np.asarray(jax.vmap(dkd_term.weight)(jnp.arange(0, 25 * steps_per_epoch, 97)))
+  epochs = np.arange(0, 25 * steps_per_epoch, 97) // steps_per_epoch + 1
+  np.testing.assert_allclose(weights, np.minimum(epochs / 20, 1.0), rtol=1e-6)
+
+
+def test_cifar100_mdistiller_betas_are_the_yaml_files():
+  # configs/cifar100/dkd/{res56_res20,res32x4_res8x4,wrn40_2_wrn_16_2}.yaml and cfg.py's 8.0.
+  assert {pair: beta for pair, (_, _, beta) in cifar100_mdistiller.PAIRS.items()} == {
+      "res56_res20": 2.0, "res32x4_res8x4": 8.0, "wrn40_2_wrn_16_2": 6.0}
+
+
+@pytest.mark.parametrize("lr_schedule", ["intended", "effective"])
+@pytest.mark.parametrize("module", [cifar10_takd, cifar100_resnet8])
+def test_takd_protocol(module, lr_schedule):
+  config = module.get_config(lr_schedule)
+  assert config.dataset.augmentation == "none" and config.dataset.batch_size == 128
+  steps_per_epoch = CIFAR_TRAIN // 128
+  assert config.eval_every_steps == steps_per_epoch
+  for name, stage in config.stages.items():
+    assert stage.num_steps == 160 * steps_per_epoch, name
+    assert stage.optimizer.weight_decay == 1e-4 and stage.optimizer.momentum == 0.9
+    rates = _learning_rates_at_epoch_starts(stage, steps_per_epoch, 160)
+    if lr_schedule == "effective":
+      expected = [ports.takd_learning_rate(epoch, 160) for epoch in range(160)]
+    else:  # what the code means: DGKD's corrected copy of the same function
+      expected = [0.1 if e < 80 else 0.01 if e < 120 else 0.001 for e in range(160)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+  takd = config.stages.takd_resnet8.loss
+  assert takd.temperature in ports.TAKD_SEARCH_SPACE["T_student"]["_value"]
+  low, high, step = ports.TAKD_SEARCH_SPACE["lambda_student"]["_value"]
+  assert low <= takd.kd_weight <= high and round(takd.kd_weight / step, 9).is_integer()
+  assert takd.ce_weight == pytest.approx(1 - takd.kd_weight)
+  assert takd.class_reduction == "mean"  # nn.KLDivLoss()
+  assert config.stages.takd_resnet8.teachers == ("ta_resnet20",)
+  assert config.stages.ta_resnet20.teachers == ("teacher_resnet110",)
+
+
+def test_takd_lr_schedules_are_the_two_readings_of_the_official_function():
+  rates = [ports.takd_learning_rate(e, 160) for e in (0, 79, 80, 119, 120, 159)]
+  np.testing.assert_allclose(rates, [0.01, 0.01, 0.01, 0.01, 0.001, 0.001])
+  assert "--epochs 160" in ports.TAKD_TRIAL_COMMAND
+  with pytest.raises(ValueError, match="unknown lr_schedule 'fixed'"):
+    cifar10_takd.get_config("fixed")
+
+
+def test_cifar100_resnet8_stages():
+  config = cifar100_resnet8.get_config()
+  assert config.dataset.name == "cifar100"
+  assert [(s.model, s.method) for s in config.stages.values()] == [
+      ("resnet110", "scratch"), ("resnet20", "kd"), ("resnet8", "scratch"), ("resnet8", "kd"),
+      ("resnet8", "kd"), ("resnet8", "dkp"), ("resnet8", "annealing"), ("resnet8", "scratch")]
+  assert config.stages.annealing_2_resnet8.init_from == "annealing_1_resnet8"
+
+
+def test_dgkd_config_is_the_official_defaults():
+  config = cifar10_dgkd.get_config()
+  official = ports.DGKD_DEFAULTS
+  assert config.dataset.augmentation == "none" and not official["crop"]
+  assert config.dataset.batch_size == official["batch_size"]
+  student = config.stages.dgkd_resnet8
+  assert student.num_steps == official["epochs"] * (CIFAR_TRAIN // 128)
+  assert student.loss.temperature == official["T"]
+  assert student.loss.kd_weight == official["lamb"] and student.loss.ce_weight == 0.0
+  assert student.loss.dgkd_mode == "code" and student.loss.dgkd_drop_num == official["drop_num"]
+  assert student.optimizer.learning_rate == official["learning_rate"]
+  assert student.optimizer.weight_decay == official["weight_decay"]
+
+
+def test_cifar10_dkd_is_mdistillers_recipe_and_evaluates_every_epoch():
+  config = cifar10_dkd.get_config()
+  assert config.eval_every_steps == CIFAR_TRAIN // 64
+  assert config.stages.dkd_resnet20.loss.dkd_warmup_epochs == 20
