@@ -5,7 +5,7 @@
   python -m launch.train --config=configs/results_cifar10_teacher.py:cifar100 \
       --workdir=workdir/results/cifar100_teacher
 
-The protocol that fits a 2-core CPU (docs/results.md gives the arithmetic): a resnet20
+The protocol that fits a 2-core CPU (the results report gives the arithmetic): a resnet20
 instead of the papers' resnet110, 20 epochs instead of 200, pad-4 crop + flip, SGD with
 lr 0.1, momentum 0.9, weight decay 5e-4 (the short schedule's usual choice; the papers use
 1e-4 over 200 epochs), batch 128, LR ×0.1 at 50 % and ×0.01 at 75 %; evaluated every epoch.

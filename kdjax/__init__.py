@@ -2,10 +2,11 @@
 
 Layers, importing only downward: pure math (``losses``, ``schedules``, ``transforms``,
 ``initializers``, ``models``); pure step builders (``objective``, ``state``, ``networks``,
-``heads``, ``step``, ``sweep``, ``parallel``, ``teacher_cache``); the impure loop
-(``trainer``, with ``data``, ``checkpoints``, ``methods``, ``optimizers``,
-``metric_writers``, ``summary``), imported on demand: ``from kdjax import trainer``; above
-it, ``report`` (the results tables, from the trainer's files).
+``heads``, ``step``, ``sweep``, ``parallel``, ``teacher_cache``, ``mixup``,
+``finite_guard``); the impure training layer (the ``trainer`` package, with ``data``,
+``checkpoints``, ``multihost``, ``methods``, ``optimizers``, ``metric_writers``,
+``summary``), imported on demand: ``from kdjax import trainer``; above it, ``report`` (the
+results tables, from the trainer's files).
 """
 
 from kdjax import (

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from kdjax import parallel
+from kdjax import multihost
 
 PROVENANCE_FILE = "provenance.json"
 UNREADABLE_SUFFIX = ".unreadable"
@@ -243,7 +243,7 @@ class RunCheckpoints:
         if jax.process_index() == 0:  # with several processes, the first moves them
           for bad in unreadable:
             self._set_aside(bad)
-        parallel.sync_processes("kdjax restore_latest: set aside")
+        multihost.sync_processes("kdjax restore_latest: set aside")
         self._manager.reload()
       return step, restored["state"], restored["data"][_DATA]
     if steps:
@@ -358,7 +358,7 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
       os.remove(final)
     for leftover in glob.glob(os.path.join(directory, _ORBAX_TMP)):  # of a killed export
       shutil.rmtree(leftover)
-  parallel.sync_processes("kdjax export_network: cleared")
+  multihost.sync_processes("kdjax export_network: cleared")
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(directory, _VARIABLES_DIR), variables, force=True)
   checkpointer.wait_until_finished()
@@ -369,7 +369,7 @@ def export_network(directory: str, variables: Any, provenance: dict[str, Any]) -
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, final)
-  parallel.sync_processes("kdjax export_network: recorded")
+  multihost.sync_processes("kdjax export_network: recorded")
 
 
 def read_provenance(directory: str) -> dict[str, Any]:

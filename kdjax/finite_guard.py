@@ -1,6 +1,6 @@
 """A per-step check for NaN and Inf in a train step, kept on the device.
 
-The trainer wraps its step with :func:`guarded_train_step`: each step sets a flag per
+The trainer wraps its step with :func:`guard`: each step sets a flag per
 student (are the teacher outputs, the losses, the gradient norm and the updated student
 variables all finite?) and accumulates a :class:`Health` record on the device. The host
 reads it only where it synchronises anyway (logging, evaluation, checkpoints) and stops, or
@@ -11,7 +11,6 @@ Example: a NaN image poisons the teacher's outputs and the student's loss; with
 ``skip=True`` the student keeps its parameters.
 
   >>> from kdjax import models, objective, sweep
-  >>> from kdjax import step as step_lib
   >>> from kdjax.state import create_train_state
   >>> teacher, student = models.get("mlp_tiny", 10), models.get("mlp_tiny", 10)
   >>> images = jnp.ones((4, 8, 8, 1))
@@ -19,13 +18,13 @@ Example: a NaN image poisons the teacher's outputs and the student's loss; with
   >>> states = sweep.stack_states([create_train_state(
   ...     student, student.init(jax.random.key(0), images, train=False), optax.sgd(0.1),
   ...     jax.random.key(1))])
-  >>> update = sweep.over_students(step_lib.make_student_update(student, obj, optax.sgd(0.1)))
+  >>> sweep_step = sweep.make_sweep_train_step(student, obj, optax.sgd(0.1), teacher=teacher,
+  ...                                          report_teacher_finite=True)
   >>> checked = ("loss", "grad_norm")
-  >>> step = jax.jit(guarded_train_step(step_lib.make_teacher_forward(teacher), update,
-  ...                                   checked, skip=True))
+  >>> step = jax.jit(guard(sweep_step, checked, skip=True))
   >>> teacher_vars = teacher.init(jax.random.key(2), images, train=False)
   >>> bad = {"image": images.at[0, 0, 0, 0].set(jnp.nan)}
-  >>> (new_states, health), _ = step((states, healthy(1, 4)), teacher_vars, bad)
+  >>> (new_states, health), _ = step((states, no_bad_steps(1, 4)), teacher_vars, bad)
   >>> describe(jax.device_get(health), checked_names(checked), seeds=[0])
   'step 1 in teacher_logits, loss, grad_norm, student_variables (seed 0)'
   >>> jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), new_states.params,
@@ -40,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import objective as objective_lib
 from kdjax import step as step_lib
 
 TEACHER_OUTPUTS = "teacher_logits"
@@ -56,7 +56,7 @@ class Health(NamedTuple):
       non-finite at it.
 
   Example:
-    >>> h = healthy(num_students=2, num_checked=4)
+    >>> h = no_bad_steps(num_students=2, num_checked=4)
     >>> h.count.tolist(), h.first_step.tolist()
     ([0, 0], [0, 0])
   """
@@ -66,19 +66,30 @@ class Health(NamedTuple):
   first_terms: jax.Array
 
 
-def healthy(num_students: int, num_checked: int) -> Health:
+def no_bad_steps(num_students: int, num_checked: int) -> Health:
   """A record of no bad step, for ``num_students`` students and ``num_checked`` values.
 
   Example:
-    >>> healthy(2, 3).first_terms.shape
+    >>> no_bad_steps(2, 3).first_terms.shape
     (2, 3)
   """
   return Health(jnp.zeros(num_students, jnp.int32), jnp.zeros(num_students, jnp.int32),
                  jnp.zeros((num_students, num_checked), bool))
 
 
+def checked_metrics(objective: objective_lib.Objective) -> tuple[str, ...]:
+  """The metrics of a step on ``objective`` that ``guard`` should check: losses, grad norm.
+
+  Example:
+    >>> from kdjax import objective
+    >>> checked_metrics(objective.Objective((objective.term("ce"), objective.term("kd"))))
+    ('loss', 'loss/ce', 'loss/kd', 'grad_norm')
+  """
+  return ("loss", *(f"loss/{term.label}" for term in objective.terms), "grad_norm")
+
+
 def checked_names(checked: Sequence[str]) -> tuple[str, ...]:
-  """The values ``guarded_train_step`` checks, in the order of ``Health.first_terms``.
+  """The values ``guard`` checks, in the order of ``Health.first_terms``.
 
   Example:
     >>> checked_names(("loss", "grad_norm"))
@@ -94,21 +105,25 @@ _SKIPPED_FIELDS = ("params", "model_state", "opt_state", "output_tx_state", "aux
                    "aux_state")
 
 
-def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_lib.Update,
-                       checked: Sequence[str], *, skip: bool) -> Callable[..., Any]:
-  """Wraps a train step with a per-step finiteness check that needs no host sync.
+def guard(train_step: step_lib.TrainStep, checked: Sequence[str], *,
+          skip: bool) -> Callable[..., Any]:
+  """Wraps any train step with a per-step finiteness check that needs no host sync.
 
-  The step becomes ``((states, health), teacher_vars, batch) -> ((states, health),
-  metrics)``: it computes the teacher outputs and the student update, then a flag per
-  student: are the teacher outputs, the ``checked`` metrics (the losses and ``grad_norm``,
-  whose non-finiteness is that of the gradients) and the updated student variables (an
-  update can overflow from finite gradients) all finite? ``health`` (a ``Health``)
-  accumulates the count of bad steps and what went wrong at the first one.
-  With ``skip``, a bad step leaves every floating-point value of the student's parameters,
-  model, optimizer and output-transform states as it was (``jnp.where`` on the flag: no
-  branch, no sync); integer counters (the step, optax's schedule counts, the DKP
-  transform's count) still advance, so the learning rate and every other schedule stay
-  aligned with the data stream and with the logged values.
+  ``train_step`` is ``(states, teacher_vars, batch) -> (states, metrics)`` for stacked
+  students (``kdjax.sweep.make_sweep_train_step``, perhaps wrapped, e.g. by
+  ``kdjax.mixup.with_mixup``). The guarded step is ``((states, health), teacher_vars,
+  batch) -> ((states, health), metrics)``: after the step, a flag per student says whether
+  the teacher outputs (the step's ``"teacher_finite"`` metric, reported by
+  ``make_sweep_train_step(..., report_teacher_finite=True)``; taken out of the metrics), the
+  ``checked`` metrics (the losses and ``grad_norm``, whose non-finiteness is that of the
+  gradients) and the updated student variables (an update can overflow from finite
+  gradients) are all finite. ``health`` (a ``Health``) accumulates the count of bad steps
+  and what went wrong at the first one. With ``skip``, a bad step leaves every
+  floating-point value of the student's parameters, model, optimizer and
+  output-transform states as it was (``jnp.where`` on the flag: no branch, no sync);
+  integer counters (the step, optax's schedule counts, the DKP transform's count) still
+  advance, so the learning rate and every other schedule stay aligned with the data stream
+  and with the logged values.
 
   Trade-off: reading the flag on the host after every step would stop training at the
   exact bad step, but forces a device-to-host sync per step, which serialises dispatch and
@@ -120,10 +135,7 @@ def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_li
   and its discovery are wasted work, at most one logging interval.
 
   Args:
-    teacher_forward: from ``kdjax.step.make_teacher_forward``.
-    update: the student update mapped over stacked students
-      (``kdjax.sweep.over_students(kdjax.step.make_student_update(...))``); its metrics have
-      a leading student axis.
+    train_step: the step to guard; its metrics have a leading student axis.
     checked: the metric names whose finiteness is checked, e.g. ``("loss", "loss/kd",
       "grad_norm")``; ``health.first_terms`` follows ``checked_names(checked)``.
     skip: whether to skip (rather than apply) updates with non-finite values.
@@ -134,14 +146,11 @@ def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_li
   Example: see the module docstring (a NaN image, skipped).
   """
 
-  def step(carry, teacher_vars, batch):
+  def guarded_step(carry, teacher_vars, batch):
     states, health = carry
-    teacher_outputs = teacher_forward(teacher_vars, batch)
-    new_states, metrics = update(states, teacher_outputs, batch)
-    teacher_bad = jnp.zeros((), bool)
-    if teacher_outputs is not None:
-      teacher_bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                                        for x in jax.tree.leaves(teacher_outputs)]))
+    new_states, metrics = train_step(states, teacher_vars, batch)
+    metrics = dict(metrics)
+    teacher_finite = metrics.pop(step_lib.TEACHER_FINITE, True)
     student_axes = new_states.step.ndim
 
     def leaf_bad(x):
@@ -150,7 +159,7 @@ def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_li
     variables_bad = jnp.any(jnp.stack(
         [leaf_bad(x) for x in jax.tree.leaves((new_states.params, new_states.model_state))
          if jnp.issubdtype(x.dtype, jnp.inexact)]), axis=0)
-    flags = jnp.stack([jnp.broadcast_to(teacher_bad, new_states.step.shape)]
+    flags = jnp.stack([jnp.broadcast_to(~jnp.asarray(teacher_finite), new_states.step.shape)]
                       + [~jnp.isfinite(metrics[name]) for name in checked] + [variables_bad],
                       axis=-1)
     bad = jnp.any(flags, axis=-1)
@@ -168,7 +177,7 @@ def guarded_train_step(teacher_forward: step_lib.TeacherForward, update: step_li
                      first_terms=jnp.where(first[..., None], flags, health.first_terms))
     return (new_states, health), metrics
 
-  return step
+  return guarded_step
 
 
 def describe(health: Health, names: Sequence[str], seeds: Sequence[int]) -> str:

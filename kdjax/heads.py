@@ -105,6 +105,57 @@ class ConvRegressor(nn.Module):
     return nn.relu(x)
 
 
+class GlobalTemperature(nn.Module):
+  r"""CTKD's global temperature: one learnable raw value θ for every example.
+
+  Its output is θ broadcast to the batch ``[B]``; ``kdjax.losses.ctkd`` maps it to
+  :math:`T_0 + \Delta\,\sigma(\theta)`. The feature it is applied to only gives
+  the batch size. θ starts at 1, as the official ``Global_T``.
+
+  Example:
+    >>> head = GlobalTemperature()
+    >>> variables = head.init(jax.random.key(0), jnp.zeros((4, 16)), train=False)
+    >>> head.apply(variables, jnp.zeros((4, 16)), train=False).tolist()
+    [1.0, 1.0, 1.0, 1.0]
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """Returns θ ``[B]`` for a feature ``x`` ``[B, ...]``."""
+    del train
+    raw = self.param("raw_temperature", nn.initializers.ones, ())
+    return jnp.broadcast_to(raw, x.shape[:1])
+
+
+class InstanceTemperature(nn.Module):
+  """CTKD's instance temperature: a small MLP giving each example its raw value θ_i.
+
+  Reads the student's pooled features with ``stop_gradient`` (the temperature network
+  adapts to the student, it does not train it); the official ``Temp_MLP`` reads the
+  concatenated logits of teacher and student instead, which a head on student features
+  cannot see.
+
+  Attributes:
+    hidden: the width of the hidden layer.
+
+  Example:
+    >>> head = InstanceTemperature(hidden=8)
+    >>> variables = head.init(jax.random.key(0), jnp.zeros((4, 16)), train=False)
+    >>> head.apply(variables, jnp.ones((4, 16)), train=False).shape
+    (4,)
+  """
+
+  hidden: int = 64
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """Returns θ ``[B]`` for features ``x`` ``[B, C]``."""
+    del train
+    x = jax.lax.stop_gradient(x.reshape(x.shape[0], -1))
+    x = nn.relu(nn.Dense(self.hidden)(x))
+    return nn.Dense(1)(x)[:, 0]
+
+
 @dataclasses.dataclass(frozen=True)
 class AuxHead:
   """A trainable Linen module applied to one student feature.

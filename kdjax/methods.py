@@ -260,6 +260,29 @@ def _dist(loss, num_steps, shapes, steps_per_epoch):
   return Recipe(objective_lib.Objective((_ce(loss), dist), num_steps))
 
 
+CTKD_HEAD = "ctkd_temperature"
+CTKD_MODES = ("global", "instance")
+
+
+def _ctkd(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
+  _without_standardization(loss, "CTKD")
+  mode = loss["ctkd_mode"]
+  if mode not in CTKD_MODES:
+    raise ValueError(f"unknown loss.ctkd_mode {mode!r}; valid: "
+                     f"{', '.join(map(repr, CTKD_MODES))}.")
+  # λ rises from 0 to ctkd_lambda_max on a cosine over the first ctkd_ramp_fraction of the
+  # stage (the paper: 0 -> 1 over 10 epochs); -1 runs it as the official code does.
+  ramp_steps = _fraction_of(num_steps, "ctkd_ramp_fraction", loss["ctkd_ramp_fraction"])
+  reversal = schedules.cosine(0.0, float(loss["ctkd_lambda_max"]), ramp_steps)
+  module = heads.GlobalTemperature() if mode == "global" else heads.InstanceTemperature()
+  ctkd = objective_lib.term("ctkd", loss["kd_weight"], reversal=reversal,
+                            t_start=loss["ctkd_t_start"], t_range=loss["ctkd_t_range"],
+                            temperature_feature=CTKD_HEAD)
+  return Recipe(objective_lib.Objective((_ce(loss), ctkd), num_steps),
+                aux_heads={CTKD_HEAD: heads.AuxHead(module, source="pooled")})
+
+
 def _fitnets(loss, num_steps, shapes, steps_per_epoch):
   del steps_per_epoch
   _without_standardization(loss, "FitNets")
@@ -306,6 +329,8 @@ METHODS: Mapping[str, Method] = {
                          "CE + reverse KL, generalized Jensen–Shannon or total variation"),
     "dist": Method(_dist, "one", True,
                    "CE + DIST: inter- and intra-class Pearson relations (a batch loss)"),
+    "ctkd": Method(_ctkd, "one", True,
+                   "CE + KD at a learnable temperature trained adversarially (CTKD)"),
     "fitnets": Method(_fitnets, "one", False, "CE + FitNets hint with a learned regressor"),
     "attention": Method(_attention, "one", False, "CE + attention transfer over stages"),
     "function_matching": Method(_function_matching, "one", False,

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax import batch as batch_lib
+from kdjax import step as step_lib
 
 
 def check_concentration(concentration: float) -> None:
@@ -99,3 +100,43 @@ def mix_batch(key: jax.Array,
     out[batch_lib.MASK] = jnp.all(jnp.stack([jnp.roll(mask, j) for j in range(num_mixed)]),
                                   axis=0)
   return out
+
+
+def with_mixup(train_step: step_lib.TrainStep, key: jax.Array, *, concentration: float,
+               num_mixed: int = 2) -> step_lib.TrainStep:
+  """Wraps a train step so that it trains on each batch mixed (``mix_batch``) first.
+
+  The step is ``(state, teacher_vars, batch) -> (state, metrics)``, a single state or
+  students stacked by ``kdjax.sweep``; the teacher inside it then runs on the mixed view.
+  Each step draws its ratios with ``jax.random.fold_in(key, step)``, ``step`` being the
+  (first student's) step counter before the update: every student of a sweep and every
+  process sees the same view, and a resumed run mixes as the uninterrupted one did.
+
+  Raises:
+    ValueError: on a bad ``concentration``, at once.
+
+  Example:
+    >>> from kdjax import models, objective, sweep
+    >>> from kdjax.state import create_train_state
+    >>> student = models.get("mlp_tiny", 10)
+    >>> images = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    >>> state = create_train_state(student, student.init(jax.random.key(1), images,
+    ...                            train=False), optax.sgd(0.1), jax.random.key(2))
+    >>> step = sweep.make_sweep_train_step(
+    ...     student, objective.Objective((objective.term("kd"),)), optax.sgd(0.1),
+    ...     teacher=models.get("mlp", 10))
+    >>> teacher_vars = models.get("mlp", 10).init(jax.random.key(3), images, train=False)
+    >>> mixed = jax.jit(with_mixup(step, jax.random.key(4), concentration=1.0))
+    >>> states, metrics = mixed(sweep.stack_states([state]), teacher_vars, {"image": images})
+    >>> "loss" in metrics, states.step.tolist()
+    (True, [1])
+  """
+  check_concentration(concentration)
+
+  def mixed_step(state, teacher_vars, batch):
+    step_key = jax.random.fold_in(key, jnp.ravel(state.step)[0])
+    return train_step(state, teacher_vars, mix_batch(step_key, batch,
+                                                     concentration=concentration,
+                                                     num_mixed=num_mixed))
+
+  return mixed_step

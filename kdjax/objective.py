@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax import losses, networks, schedules
-from kdjax.losses import multi_teacher, pruning, validation
+from kdjax.losses import curriculum_temperature, multi_teacher, pruning, validation
 
 _REQUIRED = object()
 _POSITIVE = {"low": 0.0, "low_open": True}
@@ -222,6 +222,16 @@ def _divergence(name: str) -> Callable[[TermInputs, Mapping[str, Any]], jax.Arra
                                  temperature=h["temperature"])
 
 
+def _check_ctkd(options):
+  curriculum_temperature.check_temperature_range(options["t_start"], options["t_range"])
+  _check_names("temperature_feature", options["temperature_feature"])
+
+
+def _ctkd(x: TermInputs, h) -> jax.Array:
+  return losses.ctkd(x.student_logits, x.teacher_logits, x.student[h["temperature_feature"]],
+                     h["reversal"], t_start=h["t_start"], t_range=h["t_range"])
+
+
 def _attention(x: TermInputs, h) -> jax.Array:
   student, teacher = _attention_names(h)
   return losses.attention_transfer([x.student[f] for f in student],
@@ -282,6 +292,11 @@ TERMS: Mapping[str, TermDefinition] = {
         hyperparameters={"temperature": (4.0, _POSITIVE), "beta": (2.0, _NON_NEGATIVE),
                          "gamma": (2.0, _NON_NEGATIVE)},
         options={}, teacher="one", standardizable=True),
+    "ctkd": TermDefinition(
+        fn=_ctkd, hyperparameters={"reversal": (_REQUIRED, {"low": -1.0, "high": 1.0})},
+        options={"t_start": 1.0, "t_range": 20.0, "temperature_feature": _REQUIRED},
+        teacher="one", student_features=lambda options: (options["temperature_feature"],),
+        check=_check_ctkd),
     "hint": TermDefinition(
         fn=lambda x, h: losses.hint(x.student[h["student_feature"]],
                                     x.teacher[h["teacher_feature"]]),
@@ -360,6 +375,9 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   - ``"dist"``: DIST, a batch loss (its intra-class relation couples the examples, and
     padding is left out through the batch's mask); ``temperature=4``, ``beta=2``,
     ``gamma=2``.
+  - ``"ctkd"``: KD at a learnable temperature (CTKD); ``reversal`` (required: the
+    gradient-reversal weight λ, a schedule); ``t_start=1``, ``t_range=20``,
+    ``temperature_feature`` (required: the aux head giving the raw temperature).
   - ``"hint"``: FitNets; ``student_feature`` (usually an aux head's output) and
     ``teacher_feature`` (both required).
   - ``"attention"``: attention transfer; ``student_features`` (required),

@@ -65,6 +65,9 @@ from typing import Any
 
 from absl import logging
 import jax
+import ml_collections
+
+from kdjax import data
 
 _DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
 # XLA:CPU's memory-optimised op scheduler, for batches split over virtual devices: in one
@@ -275,3 +278,50 @@ def _remove_xla_flag(flag: str) -> None:
     kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != flag]
     os.environ["XLA_FLAGS"] = " ".join(kept)
     _ADDED_FLAGS.discard(flag)
+
+
+def configure_run(config: ml_collections.ConfigDict,
+                  num_processes: int | None = 1) -> dict[str, Any] | None:
+  """Applies ``configure`` for a run config; call before JAX starts.
+
+  The number of virtual CPU devices follows each process's share of the run's train and
+  eval batch sizes and its dataset's image shape; the compilation cache goes to
+  ``config.compilation_cache_dir``. It must come before anything starts JAX's backends,
+  which ``kdjax.trainer.validate`` and ``train_and_evaluate`` do: ``launch/train.py``
+  calls it first thing.
+
+  Args:
+    config: the run config.
+    num_processes: the number of JAX processes of the run; ``None`` when not known yet
+      (multi-host with the count found by ``jax.distributed.initialize``): each process
+      then keeps one CPU device, a split that fits any process count.
+
+  Returns:
+    What ``configure`` applied, or ``None`` (with a warning) when the batch sizes or the
+    dataset name are invalid: ``kdjax.trainer.validate`` then refuses the config, naming
+    the field.
+
+  Example:
+    >>> from configs import cifar10_kd
+    >>> config = cifar10_kd.get_config()
+    >>> config.compilation_cache_dir = ""  # none for this example
+    >>> # JAX is already running here, so the device count stays as it is.
+    >>> configure_run(config)["source"] in ("user", "too late")
+    True
+  """
+  ds = config.dataset
+  try:
+    image_shape = data.image_shape(ds.name)
+    if num_processes is None:  # one device per process fits any process count
+      batch_sizes = (1,)
+    elif ds.batch_size % num_processes or ds.eval_batch_size % num_processes:
+      raise ValueError(f"the batch sizes ({ds.batch_size}, {ds.eval_batch_size}) do not "
+                       f"split over {num_processes=}")
+    else:
+      batch_sizes = (ds.batch_size // num_processes, ds.eval_batch_size // num_processes)
+    recommended_cpu_devices(batch_sizes, image_shape)  # checks the values
+  except ValueError as error:
+    logging.warning("kdjax's performance defaults are not applied: %s", error)
+    return None
+  return configure(batch_sizes=batch_sizes, image_shape=image_shape,
+                   compilation_cache_dir=config.compilation_cache_dir)

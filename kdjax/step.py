@@ -54,6 +54,8 @@ from kdjax import objective as objective_lib
 from kdjax.state import TrainState
 
 Metrics = dict[str, jax.Array]
+# A sweep step's metric (``kdjax.sweep``): are the step's teacher outputs all finite?
+TEACHER_FINITE = "teacher_finite"
 TeacherOutputs = dict[str, jax.Array]
 TrainStep = Callable[[TrainState, Any, batch_lib.Batch], tuple[TrainState, Metrics]]
 Update = Callable[[TrainState, TeacherOutputs | None, batch_lib.Batch],
@@ -202,42 +204,8 @@ def make_student_update(student: networks.Network | nn.Module,
   heads = heads_lib.check_heads(aux_heads or {})
   output_tx = optax.with_extra_args_support(output_tx or optax.identity())
   log_schedules = dict(log_schedules or {})
-  clashes = sorted(set(log_schedules) & set(objective.hyperparameter_names))
-  if clashes:
-    raise ValueError(f"log_schedules names {clashes} clash with the objective's metrics.")
-  aliases = {k: v for k, v in log_schedules.items() if isinstance(v, str)}
-  unknown = sorted(f"{k}={v!r}" for k, v in aliases.items()
-                   if v not in objective.hyperparameter_names)
-  if unknown:
-    raise ValueError(f"log_schedules {unknown} name no hyperparameter of the objective; "
-                     f"valid: {', '.join(map(repr, objective.hyperparameter_names))}.")
-  for name, head in heads.items():
-    if head.source in heads:
-      raise ValueError(f"aux head {name!r} reads {head.source!r}, which is an aux head's "
-                       f"output; heads read student features.")
-  # The student is asked for the features the terms read (unless a head produces them) and
-  # those the heads read.
-  student_features = tuple(dict.fromkeys(
-      [f for f in objective.student_features if f not in heads]
-      + [h.source for h in heads.values()]))
-
-  def forward(trainables, model_state, aux_state, images, key):
-    params = trainables["student"]
-    if student_dtype is not None:
-      params, images = _cast_floating((params, images), student_dtype)
-    outputs, new_model_state = student.apply(params, model_state, images, train=True,
-                                             features=student_features, rng=key)
-    if student_dtype is not None:  # statistics computed in low precision keep their dtype
-      new_model_state = jax.tree.map(
-          lambda new, old: new.astype(old.dtype) if jnp.issubdtype(old.dtype, jnp.floating)
-          else new, new_model_state, model_state)
-    outputs = {k: v.astype(jnp.float32) for k, v in outputs.items()}
-    new_aux_state = {}
-    for name, head in sorted(heads.items()):
-      out, new_aux_state[name] = head.network.apply(
-          trainables["aux"][name], aux_state[name], outputs[head.source], train=True)
-      outputs[name] = out[networks.LOGITS]
-    return outputs, (new_model_state, new_aux_state)
+  _check_update_arguments(objective, heads, log_schedules)
+  forward = _student_forward(student, objective, heads, student_dtype)
 
   def update(state, teacher_outputs, batch):
     batch_lib.batch_size(batch)
@@ -293,6 +261,60 @@ def make_student_update(student: networks.Network | nn.Module,
     return new_state, metrics
 
   return update
+
+
+def _student_forward(student: networks.Network, objective: objective_lib.Objective,
+                     heads: Mapping[str, heads_lib.AuxHead], student_dtype: jnp.dtype | None
+                     ) -> Callable[..., Any]:
+  """``(trainables, model_state, aux_state, images, key) -> (outputs, (model_state, aux_state))``.
+
+  The student in train mode, with the features its terms and aux heads read, and the aux
+  heads' outputs added to its outputs.
+  """
+  # The student is asked for the features the terms read (unless a head produces them) and
+  # those the heads read.
+  student_features = tuple(dict.fromkeys(
+      [f for f in objective.student_features if f not in heads]
+      + [h.source for h in heads.values()]))
+
+  def forward(trainables, model_state, aux_state, images, key):
+    params = trainables["student"]
+    if student_dtype is not None:
+      params, images = _cast_floating((params, images), student_dtype)
+    outputs, new_model_state = student.apply(params, model_state, images, train=True,
+                                             features=student_features, rng=key)
+    if student_dtype is not None:  # statistics computed in low precision keep their dtype
+      new_model_state = jax.tree.map(
+          lambda new, old: new.astype(old.dtype) if jnp.issubdtype(old.dtype, jnp.floating)
+          else new, new_model_state, model_state)
+    outputs = {k: v.astype(jnp.float32) for k, v in outputs.items()}
+    new_aux_state = {}
+    for name, head in sorted(heads.items()):
+      out, new_aux_state[name] = head.network.apply(
+          trainables["aux"][name], aux_state[name], outputs[head.source], train=True)
+      outputs[name] = out[networks.LOGITS]
+    return outputs, (new_model_state, new_aux_state)
+
+  return forward
+
+
+def _check_update_arguments(objective: objective_lib.Objective,
+                            heads: Mapping[str, heads_lib.AuxHead],
+                            log_schedules: Mapping[str, Any]) -> None:
+  """Refuses log_schedules that clash with or name no objective metric, heads on heads."""
+  clashes = sorted(set(log_schedules) & set(objective.hyperparameter_names))
+  if clashes:
+    raise ValueError(f"log_schedules names {clashes} clash with the objective's metrics.")
+  aliases = {k: v for k, v in log_schedules.items() if isinstance(v, str)}
+  unknown = sorted(f"{k}={v!r}" for k, v in aliases.items()
+                   if v not in objective.hyperparameter_names)
+  if unknown:
+    raise ValueError(f"log_schedules {unknown} name no hyperparameter of the objective; "
+                     f"valid: {', '.join(map(repr, objective.hyperparameter_names))}.")
+  for name, head in heads.items():
+    if head.source in heads:
+      raise ValueError(f"aux head {name!r} reads {head.source!r}, which is an aux head's "
+                       f"output; heads read student features.")
 
 
 def make_train_step(student: networks.Network | nn.Module,

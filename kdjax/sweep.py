@@ -188,7 +188,8 @@ def make_sweep_train_step(student: networks.Network | nn.Module,
                           axis_name: str | None = None,
                           student_dtype: jnp.dtype | None = None,
                           log_schedules: step_lib.LogSchedules | None = None,
-                          vectorize: bool | None = None
+                          vectorize: bool | None = None,
+                          report_teacher_finite: bool = False
                           ) -> step_lib.TrainStep:
   """Builds ``(states, teacher_vars, batch) -> (states, metrics)`` for stacked students.
 
@@ -203,6 +204,9 @@ def make_sweep_train_step(student: networks.Network | nn.Module,
   took 1.3× the time of 4 separate steps on one CPU device, 10× over 8 virtual devices,
   against 0.5× unrolled; see ``docs/benchmarks.md``); ``None`` (default): ``False`` on the
   CPU backend, ``True`` elsewhere. The teacher runs once either way.
+
+  ``report_teacher_finite`` adds the metric ``"teacher_finite"`` (bool ``[S]``: are all
+  the teacher outputs of the step finite?), which ``kdjax.finite_guard.guard`` reads.
 
   Returns:
     The sweep train step, to ``jax.jit`` (or ``jax.pmap`` with ``axis_name``).
@@ -222,6 +226,12 @@ def make_sweep_train_step(student: networks.Network | nn.Module,
   def sweep_step(states: TrainState, teacher_vars: Any,
                  batch: batch_lib.Batch) -> tuple[TrainState, step_lib.Metrics]:
     # Computed here, outside the vmap: the teacher forward appears once in the program.
-    return update_all(states, teacher_forward(teacher_vars, batch), batch)
+    teacher_outputs = teacher_forward(teacher_vars, batch)
+    states, metrics = update_all(states, teacher_outputs, batch)
+    if report_teacher_finite:
+      finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                  for x in jax.tree.leaves(teacher_outputs)] or [True]))
+      metrics = {**metrics, step_lib.TEACHER_FINITE: jnp.broadcast_to(finite, states.step.shape)}
+    return states, metrics
 
   return sweep_step

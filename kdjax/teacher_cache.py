@@ -157,10 +157,17 @@ def add_teacher_logits(batch: batch_lib.Batch, cache: np.ndarray) -> dict[str, A
     raise ValueError(f"add_teacher_logits needs batch[{batch_lib.INDEX!r}]; the batch has keys "
                      f"{sorted(batch)}.")
   index = np.asarray(batch[batch_lib.INDEX])
+  _check_padding(index)
   if index.size and index.max() >= len(cache):
     raise ValueError(f"example index {index.max()} is beyond the cache of {len(cache)} "
                      f"examples.")
   return {**batch, batch_lib.TEACHER_LOGITS: cache[np.maximum(index, 0)]}
+
+
+def _check_padding(index: np.ndarray) -> None:
+  """Refuses example indices below -1 (the padding index)."""
+  if index.size and index.min() < -1:
+    raise ValueError(f"example index {index.min()} is negative; only padding, index -1, is.")
 
 
 def sparsify(cache: np.ndarray, k: int, temperature: float) -> losses.SparseTargets:
@@ -171,7 +178,7 @@ def sparsify(cache: np.ndarray, k: int, temperature: float) -> losses.SparseTarg
   them: class indices as uint8 when K <= 256 (uint16 up to 65536), log-probabilities as
   float32. A CIFAR-100 cache at k = 10 takes 10 bytes of indices and 44 of
   log-probabilities per example against 400 for the logits: 13.5 %. Train from it with
-  ``kdjax.losses.sparse_kd`` at the same T; at k = K it gives dense KD exactly.
+  ``kdjax.losses.sparse_kd`` at the same T; at k = K it gives dense KD to rounding.
 
   .. math::
      (S_i, \log p_{i,S_i}, \log p_{i,\text{tail}}),\qquad p_i = \mathrm{softmax}(t_i/T)
@@ -236,6 +243,7 @@ def sparse_rows(sparse: losses.SparseTargets, index: np.ndarray) -> losses.Spars
     [[2], [0]]
   """
   index = np.asarray(index)
+  _check_padding(index)
   if index.size and index.max() >= len(sparse.indices):
     raise ValueError(f"example index {index.max()} is beyond the cache of "
                      f"{len(sparse.indices)} examples.")

@@ -423,17 +423,18 @@ def time_end_to_end(case: Case, data_dir: str, *, batch_size: int, steps: int, w
                     teacher_dtype) -> dict[str, Any] | None:
   """Times fused KD steps fed by the real CIFAR-10 pipeline, as the trainer runs them.
 
-  Batches come from ``kdjax.data.train_iterator`` (crop + flip) and are placed on the
-  device(s) every step; metrics are fetched every 50 steps (the trainer's logging); the
-  clock runs from after the first (compiling) step to the last step's completion. Returns
-  None (with a message) when CIFAR-10 is absent.
+  The step is the trainer's composition of the step layer: ``kdjax.sweep``'s step for one
+  stacked student, guarded by ``kdjax.finite_guard.guard``. Batches come from
+  ``kdjax.data.train_iterator`` (crop + flip) and are placed on the device(s) every step;
+  metrics are fetched every 50 steps (the trainer's logging); the clock runs from after
+  the first (compiling) step to the last step's completion. Returns None (with a message)
+  when CIFAR-10 is absent.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
-  from kdjax import data, models, parallel  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from kdjax import data, finite_guard, models, parallel, sweep  # pylint: disable=g-import-not-at-top,g-multiple-import
   from kdjax import state as state_lib
-  from kdjax import step as step_lib
   try:
     info = data.dataset_info("cifar10", data_dir=data_dir)
     iterator = data.train_iterator("cifar10", data_dir=data_dir, batch_size=batch_size, seed=0,
@@ -446,37 +447,41 @@ def time_end_to_end(case: Case, data_dir: str, *, batch_size: int, steps: int, w
   sample = next(iterator)["image"][:1]
   student = models.get(case.student, info.num_classes)
   teachers = tuple(models.get(t, info.num_classes) for t in case.teachers)
-  teacher_arg = teachers[0] if len(teachers) == 1 else teachers
   teacher_vars = tuple(t.init(jax.random.fold_in(key, i), sample, train=False)
                        for i, t in enumerate(teachers))
-  teacher_vars = teacher_vars[0] if len(teachers) == 1 else teacher_vars
   optimizer = optax.sgd(0.1, momentum=0.9)
-  state = state_lib.create_train_state(
+  objective = _objectives(case.term)[1]
+  states = sweep.stack_states([state_lib.create_train_state(
       student, student.init(jax.random.fold_in(key, 100), sample, train=False), optimizer,
-      jax.random.fold_in(key, 200))
-  step = step_lib.make_train_step(student, _objectives(case.term)[1], optimizer,
-                                  teacher=teacher_arg, teacher_dtype=teacher_dtype)
+      jax.random.fold_in(key, 200))])
+  checked = finite_guard.checked_metrics(objective)
+  step = finite_guard.guard(sweep.make_sweep_train_step(
+      student, objective, optimizer, teacher=teachers, teacher_dtype=teacher_dtype,
+      report_teacher_finite=True), checked, skip=False)
+  carry = (states, finite_guard.no_bad_steps(1, len(finite_guard.checked_names(checked))))
   if jax.device_count() > 1:
     mesh = parallel.data_mesh()
     step = parallel.mesh_step(step, mesh)
-    state, teacher_vars = parallel.replicate((state, teacher_vars), mesh)
+    carry, teacher_vars = parallel.replicate((carry, teacher_vars), mesh)
     place_batch = lambda b: parallel.shard_batch(b, mesh)  # noqa: E731
   else:
     step = jax.jit(step, donate_argnums=0)
     place_batch = dict
-  state, metrics = step(state, teacher_vars, place_batch(next(iterator)))
+  carry, metrics = step(carry, teacher_vars, place_batch(next(iterator)))
   jax.block_until_ready(metrics)
   meter = _LoadMeter()
   start = time.perf_counter()
   for i in range(steps):
-    state, metrics = step(state, teacher_vars, place_batch(next(iterator)))
+    carry, metrics = step(carry, teacher_vars, place_batch(next(iterator)))
     if (i + 1) % 50 == 0:
       jax.device_get(metrics)
-  jax.block_until_ready((state, metrics))
+  jax.block_until_ready((carry, metrics))
   total = time.perf_counter() - start
+  if jax.device_get(carry[1].count).any():
+    raise FloatingPointError("the end-to-end run produced non-finite values.")
   return {"case": case.name, "steps": steps, "images_per_s": steps * batch_size / total,
           "step_ms": total / steps * _MS, "pipeline_workers": workers,
-          "foreign_load": meter.foreign(), "loss": float(metrics["loss"])}
+          "foreign_load": meter.foreign(), "loss": float(metrics["loss"][0])}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from kdjax import checkpoints, trainer
+from kdjax import checkpoints, performance, trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a run config file (see configs/).", lock_config=True)
@@ -83,11 +83,11 @@ def main(argv):
                          "--distributed.")
   # Virtual CPU devices and the compilation cache, before anything starts JAX's backends.
   num_processes = _NUM_PROCESSES.value if _DISTRIBUTED.value else 1
-  logging.info("performance settings: %s", trainer.configure_performance(config, num_processes))
+  logging.info("performance settings: %s", performance.configure_run(config, num_processes))
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
-    trainer.train_and_evaluate(config, _WORKDIR.value)
+    trainer.train_and_evaluate(config, _WORKDIR.value, input_workers_allowed=True)
   except trainer.Preempted as stopped:
     print(f"stopped: {stopped}", file=sys.stderr, flush=True)
     return 128 + stopped.signum

@@ -16,20 +16,30 @@ from configs import base
 from kdjax import losses, methods, schedules
 
 
+def _reference_error(s, t, phi, class_reduction="mean"):
+  """The per-example squared error ‖s − Φ·t‖², averaged or summed over the K classes."""
+  squared = (s - phi * t)**2
+  return squared.mean(-1) if class_reduction == "mean" else squared.sum(-1)
+
+
 def _reference_hinge(s, t, phi, margin, class_reduction="mean"):
   """max{0, mse(s, Φ·t) − m·Φ}, summed over the batch (per-example values summed)."""
-  squared = (s - phi * t)**2
-  error = squared.mean(-1) if class_reduction == "mean" else squared.sum(-1)
+  error = _reference_error(s, t, phi, class_reduction)
   return float(np.maximum(error - margin * phi, 0.0).sum())
 
 
+# Margins set so that in every case some examples are inside the margin (no loss, no
+# gradient) and some outside: the per-example errors of these logits lie in 4-16 (mean) and
+# 40-230 (sum), and m·Φ is 7, 9, 14, 69 and 130.
 @pytest.mark.parametrize("phi, margin, class_reduction",
-                         [(0.05, 0.0, "mean"), (0.5, 5.0, "mean"), (1.0, 12.0, "mean"),
-                          (0.3, 40.0, "sum")])
+                         [(0.05, 140.0, "mean"), (0.5, 18.0, "mean"), (1.0, 14.0, "mean"),
+                          (0.3, 230.0, "sum"), (1.0, 130.0, "sum")])
 def test_matches_the_reference_values_and_gradients(phi, margin, class_reduction):
-  # Logits of scale 3 give mean squared errors around 9-20: some examples inside the margin,
-  # some outside, for the larger margins.
   s, t = ref.random_logits(0, (6, 10)), ref.random_logits(1, (6, 10))
+  error = _reference_error(s, t, phi, class_reduction)
+  inside = error < margin * phi
+  assert inside.any() and not inside.all(), error / phi
+  assert np.min(np.abs(error - margin * phi)) > 0.5, "an example sits on the kink"
   ref.assert_matches_reference(
       lambda x: losses.continuation(x, t, phi, margin, class_reduction=class_reduction).sum(),
       lambda x: _reference_hinge(x, t, phi, margin, class_reduction), s)

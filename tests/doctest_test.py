@@ -61,7 +61,8 @@ def test_key_api_examples_are_collected():
                    "kdjax.sweep", "kdjax.teacher_cache", "kdjax.data.pipeline.train_iterator",
                    "kdjax.data.pipeline.eval_batches", "kdjax.models", "kdjax.mixup.mix_batch",
                    "kdjax.parallel.mesh_step", "kdjax.checkpoints.load_network",
-                   "kdjax.finite_guard", "kdjax.trainer.train_and_evaluate"):
+                   "kdjax.finite_guard", "kdjax.trainer.loop.train_and_evaluate",
+                   "kdjax.trainer.stage.build_stage"):
     assert expected in names, f"no runnable docstring example in {expected}"
 
 

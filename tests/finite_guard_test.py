@@ -8,8 +8,7 @@ import pytest
 
 from kdjax import checkpoints, models, objective, sweep
 from kdjax import state as state_lib
-from kdjax import step as step_lib
-from kdjax.finite_guard import Health, checked_names, describe, guarded_train_step, healthy
+from kdjax.finite_guard import Health, checked_names, describe, guard, no_bad_steps
 
 
 @pytest.mark.parametrize("skip", [True, False])
@@ -21,11 +20,10 @@ def test_guarded_step_flags_a_bad_batch_without_a_host_sync(skip):
   states = sweep.stack_states([state_lib.create_train_state(module, variables, optimizer,
                                                             jax.random.key(1))] * 2)
   checked = ("loss", "loss/ce", "grad_norm")
-  step = jax.jit(guarded_train_step(
-      step_lib.make_teacher_forward(None),
-      sweep.over_students(step_lib.make_student_update(module, obj, optimizer)),
+  step = jax.jit(guard(
+      sweep.make_sweep_train_step(module, obj, optimizer, report_teacher_finite=True),
       checked, skip=skip))
-  carry = (states, healthy(2, len(checked_names(checked))))
+  carry = (states, no_bad_steps(2, len(checked_names(checked))))
   images = np.random.default_rng(0).normal(size=(3, 8, 8, 8, 1)).astype(np.float32)
   images[1, 0, 3, 3, 0] = np.nan  # one pixel of one example of the second batch
   params, moments = [], []
@@ -67,4 +65,4 @@ def test_describe_names_the_earliest_bad_step_and_every_seed_that_hit_it():
 
 def test_describe_refuses_a_clean_record():
   with pytest.raises(ValueError, match="no non-finite step"):
-    describe(jax.device_get(healthy(2, 4)), checked_names(("loss", "grad_norm")), [0, 1])
+    describe(jax.device_get(no_bad_steps(2, 4)), checked_names(("loss", "grad_norm")), [0, 1])

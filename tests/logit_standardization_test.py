@@ -69,6 +69,36 @@ def test_standardize_matches_the_official_normalize():
     np.testing.assert_allclose(losses.standardize_logits(S), _normalize(S), rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_equal_logits_have_a_finite_gradient(dtype):
+  """At zero spread torch's std gives NaN; here Z(z) = 0 with Jacobian (I - 11ᵀ/K)/ε."""
+  with jax.enable_x64(dtype == jnp.float64):
+    equal = jnp.full((10,), 2.5, dtype)
+    jacobian = np.asarray(jax.jacobian(losses.standardize_logits)(equal), np.float64)
+    np.testing.assert_array_equal(losses.standardize_logits(equal), np.zeros(10))
+    np.testing.assert_allclose(jacobian, (np.eye(10) - 1 / 10) / 1e-7, rtol=1e-5)
+
+
+def test_kd_term_gradient_at_equal_student_logits():
+  """A student row of equal logits: a finite KD gradient, T·(1/K − p_t)/ε / B in closed form."""
+  temperature, student = 2.0, np.zeros_like(S)
+  student[1:] = S[1:]
+  term = objective.Objective((objective.term("kd", temperature=temperature,
+                                             logit_standardization=True),))
+
+  def loss(x):
+    total, _ = term.loss({"logits": x}, {"logits": jnp.asarray(T)[None]}, None, None,
+                         term.schedule_values(0), jax.random.key(0))
+    return total
+
+  with jax.enable_x64(True):
+    gradient = np.asarray(jax.grad(loss)(jnp.asarray(student)))
+  teacher = np.exp(_log_softmax(_normalize(T) / temperature))
+  expected = temperature * (1 / S.shape[1] - teacher[0]) / 1e-7 / S.shape[0]
+  assert np.all(np.isfinite(gradient))
+  np.testing.assert_allclose(gradient[0], expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
 def test_kd_term_matches_the_official_kd_loss(temperature):
   term = objective.Objective((objective.term("kd", temperature=temperature,

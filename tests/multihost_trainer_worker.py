@@ -26,7 +26,7 @@ import digits_runs
 import jax
 
 from configs import base
-from kdjax import parallel, trainer
+from kdjax import multihost, trainer
 
 NUM_KD_STEPS = 100
 
@@ -67,7 +67,7 @@ def main(process_id: int, port: int, data_dir: str, workdir: str, output: str) -
     os.remove(os.path.join(kd, trainer.RESULT_FILE))
     for last in glob.glob(os.path.join(kd, "export", "seed*", "last")):
       shutil.rmtree(last)
-  parallel.sync_processes("worker: kd stage reopened")
+  multihost.sync_processes("worker: kd stage reopened")
   again = trainer.train_and_evaluate(config(data_dir), workdir)
   with open(f"{output}{process_id}", "w") as f:
     json.dump({"stopped": stopped, "first": first, "again": again}, f)

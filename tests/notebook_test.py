@@ -102,6 +102,9 @@ def kernel_env(tmp_path, monkeypatch):
   monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
   monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter_data"))
   monkeypatch.delenv("XLA_FLAGS", raising=False)
+  # The kernel imports the kdjax of this checkout, not whichever one is installed.
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+      [str(NOTEBOOK.parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]))
   cache = os.environ.get("KDJAX_TEST_COMPILATION_CACHE")
   if cache:  # the suite's persistent compilation cache, read by jax from its env vars
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", cache)

@@ -36,6 +36,8 @@ from configs import base
 from kdjax import checkpoints, data, losses, metric_writers, models, objective, trainer
 from kdjax import state as state_lib
 from kdjax import step as step_lib
+from kdjax.trainer import context as context_lib
+from kdjax.trainer import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "tests", "reliability_config.py")
@@ -314,7 +316,7 @@ def test_metrics_are_cut_back_to_the_step_training_resumes_from(tmp_path):
   path = tmp_path / trainer.METRICS_FILE
   lines = [json.dumps({"step": s, "split": "train", "loss": 1.0}) + "\n" for s in (5, 10, 15)]
   path.write_text("".join(lines) + '{"step": 16, "spl')  # the last line cut by a kill
-  trainer._rewind_metrics(str(tmp_path), 10)
+  workdir_lib.rewind_metrics(str(tmp_path), 10)
   assert path.read_text() == "".join(lines[:2])
 
 
@@ -433,7 +435,7 @@ def test_gradient_overflow_stops_the_binary_and_spares_the_checkpoints(binary_fa
   checkpoint_dir = os.path.join(trainer.stage_dir(workdir, "teacher"), "checkpoints")
   for step in steps:
     state = ocp.StandardCheckpointer().restore(os.path.join(checkpoint_dir, str(step), "state"))
-    assert not trainer._nonfinite_leaves(state["params"]), step
+    assert not context_lib.nonfinite_leaves(state["params"]), step
   for provenance in glob.glob(os.path.join(trainer.stage_dir(workdir, "teacher"), "export", "*",
                                            "*", checkpoints.PROVENANCE_FILE)):
     assert json.load(open(provenance))["step"] < bad_step
@@ -495,10 +497,17 @@ def _missing_teacher_export(data_dir, tmp_path):
 
 
 def _claim_twice(data_dir, tmp_path):
-  record = trainer._stage_record(_tiny_config(data_dir), "kd")
-  trainer._claim_stage_dir(str(tmp_path / "kd"), record)
+  record = workdir_lib.stage_record(_tiny_config(data_dir), "kd")
+  workdir_lib.claim_stage_dir(str(tmp_path / "kd"), record)
   record["stage"]["loss"]["gamma"] = 0.9
-  trainer._claim_stage_dir(str(tmp_path / "kd"), record)
+  workdir_lib.claim_stage_dir(str(tmp_path / "kd"), record)
+
+
+def _record_of_another_format(data_dir, tmp_path):
+  record = workdir_lib.stage_record(_tiny_config(data_dir), "kd")
+  os.makedirs(tmp_path / "kd")
+  (tmp_path / "kd" / trainer.STAGE_CONFIG_FILE).write_text(json.dumps({**record, "format": 1}))
+  workdir_lib.claim_stage_dir(str(tmp_path / "kd"), record)
 
 
 def _tampered_export(data_dir, tmp_path):
@@ -567,6 +576,10 @@ BAD_INPUTS = {
     "sparse teacher targets with k outside [1, K]": (
         lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
         r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),
+    "CTKD temperature range that is empty": (
+        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_t_range": 0.0}),
+        ValueError, r"stages.kd.loss: t_range=0.0 must be finite and > 0: the temperature "
+        r"range \(1.0, 1.0\) is empty"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),
@@ -636,6 +649,10 @@ BAD_INPUTS = {
     "workdir holding a run with another config": (
         _claim_twice, ValueError, r"holds a run with a different config or different "
         r"teachers \(stage.loss.gamma: 0.5 → 0.9\)"),
+    "workdir whose stage record has another format": (
+        _record_of_another_format, ValueError, r"holds a stage recorded in format 1, and this "
+        r"version of kdjax reads format 2. Use a new --workdir \(pass the old run's exports to "
+        r"it with config.teacher_dirs\); nothing was changed."),
     "non-positive step count": (
         _validate(**{"stages.kd.num_steps": 0}), ValueError,
         r"stages.kd.num_steps=0 must be a positive integer"),

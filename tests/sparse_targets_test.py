@@ -46,7 +46,18 @@ def test_matches_the_reference(k, temperature):
                                lambda x: _reference_sparse_kd(x, T, k, temperature), S)
 
 
-def test_k_equal_to_the_class_count_is_dense_kd_exactly():
+def _targets(indices):
+  """Hand-made targets over 5 classes with the given ``[2, k]`` indices."""
+  indices = np.asarray(indices)
+  return losses.SparseTargets(indices, np.full(indices.shape, -2.0, np.float32),
+                              np.full(indices.shape[:-1], -1.0, np.float32))
+
+
+def test_k_equal_to_the_class_count_is_dense_kd_to_rounding():
+  s, t = jnp.asarray(S, jnp.float32), jnp.asarray(T, jnp.float32)
+  targets = losses.sparse_targets(t, 12, 2.0)
+  np.testing.assert_allclose(losses.sparse_kd(s, targets, 2.0), losses.kd(s, t, 2.0),
+                             rtol=1e-5)
   with jax.enable_x64(True):
     s, t = jnp.asarray(S), jnp.asarray(T)
     targets = losses.sparse_targets(t, 12, 2.0)
@@ -112,6 +123,16 @@ def test_cache_is_compact_and_gives_the_same_loss_as_the_targets():
      r"do not fit student logits \(3, 5\)"),
     (lambda: losses.sparse_kd(jnp.zeros((2, 3)), losses.sparse_targets(jnp.zeros((2, 5)), 4)),
      r"k=4 .* \[1, 3\]"),
+    (lambda: losses.sparse_kd(jnp.zeros((2, 5)), _targets([[0, 5], [1, 2]])),
+     r"indices must lie in \[0, K\) = \[0, 5\); got values in \[0, 5\]"),
+    (lambda: losses.sparse_kd(jnp.zeros((2, 5)), _targets([[0, 3], [-1, 2]])),
+     r"got values in \[-1, 3\]"),
+    (lambda: losses.sparse_kd(jnp.zeros((2, 5)), _targets([[0, 3], [2, 2]])),
+     r"repeat a class within a row: row 1 \(flattened\) holds \[2, 2\]"),
+    (lambda: teacher_cache.sparse_rows(teacher_cache.sparsify(np.zeros((2, 5)), 2, 1.0),
+                                       np.array([0, -2])), "example index -2 is negative"),
+    (lambda: teacher_cache.add_teacher_logits({"index": np.array([-3, 0])}, np.zeros((2, 5))),
+     "example index -3 is negative"),
     (lambda: teacher_cache.sparsify(np.zeros((2, 2, 5)), 2, 1.0), r"\[N, K\]; got shape"),
     (lambda: teacher_cache.sparse_rows(teacher_cache.sparsify(np.zeros((2, 5)), 2, 1.0),
                                        np.array([2])), "example index 2 is beyond"),
@@ -119,3 +140,9 @@ def test_cache_is_compact_and_gives_the_same_loss_as_the_targets():
 def test_bad_input_is_refused(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_traced_indices_are_not_checked():
+  """Inside jit the indices' values are unknown: the loss runs (and clamps), it cannot refuse."""
+  loss = jax.jit(lambda targets: losses.sparse_kd(jnp.zeros((2, 5)), targets))
+  assert loss(_targets([[0, 3], [2, 2]])).shape == (2,)

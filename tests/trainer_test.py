@@ -24,7 +24,9 @@ import pytest
 import two_processes
 
 from configs import base
-from kdjax import checkpoints, metric_writers, report, trainer
+from kdjax import checkpoints, metric_writers, mixup, models, report, trainer
+from kdjax.trainer import context as context_lib
+from kdjax.trainer import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MULTIHOST_WORKER = os.path.join(REPO, "tests", "multihost_trainer_worker.py")
@@ -115,9 +117,9 @@ class TestEndToEnd:
     assert by_stage["annealing_2"]["init_from"] == "annealing_1"
     for r in results:
       cost = r["cost"]
-      assert cost["runs"] == 1 and cost["untimed_steps"] == 0
+      assert cost["runs"] == 1
       assert cost["train_seconds"] > 0 and cost["eval_seconds"] > 0
-      assert cost["setup_seconds"] > 0 and cost["checkpoint_seconds"] > 0  # saves, exports
+      assert cost["setup_seconds"] > 0
       assert cost["hardware"] == [{"backend": "cpu", "device_kind": jax.devices()[0].device_kind,
                                    "device_count": 8, "process_count": 1,
                                    "host_cpu_count": os.cpu_count()}]
@@ -193,7 +195,7 @@ def test_every_other_method_trains(tmp_path, data_dir):
   # the plain resnet8's variable structure.
   loaded = checkpoints.load_network(
       trainer.export_dir(str(tmp_path), "fitnets"),
-      trainer._abstract_variables(trainer.models.get("resnet8", 10), np.zeros((1, 8, 8, 1))),
+      context_lib.abstract_variables(models.get("resnet8", 10), np.zeros((1, 8, 8, 1))),
       {"model": "resnet8"})
   assert "hint_regressor" not in loaded["params"]
 
@@ -216,7 +218,7 @@ class TestResume:
                                        optimizer=sgd, mixup=1.0 if teachers else 0.0)
     reference = trainer.train_and_evaluate(config, str(tmp_path / "reference"))
 
-    original = trainer._Run.train_iterator
+    original = context_lib.RunContext.train_iterator
 
     class _Interrupting:
       """Stops the run after 25 batches of a stage (the student's; the teacher has 10)."""
@@ -236,7 +238,7 @@ class TestResume:
       def set_state(self, state):
         self.inner.set_state(state)
 
-    monkeypatch.setattr(trainer._Run, "train_iterator",
+    monkeypatch.setattr(context_lib.RunContext, "train_iterator",
                         lambda self, workers: _Interrupting(original(self, workers)))
     saved_costs, save = [], checkpoints.RunCheckpoints.save
 
@@ -251,14 +253,14 @@ class TestResume:
     monkeypatch.setattr(checkpoints.RunCheckpoints, "save", save)
     assert checkpoints.RunCheckpoints(
         os.path.join(trainer.stage_dir(workdir, "student"), "checkpoints")).steps()[-1] == 20
-    monkeypatch.setattr(trainer._Run, "train_iterator", original)
+    monkeypatch.setattr(context_lib.RunContext, "train_iterator", original)
     first_run = saved_costs[-1]  # saved with the checkpoint at step 20
 
     resumed = trainer.train_and_evaluate(config, workdir)
     # The cost sums both runs: the first's, saved with its checkpoint, and the second's.
     cost = resumed[-1]["cost"]
     assert first_run["runs"] == 1 and cost["runs"] == 2
-    for key in ("setup_seconds", "train_seconds", "eval_seconds", "checkpoint_seconds"):
+    for key in ("setup_seconds", "train_seconds", "eval_seconds"):
       assert cost[key] > first_run[key] > 0
     assert resumed[-1]["last_accuracy"] == reference[-1]["last_accuracy"]
     assert resumed[-1]["curve"] == reference[-1]["curve"]
@@ -268,110 +270,75 @@ class TestResume:
     assert same["parameter_hash"] == ref["parameter_hash"]  # bit for bit
 
 
-def test_mixup_draws_one_view_per_step_seed_and_stage():
+def test_mixup_draws_one_view_per_step_and_key():
   seen = []
 
-  def record(carry, teacher_vars, batch):
+  def record(states, teacher_vars, batch):
     del teacher_vars
     seen.append(np.asarray(batch["image"]))
-    return carry, {}
+    return states, {}
 
   batch = {"image": np.arange(8, dtype=np.float32).reshape(8, 1), "label": np.arange(8)}
 
-  def view(step, seed=0, stage="fm"):
+  def view(step, key=0):
     states = types.SimpleNamespace(step=jnp.full((2,), step))  # two students, one counter
-    trainer._with_mixup(record, seed, stage, 1.0)((states, None), None, batch)
+    mixup.with_mixup(record, jax.random.key(key), concentration=1.0)(states, None, batch)
     return seen[-1]
 
   np.testing.assert_array_equal(view(5), view(5))
   assert not np.allclose(view(5), batch["image"])
-  for other in (view(6), view(5, seed=1), view(5, stage="fm2")):
+  for other in (view(6), view(5, key=1)):
     assert not np.allclose(other, view(5))
 
 
-class TestWorkerCount:
-
-  @staticmethod
-  def _flags(monkeypatch, parsed: bool):
-    namespace = types.SimpleNamespace(FLAGS=types.SimpleNamespace(is_parsed=lambda: parsed))
-    monkeypatch.setattr(trainer, "flags", namespace)
+class TestInputWorkers:
 
   def test_auto_is_in_process_on_cpu_and_in_notebooks_and_half_the_cores_elsewhere(
       self, monkeypatch):
-    self._flags(monkeypatch, parsed=True)
-    assert trainer._worker_count(-1) == 0  # this CPU backend: the step is the bottleneck
-    monkeypatch.setattr(trainer.jax, "default_backend", lambda: "gpu")
-    assert trainer._worker_count(-1) == min(max(len(os.sched_getaffinity(0)) // 2, 1), 8)
-    self._flags(monkeypatch, parsed=False)  # a notebook: grain's workers need parsed flags
-    assert trainer._worker_count(-1) == 0
+    assert context_lib.input_workers(-1, workers_allowed=True) == 0  # CPU: the step limits
+    monkeypatch.setattr(context_lib.jax, "default_backend", lambda: "gpu")
+    assert context_lib.input_workers(-1, workers_allowed=True) == min(
+        max(len(os.sched_getaffinity(0)) // 2, 1), 8)
+    # A notebook: grain's workers need parsed flags.
+    assert context_lib.input_workers(-1, workers_allowed=False) == 0
 
-  def test_a_resumed_stage_keeps_its_checkpoints_count(self, monkeypatch):
-    self._flags(monkeypatch, parsed=True)
-    assert trainer._worker_count(-1, resumed_with=3) == 3
-    assert trainer._worker_count(0, resumed_with=0) == 0
+  def test_a_resumed_stage_keeps_its_checkpoints_count(self):
+    assert context_lib.input_workers(-1, resumed_with=3, workers_allowed=True) == 3
+    assert context_lib.input_workers(0, resumed_with=0, workers_allowed=True) == 0
     with pytest.raises(ValueError, match="dataset.worker_count=0, but the checkpoint to resume "
                                          "was saved with 2 workers"):
-      trainer._worker_count(0, resumed_with=2)
-    self._flags(monkeypatch, parsed=False)  # resuming a binary's run from a notebook
+      context_lib.input_workers(0, resumed_with=2, workers_allowed=True)
     with pytest.raises(ValueError, match="dataset.worker_count=-1 means 3 grain worker "
-                                         "processes here"):
-      trainer._worker_count(-1, resumed_with=3)
+                                         "processes here"):  # a binary's run, from a notebook
+      context_lib.input_workers(-1, resumed_with=3, workers_allowed=False)
 
-  def test_workers_without_parsed_flags_are_refused(self, monkeypatch):
-    self._flags(monkeypatch, parsed=False)
+  def test_workers_where_they_are_not_allowed_are_refused(self):
     with pytest.raises(ValueError, match="dataset.worker_count=2 means 2 grain worker"):
-      trainer._worker_count(2)
+      context_lib.input_workers(2, workers_allowed=False)
 
-  def test_a_stage_recorded_with_its_worker_count_is_still_claimed(self, tmp_path, data_dir):
-    """Records of kdjax 0.1 kept dataset.worker_count and no inputs; both are handled."""
+
+class TestStageRecord:
+
+  def test_a_record_of_another_format_is_refused_and_left_alone(self, tmp_path, data_dir):
+    record = workdir_lib.stage_record(_tiny_config(data_dir), "dkp")
+    older = {k: v for k, v in record.items() if k != "format"}
+    path = tmp_path / trainer.STAGE_CONFIG_FILE
+    path.write_text(json.dumps(older))
+    with pytest.raises(ValueError, match=r"holds a stage recorded in format 1, and this version "
+                                         r"of kdjax reads format 2\. Use a new --workdir"):
+      workdir_lib.claim_stage_dir(str(tmp_path), record)
+    assert json.loads(path.read_text()) == older
+
+  def test_inputs_are_compared_unless_the_stage_is_finished_and_they_are_gone(self, tmp_path,
+                                                                             data_dir):
     inputs = {"teachers": {"teacher": {"model": "mlp", "parameter_hash": "a1"}}}
-    record = trainer._stage_record(_tiny_config(data_dir), "dkp", inputs)
-    legacy = trainer._stage_record(_tiny_config(data_dir), "dkp")
-    legacy["dataset"]["worker_count"] = 2
-    trainer._claim_stage_dir(str(tmp_path), legacy)
-    assert trainer._claim_stage_dir(str(tmp_path), record) == 2
-    # The first claim by this version records the inputs (and keeps the worker count) ...
-    with open(os.path.join(tmp_path, trainer.STAGE_CONFIG_FILE)) as f:
-      upgraded = json.load(f)
-    assert upgraded["inputs"] == inputs and upgraded["dataset"]["worker_count"] == 2
-    assert trainer._claim_stage_dir(str(tmp_path), record) == 2
-    # ... so that a later teacher is compared with it.
+    record = workdir_lib.stage_record(_tiny_config(data_dir), "dkp", inputs)
+    workdir_lib.claim_stage_dir(str(tmp_path), record)
+    workdir_lib.claim_stage_dir(str(tmp_path), workdir_lib.stage_record(
+        _tiny_config(data_dir), "dkp"))  # the teachers are gone: not compared
     record["inputs"]["teachers"]["teacher"]["parameter_hash"] = "b2"
     with pytest.raises(ValueError, match="inputs.teachers.teacher.parameter_hash: 'a1' → 'b2'"):
-      trainer._claim_stage_dir(str(tmp_path), record)
-
-  def test_a_record_from_before_a_field_existed_matches_its_old_behaviour(self, tmp_path,
-                                                                          data_dir):
-    record = trainer._stage_record(_tiny_config(data_dir), "dgkd")
-    legacy = json.loads(json.dumps(record))
-    del legacy["stage"]["mixup"], legacy["stage"]["loss"]["dgkd_keep_teacher"]
-    trainer._claim_stage_dir(str(tmp_path), legacy)
-    trainer._claim_stage_dir(str(tmp_path), record)  # mixup 0, teacher kept: as before
-    record["stage"]["loss"]["dgkd_keep_teacher"] = True
-    with pytest.raises(ValueError, match=r"stage.loss.dgkd_keep_teacher: None → True"):
-      trainer._claim_stage_dir(str(tmp_path), record)
-
-  @pytest.mark.parametrize("old_fields, claimed", [
-      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": False}, True),
-      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": True, "dgkd_mode": "paper"}, True),
-      ({"dkd_warmup_fraction": 0.0, "dgkd_drop_teacher": False, "dgkd_mode": "paper"}, False),
-      ({"dkd_warmup_fraction": 0.25, "dgkd_drop_teacher": False}, False),
-  ])
-  def test_a_record_with_a_removed_field_matches_only_if_it_trained_the_same(
-      self, tmp_path, data_dir, old_fields, claimed):
-    config = _tiny_config(data_dir)
-    config.stages.dgkd.loss.dgkd_mode = old_fields.get("dgkd_mode", "code")
-    record = trainer._stage_record(config, "dgkd")
-    legacy = json.loads(json.dumps(record))
-    for field in ("dkd_warmup_epochs", "dgkd_keep_teacher"):
-      del legacy["stage"]["loss"][field]
-    legacy["stage"]["loss"].update(old_fields)
-    trainer._claim_stage_dir(str(tmp_path), legacy)
-    if claimed:
-      trainer._claim_stage_dir(str(tmp_path), record)
-    else:
-      with pytest.raises(ValueError, match="different config"):
-        trainer._claim_stage_dir(str(tmp_path), record)
+      workdir_lib.claim_stage_dir(str(tmp_path), record)
 
 
 class TestMultiProcess:
@@ -505,18 +472,18 @@ class TestRefusals:
     ("cifar10_kd", "config.dataset.batch_size = 0", 1, "None 1"),  # validate names the field
     ("cifar10_kd", "", 2, "kdjax 4"),  # two processes: 64 images each
     ("cifar10_kd", "", None, "kdjax 1"),  # a process count found later: one device each
-    ("cifar10_kd", "", 3, "None 1"),  # 128 does not split over 3 processes: _Run says so
+    ("cifar10_kd", "", 3, "None 1"),  # 128 does not split over 3 processes: RunContext says so
 ])
-def test_configure_performance_before_jax_starts(config_name, edit, num_processes, expected,
+def test_configure_run_before_jax_starts(config_name, edit, num_processes, expected,
                                                  tmp_path):
   code = f"""
 import jax
 from configs import {config_name} as c
-from kdjax import trainer
+from kdjax import performance
 config = c.get_config()
 config.compilation_cache_dir = {str(tmp_path)!r}
 {edit}
-applied = trainer.configure_performance(config, {num_processes})
+applied = performance.configure_run(config, {num_processes})
 print(applied and applied["source"], len(jax.devices("cpu")))
 """
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -22,6 +22,9 @@ def standardize_logits(logits: jax.typing.ArrayLike, *, epsilon: float = EPSILON
   ``kdjax.objective`` (KD, DKD, DKP, DGKD, ensembles, DIST and the divergences) rather than
   by hand. Like the official code (and torchdistill's ``LogitStdKDLoss``), :math:`\sigma` is
   the unbiased standard deviation and :math:`\epsilon` is added to it, not under the root.
+  The one departure is at zero spread (a row of equal logits): torch's ``std`` then has a
+  NaN gradient, here :math:`\sigma` has a zero one, so such a row maps to 0 with the finite
+  Jacobian :math:`(I - \tfrac1K \mathbf 1 \mathbf 1^\top)/\epsilon`; elsewhere the two agree.
 
   Args:
     logits: ``[..., K]`` with K >= 2, floating point.
@@ -53,4 +56,7 @@ def standardize_logits(logits: jax.typing.ArrayLike, *, epsilon: float = EPSILON
                      f"{z.shape}.")
   v.check_positive("epsilon", epsilon)
   centered = z - jnp.mean(z, axis=-1, keepdims=True)
-  return centered / (epsilon + jnp.std(z, axis=-1, ddof=1, keepdims=True))
+  variance = jnp.sum(centered * centered, axis=-1, keepdims=True) / (z.shape[-1] - 1)
+  spread = variance > 0
+  std = jnp.where(spread, jnp.sqrt(jnp.where(spread, variance, 1.0)), 0.0)
+  return centered / (epsilon + std)

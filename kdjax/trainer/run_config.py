@@ -1,0 +1,156 @@
+"""Checks a run config before anything is trained: each section, then each stage.
+
+``validate`` reads every field's type and range, each stage's method, teachers (earlier
+stages or ``teacher_dirs``), ``init_from``, optimizer and objective (built once, so their
+errors surface here), and mixup against methods that read labels.
+"""
+
+import ml_collections
+
+from kdjax import data, methods, mixup, models, optimizers
+from kdjax.losses import pruning
+
+NONFINITE_MODES = ("stop", "skip")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks a run config before anything is trained.
+
+  Every field's type and range, each stage's method, teachers (earlier stages or
+  ``teacher_dirs``), ``init_from``, optimizer and objective (built once, so their errors
+  surface here), and mixup against methods that read labels. ``train_and_evaluate`` calls
+  it first; call it yourself to check a config without training.
+
+  Raises:
+    ValueError: naming the offending field (``stages.NAME.FIELD``) and value.
+
+  Example:
+    >>> from configs import base
+    >>> config = base.get_config()
+    >>> validate(config)
+    >>> config.stages.kd.num_steps = 0
+    >>> validate(config)
+    Traceback (most recent call last):
+    ...
+    ValueError: stages.kd.num_steps=0 must be a positive integer.
+  """
+  _check_dataset(config.dataset)
+  _check_run_fields(config)
+  earlier: list[str] = []
+  for name, stage in config.stages.items():
+    _check_stage(config, f"stages.{name}", stage, earlier)
+    earlier.append(name)
+
+
+def _check_dataset(ds: ml_collections.ConfigDict) -> None:
+  """Refuses an unknown dataset or augmentation, and batch sizes or worker counts out of range."""
+  try:
+    data.image_shape(ds.name)
+  except ValueError as error:
+    raise ValueError(f"dataset.name: {error}") from error
+  if ds.augmentation not in data.AUGMENTATIONS:
+    raise ValueError(f"dataset.augmentation={ds.augmentation!r} is unknown; valid: "
+                     f"{', '.join(data.AUGMENTATIONS)}.")
+  for field in ("batch_size", "eval_batch_size"):
+    if not (isinstance(ds[field], int) and ds[field] >= 1):
+      raise ValueError(f"dataset.{field}={ds[field]!r} must be a positive integer.")
+  if not (isinstance(ds.worker_count, int) and ds.worker_count >= -1):
+    raise ValueError(f"dataset.worker_count={ds.worker_count!r} must be an integer >= 0, or "
+                     f"-1 (auto).")
+
+
+def _check_run_fields(config: ml_collections.ConfigDict) -> None:
+  """Refuses bad run-wide fields: counts, intervals, seed, nonfinite mode, teacher_dirs."""
+  for field in ("num_seeds", "eval_every_steps", "log_every_steps", "checkpoint_every_steps"):
+    if not (isinstance(config[field], int) and config[field] >= 1):
+      raise ValueError(f"{field}={config[field]!r} must be a positive integer.")
+  if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
+    raise ValueError(f"seed={config.seed!r} must be an integer in [0, 2**32).")
+  if config.nonfinite not in NONFINITE_MODES:
+    raise ValueError(f"nonfinite={config.nonfinite!r} is unknown; valid: "
+                     f"{', '.join(NONFINITE_MODES)}.")
+  if not config.stages:
+    raise ValueError("config.stages is empty: nothing to train.")
+  for name, td in config.teacher_dirs.items():
+    if not td.get("directory") or td.get("model") not in models.names():
+      raise ValueError(f"teacher_dirs.{name} needs a 'directory' and a 'model' from "
+                       f"kdjax.models; got {td.to_dict()}.")
+
+
+def _check_stage(config: ml_collections.ConfigDict, where: str,
+                 stage: ml_collections.ConfigDict, earlier: list[str]) -> None:
+  """Refuses a stage's bad model, method, counts, teachers, init_from or recipe."""
+  if stage.model not in models.names():
+    raise ValueError(f"{where}.model={stage.model!r} is unknown; valid: "
+                     f"{', '.join(models.names())}.")
+  try:
+    method = methods.get(stage.method)
+  except ValueError as error:
+    raise ValueError(f"{where}.method: {error}") from error
+  if not (isinstance(stage.num_steps, int) and stage.num_steps >= 1):
+    raise ValueError(f"{where}.num_steps={stage.num_steps!r} must be a positive integer.")
+  if not (isinstance(stage.num_seeds, int) and stage.num_seeds >= 0):
+    raise ValueError(f"{where}.num_seeds={stage.num_seeds!r} must be >= 0 (0: the run's).")
+  _check_sources(config, where, stage, method, earlier)
+  _check_recipe(config, where, stage, method)
+
+
+def _check_sources(config: ml_collections.ConfigDict, where: str,
+                   stage: ml_collections.ConfigDict, method: methods.Method,
+                   earlier: list[str]) -> None:
+  """Refuses a teacher count the method does not take, unknown teachers, a bad init_from."""
+  teachers = tuple(stage.teachers)
+  wanted = {"none": "no teacher", "one": "exactly one teacher", "many": "one or more teachers"}
+  count_ok = {"none": not teachers, "one": len(teachers) == 1, "many": len(teachers) >= 1}
+  if not count_ok[method.teachers]:
+    raise ValueError(f"{where}.teachers={teachers}: method {stage.method!r} takes "
+                     f"{wanted[method.teachers]}.")
+  for teacher in teachers:
+    if teacher not in earlier and teacher not in config.teacher_dirs:
+      raise ValueError(f"{where}.teachers names {teacher!r}, which is neither an earlier "
+                       f"stage ({earlier or 'none'}) nor a key of config.teacher_dirs.")
+  if stage.init_from:
+    if stage.init_from not in earlier:
+      raise ValueError(f"{where}.init_from={stage.init_from!r} must be an earlier stage; "
+                       f"earlier: {earlier or 'none'}.")
+    source = config.stages[stage.init_from]
+    if source.model != stage.model:
+      raise ValueError(f"{where}.init_from={stage.init_from!r} trained model "
+                       f"{source.model!r}, not {stage.model!r}.")
+    if (stage.num_seeds or config.num_seeds) > (source.num_seeds or config.num_seeds):
+      raise ValueError(f"{where} trains more seeds than init_from={stage.init_from!r} did: "
+                       f"each seed starts from the same seed of that stage.")
+
+
+def _check_recipe(config: ml_collections.ConfigDict, where: str,
+                  stage: ml_collections.ConfigDict, method: methods.Method) -> None:
+  """Builds the stage's optimizer and objective once, so that their errors surface here."""
+  try:
+    optimizers.optimizer(stage.optimizer, stage.num_steps)
+  except ValueError as error:
+    raise ValueError(f"{where}: {error}") from error
+  if stage.mixup != 0:
+    try:
+      mixup.check_concentration(stage.mixup)
+    except ValueError as error:
+      raise ValueError(f"{where}.mixup: {error} 0 turns mixup off.") from error
+  # FitNets' regressor is sized from the teacher's feature, unknown until the teacher is
+  # loaded: a stand-in shape checks the rest of its recipe here. The epoch length is known
+  # once the dataset is open; any length checks the rest here.
+  stand_in = {stage.loss.hint_feature: (1, 1, 1, 1)} if stage.method == "fitnets" else {}
+  try:
+    recipe = method.build(stage.loss, stage.num_steps, stand_in, steps_per_epoch=1)
+  except ValueError as error:
+    raise ValueError(f"{where}.loss: {error}") from error
+  if stage.mixup and recipe.label_users:
+    raise ValueError(f"{where}.mixup={stage.mixup}: mixup blends images, so the labels no "
+                     f"longer describe them, but method {stage.method!r} reads labels (in "
+                     f"{', '.join(recipe.label_users)}); use a label-free method "
+                     f"(function_matching, annealing).")
+  if stage.method == "dkp" and stage.loss.dkp_variant == "tail":
+    try:
+      pruning.check_arguments(stage.loss.temperature, stage.loss.gamma, "tail",
+                              top_k=stage.loss.dkp_top_k,
+                              num_classes=data.num_classes(config.dataset.name))
+    except ValueError as error:
+      raise ValueError(f"{where}.loss.dkp_top_k: {error}") from error

@@ -1,0 +1,248 @@
+"""The files of a run: stage and export paths, the versioned stage record, atomic JSON.
+
+Stage ``NAME`` of a run lives in ``WORKDIR/stages/NAME``. Its record
+(``stage_config.json``) holds what the stage's results depend on: its config, the run
+settings it reads and the parameter hashes of the networks it reads (teachers,
+``init_from``). A later run whose record differs is refused instead of mixing results, and
+a record of another format (``RECORD_FORMAT``) is refused with what to do; nothing in a
+workdir is ever deleted.
+"""
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import ml_collections
+
+from kdjax import checkpoints
+
+STAGES_DIR = "stages"
+STAGE_CONFIG_FILE = "stage_config.json"
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.jsonl"
+RECORD_FORMAT = 2
+INPUTS = "inputs"  # the record's entry for the networks a stage reads
+
+
+def stage_dir(workdir: str, name: str) -> str:
+  """The directory of stage ``name`` of the run in ``workdir``.
+
+  Example:
+    >>> stage_dir("/runs/cifar10", "kd")
+    '/runs/cifar10/stages/kd'
+  """
+  return os.path.join(workdir, STAGES_DIR, name)
+
+
+def export_dir(workdir: str, name: str, seed_index: int = 0, kind: str = "best") -> str:
+  """Where stage ``name`` exports the ``kind`` ("best" or "last") network of a seed.
+
+  Load it with ``kdjax.checkpoints.load_network`` (e.g. as a teacher outside the trainer).
+
+  Example:
+    >>> export_dir("/runs/cifar10", "kd", seed_index=2, kind="last")
+    '/runs/cifar10/stages/kd/export/seed2/last'
+  """
+  return os.path.join(stage_dir(workdir, name), "export", f"seed{seed_index}", kind)
+
+
+def teacher_source(config: ml_collections.ConfigDict, workdir: str,
+                   name: str) -> tuple[str, str]:
+  """``(model, export directory)`` of teacher ``name``: a stage of this run or a teacher_dir.
+
+  Example:
+    >>> from configs import base
+    >>> teacher_source(base.get_config(), "/runs/r", "teacher")
+    ('resnet8', '/runs/r/stages/teacher/export/seed0/best')
+  """
+  if name in config.stages:
+    return config.stages[name].model, export_dir(workdir, name)
+  return config.teacher_dirs[name].model, config.teacher_dirs[name].directory
+
+
+def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
+                 name: str) -> dict[str, Any]:
+  """The parameter hashes of the networks stage ``name`` reads: teachers and ``init_from``.
+
+  Read from the exports' provenance records (``load_network`` later checks that the files
+  still hash to them), so that a retrained or replaced teacher does not reuse or resume
+  the results of the old one.
+
+  Raises:
+    FileNotFoundError: naming the directory, if a teacher or initialisation is not exported.
+
+  Example:
+    >>> from configs import base
+    >>> stage_inputs(base.get_config(), "/runs/r", "teacher")  # trained from scratch
+    {'teachers': {}}
+  """
+  stage = config.stages[name]
+  inputs: dict[str, Any] = {"teachers": {}}
+  for teacher in stage.teachers:
+    model, directory = teacher_source(config, workdir, teacher)
+    inputs["teachers"][teacher] = {
+        "model": model,
+        "parameter_hash": checkpoints.read_provenance(directory)["parameter_hash"]}
+  if stage.init_from:
+    inputs["init_from"] = [
+        checkpoints.read_provenance(export_dir(workdir, stage.init_from, i))["parameter_hash"]
+        for i in range(stage.num_seeds or config.num_seeds)]
+  return inputs
+
+
+def stage_record(config: ml_collections.ConfigDict, name: str,
+                 inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+  """What a stage's results depend on, as JSON: compared with an existing stage's record.
+
+  The record carries ``RECORD_FORMAT``; the data directory and the input worker count are
+  left out, since they do not change the batches. ``inputs`` (``stage_inputs``) is ``None``
+  for a finished stage whose teachers are gone: it is then not compared.
+
+  Example:
+    >>> from configs import base
+    >>> record = stage_record(base.get_config(), "kd")
+    >>> record["format"], record["stage"]["method"], "data_dir" in record["dataset"]
+    (2, 'kd', False)
+  """
+  record = {
+      "format": RECORD_FORMAT,
+      "stage": config.stages[name].to_dict(),
+      "dataset": {k: v for k, v in config.dataset.to_dict().items()
+                  if k not in ("data_dir", "worker_count")},
+      "seed": config.seed,
+      "num_seeds": config.stages[name].num_seeds or config.num_seeds,
+  }
+  if inputs is not None:
+    record[INPUTS] = inputs
+  return json.loads(json.dumps(record, default=list))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+  """The fields whose values differ between two JSON trees, as ``"a.b: old → new"``."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for key in sorted(set(old) | set(new)):
+      out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+    return out
+  return [] if old == new else [f"{prefix}: {old!r} → {new!r}"]
+
+
+def claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True) -> None:
+  """Creates a stage directory with its record, or checks that an existing one matches.
+
+  Args:
+    directory: the stage directory.
+    record: the stage record (``stage_record``).
+    write: whether this process writes the record (only the primary one, with several).
+
+  Raises:
+    ValueError: if the directory's record has another format (saying what to do), or
+      lists the differing fields if it holds another config's run. Nothing is changed.
+
+  Example:
+    >>> import tempfile
+    >>> from configs import base
+    >>> directory = tempfile.mkdtemp()
+    >>> record = stage_record(base.get_config(), "kd")
+    >>> claim_stage_dir(directory, record)
+    >>> claim_stage_dir(directory, record)  # the same config: claimed again
+    >>> record["seed"] = 1
+    >>> claim_stage_dir(directory, record)
+    Traceback (most recent call last):
+    ...
+    ValueError: ... holds a run with a different config or different teachers (seed: 0 → 1)...
+  """
+  path = os.path.join(directory, STAGE_CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old.get("format") != RECORD_FORMAT:
+      raise ValueError(
+          f"{directory} holds a stage recorded in format {old.get('format', 1)}, and this "
+          f"version of kdjax reads format {RECORD_FORMAT}. Use a new --workdir (pass the old "
+          f"run's exports to it with config.teacher_dirs); nothing was changed.")
+    if INPUTS not in record:  # the inputs are gone (a finished stage): nothing to compare
+      old.pop(INPUTS, None)
+    differences = _differences(old, record)
+    if differences:
+      raise ValueError(
+          f"{directory} holds a run with a different config or different teachers "
+          f"({'; '.join(differences)}). Use a new --workdir, or restore the config and the "
+          f"teachers; nothing was changed.")
+    return
+  os.makedirs(directory, exist_ok=True)
+  if write:
+    write_json(path, record, sort_keys=True)
+
+
+def write_json(path: str, value: Any, sort_keys: bool = False) -> None:
+  """Writes ``path`` atomically: a reader (or a killed writer) sees the old file or the new.
+
+  Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "result.json")
+    >>> write_json(path, {"accuracy": 0.5})
+    >>> open(path).read()
+    '{\\n  "accuracy": 0.5\\n}'
+  """
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f, indent=2, sort_keys=sort_keys)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(path + ".tmp", path)
+
+
+def rewind_metrics(directory: str, step: int) -> None:
+  """Cuts ``metrics.jsonl`` back to the records of steps up to ``step``, where training resumes.
+
+  A killed run may have logged steps past its last checkpoint, and cut its last line short;
+  the resumed run logs those steps again, so the file ends as an uninterrupted run's would.
+
+  Example:
+    >>> import os, tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> with open(os.path.join(directory, METRICS_FILE), "w") as f:
+    ...   _ = f.write('{"step": 5}\\n{"step": 10}\\n{"step": 1')
+    >>> rewind_metrics(directory, 5)
+    >>> open(os.path.join(directory, METRICS_FILE)).read()
+    '{"step": 5}\\n'
+  """
+  path = os.path.join(directory, METRICS_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if line.endswith("\n") and record["step"] <= step:
+      kept.append(line)
+  if kept != lines:
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
+def check_writable(workdir: str) -> None:
+  """Creates ``workdir`` and writes a scratch file in it (``os.access`` cannot see all cases).
+
+  Raises:
+    ValueError: naming the directory, if it cannot be created or written.
+
+  Example:
+    >>> check_writable("/proc/kdjax")
+    Traceback (most recent call last):
+    ...
+    ValueError: workdir='/proc/kdjax' is not a writable directory: ...
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as error:
+    raise ValueError(f"workdir={workdir!r} is not a writable directory: "
+                     f"{error.strerror or error}.") from error
