@@ -304,8 +304,8 @@ def test_dgkd_drops_teachers_per_step_deterministically(student_vars, mode):
   kls, ensemble = jax.device_get(reference(batch["image"]))
   if mode == "code":  # exactly one of the three terms is dropped
     allowed = list(itertools.combinations(range(3), 2))
-  else:  # Bernoulli keeps, the teacher (index 0) always kept
-    allowed = [(0,) + rest for r in range(3) for rest in itertools.combinations((1, 2), r)]
+  else:  # Bernoulli keeps of every network, the teacher's included (none kept: no term)
+    allowed = [kept for r in range(4) for kept in itertools.combinations(range(3), r)]
   candidates = _subset_sums(kls, allowed)
 
   values = []
