@@ -143,7 +143,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.stages = stages()
   config.stages.teacher = stage("resnet8", "scratch", num_steps=1000)
   config.stages.kd = stage("mlp", "kd", teachers=("teacher",), num_steps=1000)
-  config.teacher_dirs = ml_collections.ConfigDict()  # name -> exported network directory
+  # Teachers trained elsewhere, by name (a stage's teachers may name them):
+  # config.teacher_dirs.NAME = ml_collections.ConfigDict({"directory": EXPORT, "model": MODEL}),
+  # EXPORT an export_network directory (e.g. OTHER_WORKDIR/stages/teacher/export/seed0/last),
+  # MODEL the kdjax.models name it was trained as
+  config.teacher_dirs = ml_collections.ConfigDict()
+  # Refuse a teacher whose test accuracy is below this multiple of chance (1 / classes): it
+  # would teach noise. 0 turns the check off; not part of a stage's record.
+  config.min_teacher_accuracy_over_chance = 2.0
   config.eval_every_steps = 500  # evaluate the student on the test split this often
   config.log_every_steps = 50  # write training metrics this often
   config.checkpoint_every_steps = 500  # save a resumable checkpoint this often

@@ -24,6 +24,7 @@ import tempfile
 import time
 
 import digits_runs
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,6 +38,7 @@ from kdjax import checkpoints, data, losses, metric_writers, models, objective, 
 from kdjax import state as state_lib
 from kdjax import step as step_lib
 from kdjax.trainer import context as context_lib
+from kdjax.trainer import preemption
 from kdjax.trainer import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,12 +64,13 @@ class _Binary:
     self._logs_dir = logs_dir
 
   def start(self, workdir: str, *overrides: str,
-            config: str = CONFIG) -> tuple[subprocess.Popen, str]:
+            config: str | None = CONFIG) -> tuple[subprocess.Popen, str]:
+    """Starts the binary; ``config`` ``None`` leaves ``--config`` out."""
     descriptor, log = tempfile.mkstemp(suffix=".log", dir=self._logs_dir)  # thread-safe
     with os.fdopen(descriptor, "w") as out:
       process = subprocess.Popen(
-          [sys.executable, "-m", "launch.train", f"--config={config}", *self._flags,
-           f"--workdir={workdir}", *overrides],
+          [sys.executable, "-m", "launch.train", *([f"--config={config}"] if config else []),
+           *self._flags, f"--workdir={workdir}", *overrides],
           cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
     return process, log
 
@@ -312,6 +315,57 @@ def test_killed_export_reads_as_missing_and_is_redone(tmp_path):
   checkpoints.load_network(directory, variables, {"model": "mlp"})
 
 
+def test_a_removal_of_an_old_checkpoint_cut_short_leaves_no_half_deleted_step(tmp_path,
+                                                                              monkeypatch):
+  """A second Ctrl-C while the oldest checkpoint is being removed after a save."""
+  def interrupted_removal(path, *args, **kwargs):
+    del args, kwargs
+    for root, _, files in os.walk(str(path)):
+      if files:
+        os.remove(os.path.join(root, files[0]))
+        break
+    raise KeyboardInterrupt("second SIGINT")
+
+  directory = str(tmp_path / "checkpoints")
+  ckpts = checkpoints.RunCheckpoints(directory)
+  for step in (1, 2):
+    ckpts.save(step, {"w": np.full(2, step)}, {})
+  with monkeypatch.context() as patch:
+    patch.setattr(shutil, "rmtree", interrupted_removal)
+    patch.setattr(epath.Path, "rmtree", interrupted_removal)
+    with pytest.raises(KeyboardInterrupt):
+      ckpts.save(3, {"w": np.full(2, 3)}, {})
+  reopened = checkpoints.RunCheckpoints(directory)
+  assert sorted(os.listdir(directory)) == ["2", "3"]
+  step, state, _ = reopened.restore_latest({"w": np.zeros(2, int)})
+  assert (step, state["w"].tolist()) == (3, [3, 3])
+
+
+def test_the_first_signal_is_acknowledged_at_once(capfd):
+  with preemption.StopRequests():
+    os.kill(os.getpid(), signal.SIGINT)
+    assert capfd.readouterr().err == (
+        "\nSIGINT received: stopping after the current step or evaluation, with a checkpoint "
+        "saved. Press Ctrl-C again to stop at once.\n")
+
+
+def test_a_killed_runs_stage_lock_does_not_block_the_next_run(tmp_path):
+  directory = str(tmp_path / "stage")
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time\nfrom kdjax.trainer import workdir\n"
+       f"with workdir.StageLock({directory!r}):\n  print('held', flush=True)\n"
+       "  time.sleep(600)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(trainer.StageBusyError, match=f"process {holder.pid} on "):
+      workdir_lib.StageLock(directory).__enter__()
+  finally:
+    holder.kill()
+    holder.wait()
+  with workdir_lib.StageLock(directory):  # the operating system released the killed lock
+    pass
+
+
 def test_metrics_are_cut_back_to_the_step_training_resumes_from(tmp_path):
   path = tmp_path / trainer.METRICS_FILE
   lines = [json.dumps({"step": s, "split": "train", "loss": 1.0}) + "\n" for s in (5, 10, 15)]
@@ -408,6 +462,8 @@ def binary_failures(binary, tmp_path_factory):
       "unwritable workdir": (os.path.join("a_file", "run"), [], CONFIG),
       "temperature <= 0 (binary)": ("c", ["--config.stages.kd.loss.temperature=-1"], CONFIG),
       "gradient overflow": ("d", overflow, CONFIG),
+      "positional config path": ("e", [CONFIG], None),
+      "--distributed without a coordinator": ("f", ["--distributed"], CONFIG),
   }
   started = {name: (binary.start(str(root / workdir), *overrides, config=config),
                     str(root / workdir))
@@ -494,6 +550,41 @@ def _missing_teacher_export(data_dir, tmp_path):
   config.stages = base.stages()
   config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=5)
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _stage_named(name: str):
+  def run(data_dir, tmp_path):
+    del tmp_path
+    config = _tiny_config(data_dir)
+    config.stages[name] = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=5)
+    trainer.validate(config)
+  return run
+
+
+def _teacher_dir_as_a_path(data_dir, tmp_path):
+  config = _tiny_config(data_dir)
+  config.teacher_dirs.external = str(tmp_path / "teacher")
+  trainer.validate(config)
+
+
+def _stage_held_by_another_run(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  with workdir_lib.StageLock(trainer.stage_dir(workdir, "teacher")):
+    trainer.train_and_evaluate(_tiny_config(data_dir), workdir)
+
+
+def _teacher_at_chance(data_dir, tmp_path):
+  _export_teacher(str(tmp_path / "teacher"), 1.0)  # untrained
+  config = _external_teacher_config(data_dir, str(tmp_path / "teacher"))
+  config.min_teacher_accuracy_over_chance = 2.0
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _provenance_not_json(data_dir, tmp_path):
+  _export_teacher(str(tmp_path / "teacher"), 1.0)
+  (tmp_path / "teacher" / checkpoints.PROVENANCE_FILE).write_text("")
+  trainer.train_and_evaluate(_external_teacher_config(data_dir, str(tmp_path / "teacher")),
+                             str(tmp_path / "run"))
 
 
 def _claim_twice(data_dir, tmp_path):
@@ -609,7 +700,49 @@ BAD_INPUTS = {
         r"nor a key of config.teacher_dirs"),
     "missing teacher export": (
         _missing_teacher_export, FileNotFoundError,
-        r"no exported network in '.*nowhere' \(missing provenance.json\)"),
+        r"no exported network in '.*nowhere' \(missing provenance.json\); train it first, or "
+        r"point to an export of a finished stage: WORKDIR/stages/NAME/export/seed0/last \(or "
+        r"\.\.\./best\)\."),
+    "teacher export whose provenance.json is not JSON": (
+        _provenance_not_json, ValueError,
+        r"stage kd: teacher 'external': .*teacher/provenance.json is not a provenance record "
+        r"\(Expecting value: line 1 column 1 \(char 0\)\); export the network again, or "
+        r"restore the file\."),
+    "teacher below the accuracy threshold": (
+        _teacher_at_chance, ValueError,
+        r"stage kd: teacher 'external' has test accuracy 0\.\d{4} on digits, below "
+        r"min_teacher_accuracy_over_chance=2 times chance \(0\.1000\): it would teach noise\. "
+        r"Train it longer, or lower the threshold \(--config.min_teacher_accuracy_over_chance=1 "
+        r"allows any better than chance, 0 turns the check off\)\."),
+    "teacher_dirs entry given as a path": (
+        _teacher_dir_as_a_path, ValueError,
+        r"teacher_dirs.external='.*teacher' must name the export's directory and the model it "
+        r"holds, as config.teacher_dirs.external = ml_collections.ConfigDict\(\{'directory': "
+        r"'.*teacher', 'model': 'resnet56'\}\)"),
+    "stage name with a path separator": (
+        _stage_named("学生/kd"), ValueError,
+        r"stage name '学生/kd' must be one path component \(the stage's directory is "
+        r"WORKDIR/stages/NAME\): no '/', not empty, '\.' or '\.\.'\."),
+    "absolute stage name": (
+        _stage_named("/tmp/kd"), ValueError, r"stage name '/tmp/kd' must be one path component"),
+    "empty workdir": (
+        lambda data_dir, tmp_path: trainer.train_and_evaluate(_tiny_config(data_dir), ""),
+        ValueError, r"workdir='' is empty \(an unset variable in --workdir=\$VAR\?\); name "
+        r"the run's directory, e.g. --workdir=workdir/NAME."),
+    "stage being trained by another run": (
+        _stage_held_by_another_run, trainer.StageBusyError,
+        r".*run/stages/teacher is being trained by another run \(process \d+ on .*, since "
+        r".*\)\. Wait for it to finish \(the same command then reuses the stage\), or stop "
+        r"it; nothing was changed\."),
+    "positional config path": (
+        _BINARY, SystemExit,
+        r"error: --config is required, and '.*reliability_config.py' was given as a "
+        r"positional argument; write --config=.*reliability_config.py."),
+    "--distributed without a coordinator": (
+        _BINARY, SystemExit,
+        r"error: --distributed: coordinator_address should be defined\. \(JAX finds the "
+        r"processes on TPU pods, SLURM and Open MPI; elsewhere pass --coordinator_address, "
+        r"--num_processes and --process_id\)\."),
     "missing dataset": (
         lambda data_dir, tmp_path: trainer.train_and_evaluate(
             _tiny_config(str(tmp_path / "empty"), **{"dataset.name": "cifar10"}),

@@ -26,6 +26,8 @@ import two_processes
 from configs import base
 from kdjax import checkpoints, metric_writers, mixup, models, report, trainer
 from kdjax.trainer import context as context_lib
+from kdjax.trainer import loop as loop_lib
+from kdjax.trainer import stage as stage_lib
 from kdjax.trainer import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,6 +200,41 @@ def test_every_other_method_trains(tmp_path, data_dir):
       context_lib.abstract_variables(models.get("resnet8", 10), np.zeros((1, 8, 8, 1))),
       {"model": "resnet8"})
   assert "hint_regressor" not in loaded["params"]
+
+
+def test_images_per_second_counts_training_steps_only(tmp_path, data_dir, monkeypatch):
+  """On a fake clock a step takes 1 s, an evaluation 100 s and a checkpoint 50 s."""
+  clock = types.SimpleNamespace(now=0.0)
+  monkeypatch.setattr(loop_lib, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+
+  def taking(seconds, fn):
+    def timed(*args, **kwargs):
+      clock.now += seconds
+      return fn(*args, **kwargs)
+    return timed
+
+  build = stage_lib.build_stage
+
+  def build_slow_stage(context, name):
+    stage = build(context, name)
+    return stage._replace(train_program=taking(1.0, stage.train_program))
+
+  monkeypatch.setattr(stage_lib, "build_stage", build_slow_stage)
+  monkeypatch.setattr(context_lib.RunContext, "evaluate",
+                      taking(100.0, context_lib.RunContext.evaluate))
+  monkeypatch.setattr(checkpoints.RunCheckpoints, "save",
+                      taking(50.0, checkpoints.RunCheckpoints.save))
+  config = _tiny_config(data_dir)
+  config.update({"num_seeds": 1, "log_every_steps": 5, "eval_every_steps": 5,
+                 "checkpoint_every_steps": 10})
+  config.stages = base.stages()
+  config.stages.student = base.stage("mlp_tiny", "scratch", num_steps=20)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  records = metric_writers.read_jsonl(
+      os.path.join(trainer.stage_dir(str(tmp_path), "student"), trainer.METRICS_FILE))
+  # 32 images per 1-second step in every window (the first step, which compiles, left out).
+  assert [(r["step"], r["images_per_second"]) for r in records if r["split"] == "train"] == [
+      (5, 32.0), (10, 32.0), (15, 32.0), (20, 32.0)]
 
 
 class TestResume:
@@ -381,6 +418,13 @@ class TestMultiProcess:
     checkpoints_dir = os.path.join(trainer.stage_dir(str(workdir), "kd"), "checkpoints")
     assert checkpoints.RunCheckpoints(checkpoints_dir).steps()[-1] == 100
     assert checkpoints.read_provenance(trainer.export_dir(str(workdir), "kd", 1, "last"))
+
+
+def test_the_teacher_accuracy_threshold_is_not_part_of_a_stage_record():
+  config = base.get_config()
+  record = workdir_lib.stage_record(config, "kd")
+  config.min_teacher_accuracy_over_chance = 0.5  # lowered to resume past a weak teacher
+  assert workdir_lib.stage_record(config, "kd") == record
 
 
 class TestRefusals:

@@ -6,6 +6,7 @@ log, evaluate, save, with a ``Progress`` value carried from step to step and sav
 each checkpoint; at the end it exports the last networks and writes ``result.json``.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -236,15 +237,20 @@ def _evaluate(context: context_lib.RunContext, stage: stage_lib.Stage, states: A
 
 
 def _log(writer: metric_writers.MetricWriter | None, bar: tqdm.tqdm, step: int,
-         metrics: Any, progress: Progress, images_per_second: float) -> None:
-  """Writes the step's training metrics (means over students) and shows the loss."""
+         metrics: Any, progress: Progress, images_per_second: float | None) -> None:
+  """Writes the step's training metrics (means over students) and shows the loss.
+
+  ``images_per_second`` is ``None`` when the window since the last log held no measured
+  training step (only the first step of a run, which compiles the program).
+  """
   host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
   train_metrics = {k: float(np.mean(v)) for k, v in host.items()}
-  train_metrics["images_per_second"] = images_per_second
+  if images_per_second is not None:
+    train_metrics["images_per_second"] = images_per_second
+    bar.set_postfix(loss=f"{train_metrics['loss']:.3f}", img_s=f"{images_per_second:.0f}")
   train_metrics["nonfinite_steps"] = float(sum(progress.nonfinite_steps))
   if writer:
     writer.write(step, "train", train_metrics)
-  bar.set_postfix(loss=f"{train_metrics['loss']:.3f}", img_s=f"{images_per_second:.0f}")
 
 
 def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
@@ -257,6 +263,11 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
   Every ``log_every_steps``, ``eval_every_steps`` and ``checkpoint_every_steps`` steps (and
   at the last step), the host reads the non-finite guard's record before it logs,
   evaluates or saves anything.
+
+  The logged ``images_per_second`` is training throughput: the images of the steps since
+  the last log over the time spent in them, evaluation, checkpoints and the first step of
+  the run (which compiles the program) left out. The progress bar's ETA is the whole run's
+  average pace, evaluations and checkpoints included.
 
   Raises:
     Preempted: after an agreed stop signal, with a checkpoint saved at the current step.
@@ -279,11 +290,14 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
                               "worker_count": workers})
 
   writer = metric_writers.MetricWriter(stage.directory) if context.primary else None
+  # smoothing=0: the ETA from the average pace since the start, evaluations included.
   bar = tqdm.tqdm(total=num_steps, initial=step, desc=stage.name, unit="step",
-                  dynamic_ncols=True, mininterval=1.0,
+                  dynamic_ncols=True, mininterval=1.0, smoothing=0,
                   disable=not (config.progress_bar and context.primary))
   images_per_step = config.dataset.batch_size * len(stage.seeds)
-  window_start, window_steps = time.perf_counter(), 0
+  # Training time since the last log: summed from when steps last resumed to each sync.
+  window_seconds, window_steps, resumed_at = 0.0, 0, time.perf_counter()
+  first_step = step + 1  # compiles the program: not counted as training
   try:
     while step < num_steps:
       signum = stop.agreed(step, config.log_every_steps)
@@ -301,18 +315,24 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
         batch = teacher_cache.add_teacher_logits(batch, stage.train_cache)
       (states, health), metrics = stage.train_program((states, health), stage.teacher_vars,
                                                       context.place_batch(batch))
-      step, window_steps = step + 1, window_steps + 1
+      step = step + 1
       bar.update(1)
+      if step == first_step:
+        jax.block_until_ready(health)
+        resumed_at = time.perf_counter()
+      else:
+        window_steps += 1
       log_now = step % config.log_every_steps == 0 or step == num_steps
       eval_now = step % config.eval_every_steps == 0 or step == num_steps
       save_now = step % config.checkpoint_every_steps == 0 or step == num_steps
       if log_now or eval_now or save_now:  # before anything records this state
         health, progress = _checked(context, stage, ckpts, health, checked_since, step, progress)
         checked_since = step
+        window_seconds += time.perf_counter() - resumed_at  # the host waited for the steps
       if log_now:
-        elapsed = time.perf_counter() - window_start
-        _log(writer, bar, step, metrics, progress, window_steps * images_per_step / elapsed)
-        window_start, window_steps = time.perf_counter(), 0
+        _log(writer, bar, step, metrics, progress,
+             window_steps * images_per_step / window_seconds if window_steps else None)
+        window_seconds, window_steps = 0.0, 0
       if eval_now:
         eval_start = time.perf_counter()
         progress = _evaluate(context, stage, states, step, progress, writer)
@@ -320,6 +340,8 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
       if save_now:  # the time after the last checkpoint is lost with its steps on a kill
         progress = charged(progress)
         save(step, progress)
+      if log_now or eval_now or save_now:
+        resumed_at = time.perf_counter()
   finally:
     bar.close()
     if writer:
@@ -336,8 +358,32 @@ def train_stage(context: context_lib.RunContext, name: str,
   per seed, the teachers' accuracies and counts of skipped steps. The last networks are
   exported before it is written, so a run resumed from the final checkpoint redoes them.
 
+  While it trains (or reuses) the stage, the run's first process holds the stage's lock
+  (``workdir.StageLock``): a second run started on the same workdir is refused at that
+  stage, naming the holder, instead of training it twice.
+
+  Raises:
+    kdjax.trainer.workdir.StageBusyError: if another run holds the stage's lock.
+
   Example: see ``train_and_evaluate``.
   """
+  directory = workdir_lib.stage_dir(context.workdir, name)
+  with contextlib.ExitStack() as held:
+    busy = None
+    if context.primary:
+      try:
+        held.enter_context(workdir_lib.StageLock(directory))
+      except workdir_lib.StageBusyError as error:
+        busy = error
+    if multihost.any_process(busy is not None, 1):  # every process stops together
+      raise busy or workdir_lib.StageBusyError(
+          f"{directory} is being trained by another run (the first process names it).")
+    return _train_locked(context, name, stop)
+
+
+def _train_locked(context: context_lib.RunContext, name: str,
+                  stop: preemption.StopRequests) -> dict[str, Any]:
+  """``train_stage`` once the stage's lock is held."""
   complete = _claim(context, name)
   if complete is not None:
     return complete
@@ -388,8 +434,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     One result record per stage (what ``summary.md`` tabulates).
 
   Raises:
-    ValueError: on an invalid config, an unwritable workdir or one holding a run with
-      another config, or a teacher with non-finite parameters or outputs.
+    ValueError: on an invalid config, an empty or unwritable workdir or one holding a run
+      with another config, or a teacher with non-finite parameters or outputs, or a test
+      accuracy below ``config.min_teacher_accuracy_over_chance`` times chance.
+    kdjax.trainer.workdir.StageBusyError: if another run is training a stage of this one
+      in the same workdir.
     FileNotFoundError: when the dataset or a teacher's export is missing.
     FloatingPointError: when training produces a NaN or Inf (``config.nonfinite="stop"``).
     Preempted: after SIGTERM or SIGINT, with the checkpoint saved.
@@ -402,6 +451,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     >>> config.stages.teacher = base.stage("mlp_tiny", "scratch", num_steps=4)
     >>> config.stages.kd = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=4)
     >>> config.update({"eval_every_steps": 2, "progress_bar": False, "compilation_cache_dir": ""})
+    >>> config.min_teacher_accuracy_over_chance = 0.0  # a 4-step teacher teaches noise
     >>> config.dataset.batch_size = 32
     >>> workdir = tempfile.mkdtemp()
     >>> with contextlib.redirect_stdout(io.StringIO()):  # progress reports and the table
@@ -412,7 +462,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ['accuracy.png', 'stages', 'summary.md']
   """
   run_config.validate(config)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = workdir_lib.resolve(workdir)
   workdir_lib.check_writable(workdir)
   performance.enable_compilation_cache(config.compilation_cache_dir)
   with preemption.StopRequests() as stop:

@@ -1,9 +1,13 @@
 """Checks a run config before anything is trained: each section, then each stage.
 
-``validate`` reads every field's type and range, each stage's method, teachers (earlier
-stages or ``teacher_dirs``), ``init_from``, optimizer and objective (built once, so their
-errors surface here), and mixup against methods that read labels.
+``validate`` reads every field's type and range, each stage's name (one path component),
+method, teachers (earlier stages or ``teacher_dirs``), ``init_from``, optimizer and
+objective (built once, so their errors surface here), and mixup against methods that read
+labels.
 """
+
+import math
+import os
 
 import ml_collections
 
@@ -38,6 +42,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_run_fields(config)
   earlier: list[str] = []
   for name, stage in config.stages.items():
+    _check_stage_name(name)
     _check_stage(config, f"stages.{name}", stage, earlier)
     earlier.append(name)
 
@@ -71,10 +76,35 @@ def _check_run_fields(config: ml_collections.ConfigDict) -> None:
                      f"{', '.join(NONFINITE_MODES)}.")
   if not config.stages:
     raise ValueError("config.stages is empty: nothing to train.")
+  threshold = config.min_teacher_accuracy_over_chance
+  if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
+    raise ValueError(f"min_teacher_accuracy_over_chance={threshold!r} must be a finite "
+                     f"number >= 0 (0 turns the teacher check off).")
   for name, td in config.teacher_dirs.items():
-    if not td.get("directory") or td.get("model") not in models.names():
-      raise ValueError(f"teacher_dirs.{name} needs a 'directory' and a 'model' from "
-                       f"kdjax.models; got {td.to_dict()}.")
+    _check_teacher_dir(name, td)
+
+
+def _check_teacher_dir(name: str, td: object) -> None:
+  """Refuses a ``teacher_dirs`` entry that is not ``{"directory": ..., "model": ...}``."""
+  example = (f"config.teacher_dirs.{name} = ml_collections.ConfigDict("
+             f"{{'directory': {str(td) if isinstance(td, str) else '/path/to/export'!r}, "
+             f"'model': 'resnet56'}})")
+  if not isinstance(td, ml_collections.ConfigDict):
+    raise ValueError(f"teacher_dirs.{name}={td!r} must name the export's directory and the "
+                     f"model it holds, as {example}; the model is the kdjax.models name the "
+                     f"network was trained as.")
+  if not td.get("directory") or td.get("model") not in models.names():
+    raise ValueError(f"teacher_dirs.{name} needs a 'directory' and a 'model' from "
+                     f"kdjax.models ({', '.join(models.names())}); got {td.to_dict()}; "
+                     f"e.g. {example}.")
+
+
+def _check_stage_name(name: str) -> None:
+  """Refuses a stage name that is not one path component: it names ``WORKDIR/stages/NAME``."""
+  separators = ("/", os.sep, os.altsep, "\x00")
+  if not name or name in (os.curdir, os.pardir) or any(s and s in name for s in separators):
+    raise ValueError(f"stage name {name!r} must be one path component (the stage's directory "
+                     f"is WORKDIR/stages/NAME): no '/', not empty, '.' or '..'.")
 
 
 def _check_stage(config: ml_collections.ConfigDict, where: str,

@@ -1,6 +1,7 @@
 """Building a stage into a value: everything its training loop runs, and nothing it does.
 
-``build_stage`` loads the stage's teachers and checks their test accuracy, builds the
+``build_stage`` loads the stage's teachers and checks their test accuracy (refusing one
+below ``config.min_teacher_accuracy_over_chance`` times chance), builds the
 student model and its method's recipe, the stacked initial states of its seeds, the teacher
 cache, and compiles the train and eval programs. It writes no file and runs no loop.
 
@@ -93,7 +94,8 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
   """Builds stage ``name`` of the run into a ``Stage``: loaded, checked and compiled.
 
   Raises:
-    ValueError: on a teacher with non-finite parameters or training logits.
+    ValueError: on a teacher with non-finite parameters or training logits, or a test
+      accuracy below ``config.min_teacher_accuracy_over_chance`` times chance.
     FileNotFoundError: when a teacher's or ``init_from``'s export is missing.
 
   Example:
@@ -111,6 +113,7 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
     teacher_accuracy[teacher.name] = _teacher_accuracy(context, teacher)
     context.report(f"stage {name}: teacher {teacher.name} ({teacher.model}) has test accuracy "
                    f"{teacher_accuracy[teacher.name]:.4f}")
+    _check_teacher_accuracy(context, name, teacher.name, teacher_accuracy[teacher.name])
   teacher_modules = tuple(t.module for t in teachers) or None
   teacher_vars = context.place(tuple(t.variables for t in teachers)) if teachers else None
 
@@ -218,6 +221,20 @@ def _teacher_logits(context: context_lib.RunContext, name: str, teacher_modules:
   context.report(f"stage {name}: cached the teacher logits of {num_examples} {split} "
                  f"examples in {time.perf_counter() - start:.1f}s")
   return cache
+
+
+def _check_teacher_accuracy(context: context_lib.RunContext, name: str, teacher: str,
+                            accuracy: float) -> None:
+  """Refuses a teacher below ``config.min_teacher_accuracy_over_chance`` times chance."""
+  multiple = context.config.min_teacher_accuracy_over_chance
+  chance = 1.0 / context.info.num_classes
+  if accuracy < multiple * chance:
+    raise ValueError(
+        f"stage {name}: teacher {teacher!r} has test accuracy {accuracy:.4f} on "
+        f"{context.info.name}, below min_teacher_accuracy_over_chance={multiple:g} times "
+        f"chance ({chance:.4f}): it would teach noise. Train it longer, or lower the threshold "
+        f"(--config.min_teacher_accuracy_over_chance=1 allows any better than chance, 0 "
+        f"turns the check off).")
 
 
 def _teacher_accuracy(context: context_lib.RunContext, teacher: context_lib.Teacher) -> float:

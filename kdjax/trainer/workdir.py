@@ -5,14 +5,19 @@ Stage ``NAME`` of a run lives in ``WORKDIR/stages/NAME``. Its record
 settings it reads and the parameter hashes of the networks it reads (teachers,
 ``init_from``). A later run whose record differs is refused instead of mixing results, and
 a record of another format (``RECORD_FORMAT``) is refused with what to do; nothing in a
-workdir is ever deleted.
+workdir is ever deleted. A stage's ``lock`` file is held (``StageLock``) by the run that
+trains it, so that a second run started on the same workdir cannot train it at once.
 """
 
+import datetime
 import json
 import os
+import socket
+import sys
 import tempfile
 from typing import Any
 
+import filelock
 import ml_collections
 
 from kdjax import checkpoints
@@ -21,8 +26,91 @@ STAGES_DIR = "stages"
 STAGE_CONFIG_FILE = "stage_config.json"
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = "lock"
 RECORD_FORMAT = 2
 INPUTS = "inputs"  # the record's entry for the networks a stage reads
+
+
+def resolve(workdir: str) -> str:
+  """The absolute path of a run's directory, ``~`` expanded; an empty name is refused.
+
+  Raises:
+    ValueError: if ``workdir`` is empty (e.g. ``--workdir=$WORKDIR`` with the variable
+      unset), which would otherwise mean the current directory.
+
+  Example:
+    >>> resolve("/runs/cifar10/")
+    '/runs/cifar10'
+    >>> resolve(" ")
+    Traceback (most recent call last):
+    ...
+    ValueError: workdir=' ' is empty ...
+  """
+  if not workdir.strip():
+    raise ValueError(f"workdir={workdir!r} is empty (an unset variable in --workdir=$VAR?); "
+                     f"name the run's directory, e.g. --workdir=workdir/NAME.")
+  return os.path.abspath(os.path.expanduser(workdir))
+
+
+class StageBusyError(RuntimeError):
+  """Another process holds the lock of a stage this run would train (``StageLock``).
+
+  The binary reports it in one line and exits 1; the same command, started once the
+  holder has finished, reuses the stage.
+
+  Example: see ``StageLock``.
+  """
+
+
+class StageLock:
+  """The lock of a stage directory, held by the one process that trains or reuses the stage.
+
+  A lock on ``DIRECTORY/lock`` (``filelock``: ``flock`` on POSIX), which the operating system
+  releases when its holder exits, however it exits: a crashed or killed run leaves no stale
+  lock. The holder writes who it is (host, process id, start time, command) into the file,
+  which a refused run quotes. Use it as a context manager.
+
+  Args:
+    directory: the stage directory (created if missing).
+
+  Raises:
+    StageBusyError: on entry, naming the holder, if another process holds the lock.
+
+  Example:
+    >>> import tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> with StageLock(directory):
+    ...   with StageLock(directory):
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    kdjax.trainer.workdir.StageBusyError: ... is being trained by another run (process ...
+  """
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self.path = os.path.join(directory, LOCK_FILE)
+    self._lock = filelock.FileLock(self.path, timeout=0)
+
+  def __enter__(self) -> "StageLock":
+    os.makedirs(self.directory, exist_ok=True)
+    try:
+      self._lock.acquire()
+    except filelock.Timeout:
+      with open(self.path) as f:
+        holder = f.read().strip() or "which has not written its name yet"
+      raise StageBusyError(
+          f"{self.directory} is being trained by another run ({holder}). Wait for it to "
+          f"finish (the same command then reuses the stage), or stop it; nothing was "
+          f"changed.") from None
+    with open(self.path, "w") as f:  # the lock is on the file, not on its contents
+      f.write(f"process {os.getpid()} on {socket.gethostname()}, since "
+              f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}: "
+              f"{' '.join(sys.argv)}")
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._lock.release()
 
 
 def stage_dir(workdir: str, name: str) -> str:
@@ -71,6 +159,8 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
 
   Raises:
     FileNotFoundError: naming the directory, if a teacher or initialisation is not exported.
+    ValueError: naming the stage, the teacher and the file, if a teacher's provenance
+      record is not JSON.
 
   Example:
     >>> from configs import base
@@ -81,9 +171,12 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
   inputs: dict[str, Any] = {"teachers": {}}
   for teacher in stage.teachers:
     model, directory = teacher_source(config, workdir, teacher)
-    inputs["teachers"][teacher] = {
-        "model": model,
-        "parameter_hash": checkpoints.read_provenance(directory)["parameter_hash"]}
+    try:
+      provenance = checkpoints.read_provenance(directory)
+    except ValueError as error:
+      raise ValueError(f"stage {name}: teacher {teacher!r}: {error}") from error
+    inputs["teachers"][teacher] = {"model": model,
+                                   "parameter_hash": provenance["parameter_hash"]}
   if stage.init_from:
     inputs["init_from"] = [
         checkpoints.read_provenance(export_dir(workdir, stage.init_from, i))["parameter_hash"]
