@@ -7,7 +7,6 @@ import jax.numpy as jnp
 from kdjax.losses import tempered
 from kdjax.losses import validation as v
 
-
 # Below this |λ| the Jensen–Shannon summand comes from its series in r = e^λ - 1 (|r| <
 # 0.106; the first omitted term is below 1e-8 of the leading one); above it, its two terms
 # cancel by at most a factor 2/|r| <= 20.
