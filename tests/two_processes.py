@@ -10,6 +10,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import tempfile
 
 
 def _free_port() -> int:
@@ -48,17 +49,24 @@ def run_commands(command: Callable[[int, int], list[str]], *, timeout: float = 2
   """
   port = _free_port()
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-  workers = [subprocess.Popen(command(i, port), env=env, cwd=cwd, stdout=subprocess.PIPE,
+  # Output to files, not pipes: a pipe that is not read while the other process is waited
+  # for fills up and blocks its writer, and the two processes wait for each other.
+  outputs = [tempfile.TemporaryFile("w+") for _ in range(2)]
+  workers = [subprocess.Popen(command(i, port), env=env, cwd=cwd, stdout=outputs[i],
                               stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
   logs = []
   try:
-    for process in workers:
-      logs.append(process.communicate(timeout=timeout)[0])
+    for process, output in zip(workers, outputs, strict=True):
+      process.wait(timeout=timeout)
+      output.seek(0)
+      logs.append(output.read())
   finally:
     for process in workers:
       if process.poll() is None:
         process.kill()
+    for output in outputs:
+      output.close()
   for i, (process, log) in enumerate(zip(workers, logs, strict=True)):
     assert process.returncode == 0, f"process {i}:\n{log[-4000:]}"
   return logs
