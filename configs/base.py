@@ -127,7 +127,7 @@ def get_config() -> ml_collections.ConfigDict:
   # initialization and training randomness, not data order.
   config.num_seeds = 1
   config.dataset = ml_collections.ConfigDict({
-      "name": "digits",  # digits (bundled) | cifar10 | cifar100 | any TFDS image dataset
+      "name": "digits",  # digits (bundled) | cifar10 | cifar100; other datasets are refused
       "data_dir": "",  # TFDS data_dir; "" uses KDJAX_DATA_DIR or ~/tensorflow_datasets
       "download": False,  # let TFDS download and prepare a missing dataset (needs network)
       "augmentation": "none",  # none | flip | crop_flip
