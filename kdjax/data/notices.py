@@ -30,7 +30,15 @@ class ExpectedTfdsNotices(logging.Filter):
 
 
 def install() -> None:
-  """Adds the filter to absl's logger, once per process (TFDS logs through absl)."""
+  """Adds the filter to absl's logger, once per process (TFDS logs through absl).
+
+  ``kdjax.data`` calls it when imported; calling it again adds nothing.
+
+  Example:
+    >>> install()
+    >>> sum(isinstance(f, ExpectedTfdsNotices) for f in logging.getLogger("absl").filters)
+    1
+  """
   logger = logging.getLogger("absl")
   if not any(isinstance(f, ExpectedTfdsNotices) for f in logger.filters):
     logger.addFilter(ExpectedTfdsNotices())

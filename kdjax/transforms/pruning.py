@@ -24,7 +24,7 @@ class DKPState(NamedTuple):
     count: the number of updates so far, an int32 scalar ``[]``.
 
   Example:
-    >>> tx = dkp(temperature=4.0, gamma=schedules.linear(0.0, 1.0, 100))
+    >>> tx = dkp(temperature=4.0, gamma=schedules.linear(0.0, 1.0, 100), num_steps=100)
     >>> state = tx.init(None)
     >>> type(state).__name__, int(state.count)
     ('DKPState', 0)
