@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from kdjax import report, transforms
+from kdjax import report, trainer, transforms
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -56,11 +56,11 @@ def test_results_section_links_the_report_and_a_command_that_loads_its_tables():
 
 def test_printed_values_match_the_readme():
   # The first example prints a negative total loss, which the text after it explains.
-  block = _blocks("python")[0]
+  (block,) = [b for b in _blocks("python") if "losses.dkp(" in b]
   (expected,) = re.findall(r"^print\(.*\)  # (.+)$", block, flags=re.M)
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
-    exec(compile(block, "README.md python block 0", "exec"), {})
+    exec(compile(block, "README.md losses example", "exec"), {})
   assert printed.getvalue().strip() == expected
   assert float(expected) < 0
   with open(README) as f:
@@ -90,3 +90,16 @@ def test_output_transforms_are_not_documented_as_chaining_with_the_optimizer():
   chained = optax.chain(transforms.dkp(4.0, 0.5), optax.sgd(0.1))
   with pytest.raises(TypeError, match="teacher_logits"):
     chained.update(params, chained.init(params), params)
+
+
+def test_the_config_written_outside_the_repository_is_valid_for_the_installed_binary():
+  (block,) = [b for b in _blocks("python") if "from kdjax import config as base" in b]
+  namespace = {}
+  exec(compile(block, "README.md config example", "exec"), namespace)
+  trainer.validate(namespace["get_config"]())
+  config = configparser.ConfigParser()
+  config.read(os.path.join(os.path.dirname(README), "setup.cfg"))
+  (script,) = re.findall(r"^(\S+) = kdjax.launch.train:run$",
+                         config["options.entry_points"]["console_scripts"], flags=re.M)
+  with open(README) as f:
+    assert f"{script} --config=my_config.py" in f.read()
