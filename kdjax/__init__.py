@@ -4,10 +4,10 @@ Layers, importing only downward: pure math (``losses``, ``schedules``, ``transfo
 ``initializers``, ``models``); pure step builders (``objective``, ``state``, ``networks``,
 ``heads``, ``step``, ``sweep``, ``parallel``, ``teacher_cache``, ``mixup``,
 ``finite_guard``), and ``evaluation``, the host loop averaging an eval step over batches;
-the impure training layer (the ``trainer`` package, with ``data``,
-``checkpoints``, ``multihost``, ``methods``, ``optimizers``, ``metric_writers``,
-``summary``), imported on demand: ``from kdjax import trainer``; above it, ``report`` (the
-results tables, from the trainer's files).
+the impure training layer (the ``trainer`` package, with ``data``, ``checkpoints``,
+``multihost``, ``methods``, ``optimizers``, ``metric_writers``, ``summary``, and ``config``,
+the schema of a run's config), imported on demand: ``from kdjax import trainer``; above it,
+``report`` (the results tables, from the trainer's files).
 """
 
 from kdjax import (

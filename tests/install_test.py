@@ -49,7 +49,7 @@ def test_every_library_package_and_the_binary_are_installed():
              for p in (REPO / "kdjax").rglob("__init__.py")}
   assert library <= packages, sorted(library - packages)
   assert options["package_dir"] == {"kdjax.launch": "launch"}
-  scripts = _options()["entry_points"]["console_scripts"]
+  scripts = options["entry_points"]["console_scripts"]
   assert scripts == ["kdjax-train = kdjax.launch.train:run"]
   assert "configs" not in packages  # the repository's configs need its root on the path
 
