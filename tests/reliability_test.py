@@ -693,6 +693,15 @@ BAD_INPUTS = {
     "non-positive step count": (
         _validate(**{"stages.kd.num_steps": 0}), ValueError,
         r"stages.kd.num_steps=0 must be a positive integer"),
+    "loss field the stage's method does not read": (
+        _validate(**{"stages.kd.loss.dkd_beta": 2.0, "stages.teacher.loss.temperature": -3.0}),
+        ValueError, r"stages.teacher.loss sets temperature=-3.0, which method 'scratch' does "
+        r"not read \(it reads label_smoothing, logit_standardization\); remove them, or "
+        r"choose the method that reads them."),
+    "every loss weight 0": (
+        _validate(**{"stages.kd.loss.ce_weight": 0.0, "stages.kd.loss.kd_weight": 0.0}),
+        ValueError, r"stages.kd.loss: every term of method 'dkp' has weight 0 \(ce, kd\), so "
+        r"the stage would train nothing; give one of them a positive weight."),
     "wrong number of teachers": (
         _validate(**{"stages.kd.teachers": ()}), ValueError,
         r"stages.kd.teachers=\(\): method 'dkp' takes exactly one teacher"),
