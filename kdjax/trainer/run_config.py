@@ -26,7 +26,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ValueError: naming the offending field (``stages.NAME.FIELD``) and value.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> config = base.get_config()
     >>> validate(config)
     >>> config.stages.kd.num_steps = 0
