@@ -58,7 +58,7 @@ def _load_error(error: OSError) -> str:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with the errors of ``--config`` and its overrides in one line."""
-  positional = [a for a in argv[1:] if not a.startswith("-")]
+  positional = [a for a in argv[1:] if re.fullmatch(r"[^-].*\.py(:.*)?", a)]  # config files
   if positional and not any(a.startswith(("--config=", "-config=")) or a in ("--config",
                                                                               "-config")
                             for a in argv[1:]):

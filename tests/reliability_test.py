@@ -350,20 +350,30 @@ def test_the_first_signal_is_acknowledged_at_once(capfd):
 
 
 def test_a_killed_runs_stage_lock_does_not_block_the_next_run(tmp_path):
+  """kill -9 of the holder releases its lock, though a child it forked lives on."""
   directory = str(tmp_path / "stage")
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time\nfrom kdjax.trainer import workdir\n"
-       f"with workdir.StageLock({directory!r}):\n  print('held', flush=True)\n"
-       "  time.sleep(600)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+      [sys.executable, "-c", "import os, time\nfrom kdjax.trainer import workdir\n"
+       f"with workdir.StageLock({directory!r}):\n"
+       "  child = os.fork()\n"  # without exec: it shares the holder's open files
+       "  if child == 0:\n    time.sleep(600)\n    os._exit(0)\n"
+       "  print(child, flush=True)\n  time.sleep(600)"],
+      cwd=REPO, stdout=subprocess.PIPE, text=True)
+  child = None
   try:
-    assert holder.stdout.readline() == "held\n"
+    child = int(holder.stdout.readline())
     with pytest.raises(trainer.StageBusyError, match=f"process {holder.pid} on "):
       workdir_lib.StageLock(directory).__enter__()
+    holder.kill()
+    holder.wait()
+    os.kill(child, 0)  # the forked child is still alive
+    with workdir_lib.StageLock(directory):  # the operating system released the killed lock
+      pass
   finally:
     holder.kill()
     holder.wait()
-  with workdir_lib.StageLock(directory):  # the operating system released the killed lock
-    pass
+    if child is not None:
+      os.kill(child, signal.SIGKILL)
 
 
 def test_metrics_are_cut_back_to_the_step_training_resumes_from(tmp_path):

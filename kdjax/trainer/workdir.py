@@ -13,6 +13,8 @@ trains it, so that a second run started on the same workdir cannot train it at o
 """
 
 import datetime
+import errno
+import fcntl
 import json
 import os
 import socket
@@ -20,7 +22,7 @@ import sys
 import tempfile
 from typing import Any
 
-import filelock
+from absl import logging
 import ml_collections
 
 from kdjax import checkpoints, methods
@@ -68,16 +70,21 @@ class StageBusyError(RuntimeError):
 class StageLock:
   """The lock of a stage directory, held by the one process that trains or reuses the stage.
 
-  A lock on ``DIRECTORY/lock`` (``filelock``: ``flock`` on POSIX), which the operating system
-  releases when its holder exits, however it exits: a crashed or killed run leaves no stale
-  lock. The holder writes who it is (host, process id, start time, command) into the file,
-  which a refused run quotes. Use it as a context manager.
+  A POSIX record lock (``fcntl.lockf``) on ``DIRECTORY/lock``. It belongs to the process that
+  took it, not to its open file: the operating system releases it when that process exits,
+  however it exits (``kill -9`` included), and a child process, even one forked without
+  ``exec`` and outliving it, never holds it. So a killed run leaves no lock behind, and the
+  same command started again resumes at once. Within one process, stages already held are
+  remembered, since record locks do not exclude their own process. The holder writes who it
+  is (host, process id, start time, command) into the file, which a refused run quotes, and
+  empties it on release. On a filesystem without record locks the stage is trained unlocked,
+  with a warning. Use it as a context manager.
 
   Args:
     directory: the stage directory (created if missing).
 
   Raises:
-    StageBusyError: on entry, naming the holder, if another process holds the lock.
+    StageBusyError: on entry, naming the holder, if another run holds the lock.
 
   Example:
     >>> import tempfile
@@ -90,30 +97,53 @@ class StageLock:
     kdjax.trainer.workdir.StageBusyError: ... is being trained by another run (process ...
   """
 
+  _held: dict[str, str] = {}  # lock path -> holder, for the locks this process holds
+
   def __init__(self, directory: str):
     self.directory = directory
-    self.path = os.path.join(directory, LOCK_FILE)
-    self._lock = filelock.FileLock(self.path, timeout=0)
+    self.path = os.path.realpath(os.path.join(directory, LOCK_FILE))
+    self._descriptor: int | None = None
 
   def __enter__(self) -> "StageLock":
     os.makedirs(self.directory, exist_ok=True)
+    if self.path in StageLock._held:
+      raise self._busy(StageLock._held[self.path])
+    descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-      self._lock.acquire()
-    except filelock.Timeout:
-      with open(self.path) as f:
-        holder = f.read().strip() or "which has not written its name yet"
-      raise StageBusyError(
-          f"{self.directory} is being trained by another run ({holder}). Wait for it to "
-          f"finish (the same command then reuses the stage), or stop it; nothing was "
-          f"changed.") from None
-    with open(self.path, "w") as f:  # the lock is on the file, not on its contents
-      f.write(f"process {os.getpid()} on {socket.gethostname()}, since "
+      fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      holder = os.pread(descriptor, 4096, 0).decode(errors="replace").strip()
+      os.close(descriptor)  # held by no lock of this process: closing it releases nothing
+      if error.errno in (errno.EACCES, errno.EAGAIN):
+        raise self._busy(holder or "which has not written its name yet") from None
+      logging.warning("cannot lock %s (%s): a second run on this workdir would not be "
+                      "detected; training the stage unlocked.", self.path, error)
+      return self
+    holder = (f"process {os.getpid()} on {socket.gethostname()}, since "
               f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}: "
               f"{' '.join(sys.argv)}")
+    # Written through the locked descriptor only: closing any other descriptor of the file
+    # would release a record lock.
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, holder.encode(), 0)
+    self._descriptor = descriptor
+    StageLock._held[self.path] = holder
     return self
 
   def __exit__(self, *exc) -> None:
-    self._lock.release()
+    if self._descriptor is None:
+      return
+    del StageLock._held[self.path]
+    descriptor, self._descriptor = self._descriptor, None
+    try:
+      os.ftruncate(descriptor, 0)  # names no holder once released
+    finally:
+      os.close(descriptor)  # releases the lock
+
+  def _busy(self, holder: str) -> StageBusyError:
+    return StageBusyError(
+        f"{self.directory} is being trained by another run ({holder}). Wait for it to finish "
+        f"(the same command then reuses the stage), or stop it; nothing was changed.")
 
 
 def stage_dir(workdir: str, name: str) -> str:
