@@ -285,25 +285,17 @@ def _hardware(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _cost(results: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
-  """(wall time, hardware) of the runs behind ``results``; "not recorded" for old records."""
-  if any("cost" not in r for r in results):
-    return "not recorded", "not recorded"
+  """(wall time, hardware) of the runs behind ``results``: every ``*_seconds`` of their cost."""
   costs = [r["cost"] for r in results]
-  # setup, train, eval and (since they are timed apart) checkpoint seconds: all of the run
   seconds = sum(v for c in costs for k, v in c.items() if k.endswith("_seconds"))
-  at_least = "≥ " if any(c["untimed_steps"] for c in costs) else ""
-  return at_least + _duration(seconds), _hardware([h for c in costs for h in c["hardware"]])
+  return _duration(seconds), _hardware([h for c in costs for h in c["hardware"]])
 
 
-def _protocol(result: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[str, str]:
-  """(epochs, augmentation) of a finished stage, from its result or its stage record."""
-  if "epochs" in result:
-    epochs = f"{result['epochs']:.1f}"
-  else:  # recorded before results held the dataset's size
-    epochs = f"{result['num_steps']} steps"
-  dataset = result.get("dataset") or record.get("dataset", {})
-  augmentation = dataset.get("augmentation", "not recorded")
-  if result.get("mixup"):
+def _protocol(result: Mapping[str, Any]) -> tuple[str, str]:
+  """(epochs, augmentation) of a finished stage, from its result."""
+  epochs = f"{result['epochs']:.1f}"
+  augmentation = result["dataset"]["augmentation"]
+  if result["mixup"]:
     augmentation += f" + mixup ({result['mixup']})"
   return epochs, augmentation
 
@@ -434,9 +426,7 @@ def _teacher_line(name: str, directory: str) -> str:
     return (text + f"; stage `{stage}` is not finished (no {trainer.RESULT_FILE} in "
             f"`{stage_directory}`), so no accuracy is shown.")
   result = _read_json(result_path)
-  config_path = os.path.join(stage_directory, trainer.STAGE_CONFIG_FILE)
-  record = _read_json(config_path) if os.path.exists(config_path) else {}
-  epochs, augmentation = _protocol(result, record)
+  epochs, augmentation = _protocol(result)
   wall, hardware = _cost([result])
   best = max(range(len(result["best_accuracy"])), key=lambda i: result["best_accuracy"][i])
   return (text + f": **{100 * provenance['accuracy']:.2f} %** test accuracy; its stage's "
@@ -470,8 +460,8 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
   lines = [f"## {spec['title']}", ""]
   if spec.get("notes"):
     lines += [spec["notes"].strip(), ""]
-  lines += [f"Config `{table.name}`, run in {', '.join(f'`{w}`' for w in table.workdirs)}.",
-            ""]
+  workdirs = ", ".join(f"`{w}`" for w in table.workdirs)
+  lines += [f"Config `{table.name}`, results read from {workdirs}.", ""]
   teacher_dirs = table.config.teacher_dirs
   for name, entry in teacher_dirs.items():
     lines.append(_teacher_line(name, entry if isinstance(entry, str) else entry.directory))
@@ -504,7 +494,7 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
                f"{found} of {row['expected_seeds']}")
       if unfinished:
         seeds += f" ({unfinished})"
-      epochs, augmentation = _protocol(result, row["records"][0]["record"])
+      epochs, augmentation = _protocol(result)
       wall, hardware = _cost([r["result"] for r in row["records"]])
       teachers = result["teacher_accuracy"]
       teacher = ("—" if not teachers else f"{100 * next(iter(teachers.values())):.2f}"

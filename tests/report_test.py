@@ -56,7 +56,7 @@ CONFIG = textwrap.dedent('''\
 COST = {"setup_seconds": 20.0, "train_seconds": 2900.0, "eval_seconds": 580.0,
         "checkpoint_seconds": 100.0, "runs": 2,
         "hardware": [{"backend": "cpu", "device_kind": "cpu", "device_count": 8,
-                      "process_count": 1, "host_cpu_count": 2}], "untimed_steps": 0}
+                      "process_count": 1, "host_cpu_count": 2}]}
 TEACHER_HASH = "abc"
 
 
@@ -75,7 +75,7 @@ def _stage_record(config, name, seeds, teacher_hash=TEACHER_HASH):
 
 
 def _finish(workdir, name, seeds, last, best, *, num_steps=100, teachers=("teacher",),
-            teacher_accuracy=0.9, init_from="", old=False, record=None):
+            teacher_accuracy=0.9, init_from="", record=None):
   """Writes a finished stage: its record and a result.json as the trainer writes them."""
   directory = trainer.stage_dir(workdir, name)
   _write_json(os.path.join(directory, trainer.STAGE_CONFIG_FILE), record)
@@ -86,12 +86,11 @@ def _finish(workdir, name, seeds, last, best, *, num_steps=100, teachers=("teach
       "curve": {"step": [num_steps // 2, num_steps],
                 "accuracy": [[b - 0.1 for b in best], last]},
       "teacher_accuracy": {t: teacher_accuracy for t in teachers},
-      "teacher_cache": True, "nonfinite_steps": [0] * len(seeds)}
-  if not old:  # the fields kdjax records since results hold their protocol and cost
-    result.update(init_from=init_from, mixup=0.0, epochs=num_steps * 128 / 50000,
-                  dataset={"name": "cifar10", "num_classes": 10, "num_train": 50000,
-                           "num_test": 10000, "batch_size": 128, "augmentation": "none"},
-                  cost=COST)
+      "teacher_cache": True, "nonfinite_steps": [0] * len(seeds), "init_from": init_from,
+      "mixup": 0.0, "epochs": num_steps * 128 / 50000,
+      "dataset": {"name": "cifar10", "num_classes": 10, "num_train": 50000,
+                  "num_test": 10000, "batch_size": 128, "augmentation": "none"},
+      "cost": COST}
   _write_json(os.path.join(directory, trainer.RESULT_FILE), result)
 
 
@@ -136,7 +135,7 @@ def make_runs(root, reverse=False):
       finish(a, "annealing_1", [0, 1, 2], [0.7, 0.7, 0.7], [0.7, 0.7, 0.7]),
       finish(a, "annealing_2", [0, 1, 2], [0.8, 0.8, 0.8], [0.8, 0.8, 0.8], num_steps=50,
              teachers=(), init_from="annealing_1"),
-      finish(b, "dkd", [1, 2], [0.5, 0.6], [0.55, 0.65], old=True),  # before costs
+      finish(b, "dkd", [1, 2], [0.5, 0.6], [0.55, 0.65]),
       running,
   ]
   for write in reversed(writes) if reverse else writes:
@@ -188,12 +187,6 @@ def test_a_running_stage_is_shown_as_such_without_numbers(runs):
   assert cells[4:] == ["—"] * 7
   assert "43.21" not in text  # its last evaluation is not a result
   assert "DKP" not in [r["label"] for r in plotted]
-
-
-def test_a_record_without_cost_fields_shows_what_it_has(runs):
-  cells = _rows(report.table_markdown(report.load_table(*runs))[0])["DKD"]
-  assert cells[3:] == ["2 of 3", "55.00 ± 7.07", "60.00 ± 7.07", "100 steps", "none", "90.00",
-                       "not recorded", "not recorded"]
 
 
 def test_the_teacher_is_read_from_its_export_and_its_stage(runs):
