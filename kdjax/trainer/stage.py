@@ -121,6 +121,7 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
                         _teacher_feature_shapes(context, stage_config, teachers), steps_per_epoch)
   optimizer, learning_rate = optimizers.optimizer(stage_config.optimizer,
                                                   stage_config.num_steps)
+  optimizer = recipe.optimizer_for(optimizer)
   seeds = [config.seed + i for i in range(stage_config.num_seeds or config.num_seeds)]
   states = sweep.stack_states([
       _initial_state(context, stage_config, module, optimizer, recipe, seed, i)
