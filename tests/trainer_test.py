@@ -129,10 +129,21 @@ class TestEndToEnd:
   def test_the_report_reads_its_stages_as_finished_runs_of_its_config(self, finished_run):
     config, workdir, results = finished_run
     spec = {"title": "T", "rows": [{"stage": name, "label": name} for name in config.stages]}
-    rows = report.table_rows(report.Table("t.py", spec, config, (workdir,)))
+    table = report.Table("t.py", spec, config, (workdir,))
+    rows = report.table_rows(table)
     assert [(row["status"], row["stale"]) for row in rows] == [("finished", [])] * len(rows)
     assert [row["result"]["last_accuracy"] for row in rows] == [
         r["last_accuracy"] for r in results]
+    # Every column of the markdown table comes from what the trainer wrote: epochs,
+    # augmentation, wall time (a duration, e.g. "12 s") and hardware.
+    lines = [line for line in report.table_markdown(table)[0].splitlines()
+             if line.startswith("| ")][1:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [row[0] for row in cells] == list(config.stages)
+    for row in cells:
+      assert row[-4] == "none"
+      assert re.fullmatch(r"\d+(\.\d)? (s|min|h)", row[-2]), row
+      assert row[-1] == f"cpu: 8× {jax.devices()[0].device_kind}, {os.cpu_count()} host CPUs"
 
   def test_a_second_config_in_the_workdir_keeps_the_first_configs_stages(self, finished_run,
                                                                          tmp_path):
@@ -235,6 +246,35 @@ def test_images_per_second_counts_training_steps_only(tmp_path, data_dir, monkey
   # 32 images per 1-second step in every window (the first step, which compiles, left out).
   assert [(r["step"], r["images_per_second"]) for r in records if r["split"] == "train"] == [
       (5, 32.0), (10, 32.0), (15, 32.0), (20, 32.0)]
+
+
+def test_sparse_kd_trains_from_a_sparse_cache_and_as_kd_when_it_keeps_every_class(
+    tmp_path, data_dir, finished_run, capsys):
+  _, workdir, _ = finished_run
+  config = _tiny_config(data_dir)
+  config.num_seeds = 1
+  config.teacher_dirs.external = ml_collections.ConfigDict(
+      {"directory": trainer.export_dir(workdir, "teacher"), "model": "mlp"})
+  adam = base.optimizer(name="adam", learning_rate=3e-3, weight_decay=0.0)
+  config.stages = base.stages()
+  config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=10, optimizer=adam)
+  for name, top_k in (("all", 10), ("top3", 3)):
+    config.stages[name] = base.stage("mlp_tiny", "sparse_kd", ("external",), num_steps=10,
+                                     optimizer=adam, loss=base.loss(teacher_top_k=top_k))
+  results = {r["stage"]: r for r in trainer.train_and_evaluate(config, str(tmp_path))}
+  assert all(r["teacher_cache"] for r in results.values())
+  assert "stage top3: kept the teachers' top 3 of 10 logits per example" in capsys.readouterr().out
+
+  def train_records(stage):
+    path = os.path.join(trainer.stage_dir(str(tmp_path), stage), "metrics.jsonl")
+    return [r for r in map(json.loads, open(path)) if r["split"] == "train"]
+
+  losses = {name: np.array([r["loss"] for r in train_records(name)]) for name in results}
+  # k = K: the top-k targets are the teacher's distribution, and the stage is the KD stage.
+  np.testing.assert_allclose(losses["all"], losses["kd"], rtol=1e-4)
+  assert abs(results["all"]["last_accuracy"][0] - results["kd"]["last_accuracy"][0]) <= 2 / 360
+  assert "loss/sparse_kd" in train_records("top3")[0]
+  assert np.abs(losses["top3"] / losses["kd"] - 1).max() > 1e-3
 
 
 class TestResume:
