@@ -65,7 +65,8 @@ class Table(NamedTuple):
   Attributes:
     name: the config file and argument it came from (``configs/x.py`` or ``configs/x.py:a``).
     spec: the table's spec (see the module docstring), checked by :func:`check_spec`.
-    config: the run config whose stages and ``teacher_dirs`` the rows read.
+    config: the run config whose stages and ``teacher_dirs`` the rows read, in steps as
+      ``kdjax.trainer.validate`` returns it (what the trainer recorded).
     workdirs: the directories of the runs of ``config``, as given.
 
   Example: see :func:`load_table`.

@@ -127,7 +127,7 @@ class TestEndToEnd:
   def test_the_report_reads_its_stages_as_finished_runs_of_its_config(self, finished_run):
     config, workdir, results = finished_run
     spec = {"title": "T", "rows": [{"stage": name, "label": name} for name in config.stages]}
-    rows = report.table_rows(report.Table("t.py", spec, config, (workdir,)))
+    rows = report.table_rows(report.Table("t.py", spec, trainer.validate(config), (workdir,)))
     assert [(row["status"], row["stale"]) for row in rows] == [("finished", [])] * len(rows)
     assert [row["result"]["last_accuracy"] for row in rows] == [
         r["last_accuracy"] for r in results]
