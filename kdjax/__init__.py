@@ -6,7 +6,8 @@ Layers, importing only downward: pure math (``losses``, ``schedules``, ``transfo
 ``finite_guard``); the impure training layer (the ``trainer`` package, with ``data``,
 ``checkpoints``, ``multihost``, ``methods``, ``optimizers``, ``metric_writers``,
 ``summary``), imported on demand: ``from kdjax import trainer``; above it, ``report`` (the
-results tables, from the trainer's files).
+results tables, from the trainer's files); beside it, ``benchmark`` (the speed harness of
+``launch/benchmark.py``).
 """
 
 from kdjax import (
