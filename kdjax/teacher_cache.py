@@ -173,24 +173,25 @@ def _check_padding(index: np.ndarray) -> None:
 def sparsify(cache: np.ndarray, k: int, temperature: float) -> losses.SparseTargets:
   r"""Turns a dense cache of teacher logits into sparse targets: top-k plus a tail bucket.
 
-  Keeps, per example, the teacher's k most probable classes at temperature T and the log
-  of the remaining mass (``kdjax.losses.sparse_targets``), in the smallest dtypes that hold
-  them: class indices as uint8 when K <= 256 (uint16 up to 65536), log-probabilities as
-  float32. A CIFAR-100 cache at k = 10 takes 10 bytes of indices and 44 of
-  log-probabilities per example against 400 for the logits: 13.5 %. Train from it with
-  ``kdjax.losses.sparse_kd`` at the same T; at k = K it gives dense KD to rounding.
+  Keeps, per example, the teacher's k most probable classes and one logit for the remaining
+  ones at temperature T (``kdjax.losses.sparse_targets``), in the smallest dtypes that hold
+  them: class indices as uint8 when K <= 256 (uint16 up to 65536), logits as float32. A
+  CIFAR-100 cache at k = 10 takes 10 bytes of indices and 44 of logits per example against
+  400 for the dense logits: 13.5 %. Train from it with ``kdjax.losses.sparse_kd`` at the
+  same T; at k = K it gives dense KD to rounding.
 
   .. math::
-     (S_i, \log p_{i,S_i}, \log p_{i,\text{tail}}),\qquad p_i = \mathrm{softmax}(t_i/T)
+     (S_i,\ t_{i,S_i},\ u_i),\qquad
+     u_i = T \log \tfrac{1}{K-k} \textstyle\sum_{j \notin S_i} e^{t_{ij}/T}
 
   Args:
     cache: teacher logits ``[N, K]`` from :func:`compute_teacher_logits` (one teacher).
     k: classes kept per example, an integer in ``[1, K]``.
-    temperature: T > 0; the sparse cache holds probabilities at this temperature only.
+    temperature: T > 0; the sparse cache's tail logit holds for this temperature only.
 
   Returns:
     ``kdjax.losses.SparseTargets`` of NumPy arrays: ``indices`` ``[N, k]`` (uint8, uint16
-    or int32), ``log_probs`` ``[N, k]`` and ``tail_log_prob`` ``[N]`` (float32).
+    or int32), ``logits`` ``[N, k]`` and ``tail_logit`` ``[N]`` (float32).
 
   Raises:
     ValueError: on a cache that is not ``[N, K]``, ``k`` outside ``[1, K]`` or
@@ -199,7 +200,7 @@ def sparsify(cache: np.ndarray, k: int, temperature: float) -> losses.SparseTarg
   Example:
     >>> cache = np.random.default_rng(0).normal(size=(6, 100)).astype(np.float32)
     >>> sparse = sparsify(cache, k=10, temperature=4.0)
-    >>> sparse.indices.shape, sparse.indices.dtype, sparse.tail_log_prob.shape
+    >>> sparse.indices.shape, sparse.indices.dtype, sparse.tail_logit.shape
     ((6, 10), dtype('uint8'), (6,))
     >>> sum(x.nbytes for x in sparse) / cache.nbytes
     0.135
@@ -218,8 +219,8 @@ def sparsify(cache: np.ndarray, k: int, temperature: float) -> losses.SparseTarg
   index_dtype = next(d for d in (np.uint8, np.uint16, np.int32)
                      if num_classes - 1 <= np.iinfo(d).max)
   return losses.SparseTargets(np.asarray(targets.indices).astype(index_dtype),
-                              np.asarray(targets.log_probs, np.float32),
-                              np.asarray(targets.tail_log_prob, np.float32))
+                              np.asarray(targets.logits, np.float32),
+                              np.asarray(targets.tail_logit, np.float32))
 
 
 def sparse_rows(sparse: losses.SparseTargets, index: np.ndarray) -> losses.SparseTargets:

@@ -103,7 +103,7 @@ def test_no_gradient_reaches_the_teacher_and_zero_on_itself():
 def test_cache_is_compact_and_gives_the_same_loss_as_the_targets():
   logits = ref.random_logits(2, (50, 100)).astype(np.float32)
   sparse = teacher_cache.sparsify(logits, 10, 4.0)
-  assert sparse.indices.dtype == np.uint8 and sparse.log_probs.dtype == np.float32
+  assert sparse.indices.dtype == np.uint8 and sparse.logits.dtype == np.float32
   assert sum(x.nbytes for x in sparse) <= 0.14 * logits.nbytes
   assert teacher_cache.sparsify(np.zeros((2, 300), np.float32), 3, 1.0).indices.dtype == (
       np.uint16)

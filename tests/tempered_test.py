@@ -1,4 +1,4 @@
-"""Tests for kdjax/losses/tempered.py: every tempered-KL loss is accurate at any temperature.
+"""Tests for kdjax/losses/tempered.py: every tempered loss is accurate at any temperature.
 
 References are the textbook formulas (and the official code's, ported in
 ``official_ports``) evaluated in np.longdouble: their cancellation costs T² · 1e-19, far
@@ -173,3 +173,105 @@ def test_log_mean_exp_near_zero_keeps_absolute_precision():
   ref = np.log(np.mean(np.exp(x.astype(LD)), axis=0, keepdims=True))
   np.testing.assert_allclose(tempered.log_mean_exp(x, axis=0), ref.astype(np.float64),
                              rtol=0, atol=1e-12)
+
+
+def _ref_jensen_shannon(s, t, beta, temperature):
+  """T²·(β KL(p_t‖m) + (1 − β) KL(p_s‖m)), m = β p_t + (1 − β) p_s; KL at the ends."""
+  s, t, temperature = s.astype(LD), t.astype(LD), LD(temperature)
+  log_pt, log_ps = ports.log_softmax(t / temperature, -1), ports.log_softmax(s / temperature, -1)
+  if beta == 0.0:
+    value = np.sum(np.exp(log_pt) * (log_pt - log_ps), axis=-1)
+  elif beta == 1.0:
+    value = np.sum(np.exp(log_ps) * (log_ps - log_pt), axis=-1)
+  else:
+    beta = LD(beta)
+    log_m = np.log(beta * np.exp(log_pt) + (1 - beta) * np.exp(log_ps))
+    value = (beta * np.sum(np.exp(log_pt) * (log_pt - log_m), axis=-1)
+             + (1 - beta) * np.sum(np.exp(log_ps) * (log_ps - log_m), axis=-1))
+  return temperature**2 * value
+
+
+def _ref_total_variation(s, t, temperature):
+  s, t, temperature = s.astype(LD), t.astype(LD), LD(temperature)
+  p, q = ports.softmax(t / temperature, -1), ports.softmax(s / temperature, -1)
+  return temperature**2 * np.sum(np.abs(p - q), axis=-1) / 2
+
+
+def _ref_sparse_kd(s, t, k, temperature):
+  """T²·KL over the outcomes (each of the teacher's top k classes, any other class)."""
+  s, t, temperature = s.astype(LD), t.astype(LD), LD(temperature)
+  p, q = ports.softmax(t / temperature, -1), ports.softmax(s / temperature, -1)
+  top = np.argsort(-t, axis=-1, kind="stable")[:, :k]
+  p_top, q_top = np.take_along_axis(p, top, -1), np.take_along_axis(q, top, -1)
+  tail = ~np.any(np.arange(t.shape[-1])[:, None] == top[..., None, :], axis=-1)
+  p_tail, q_tail = np.sum(np.where(tail, p, 0), -1), np.sum(np.where(tail, q, 0), -1)
+  value = np.sum(p_top * np.log(p_top / q_top), axis=-1)
+  if k < t.shape[-1]:
+    value += p_tail * np.log(p_tail / q_tail)
+  return temperature**2 * value
+
+
+def _ref_gradient(reference, s, step):
+  """Central differences of ``sum(reference(s))`` in extended precision."""
+  h = LD(step)
+  s = s.astype(LD)
+  gradient = np.zeros_like(s)
+  for index in np.ndindex(*s.shape):
+    up, down = s.copy(), s.copy()
+    up[index] += h
+    down[index] -= h
+    gradient[index] = (np.sum(reference(up)) - np.sum(reference(down))) / (2 * h)
+  return gradient
+
+
+def _assert_loss_and_gradient(loss, reference, s, step):
+  """Value and gradient within 1e-3 of ``reference``'s, its gradient by central differences.
+
+  A smooth loss takes ``step = 1e-4·T``: truncation is O(step²/T²), and rounding (the
+  reference's T²·1e-19) is divided by a step that grows with T. Total variation has kinks
+  where p_s,k = p_t,k, which lie O(1) apart in the logits at any T: it takes 1e-4.
+  """
+  _assert_close(loss(s), reference(s), rtol=1e-3)
+  grad = np.asarray(jax.grad(lambda x: jnp.sum(loss(x)))(s), LD)
+  ref = _ref_gradient(reference, s, step)
+  assert np.max(np.abs(grad - ref)) / np.max(np.abs(ref)) < 1e-3
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_jensen_shannon_matches_extended_precision(temperature, beta):
+  s, t = _logits(20, 2.0), _logits(21, 2.0)
+  _assert_loss_and_gradient(lambda x: losses.jensen_shannon(x, t, beta, temperature),
+                            lambda x: _ref_jensen_shannon(x, t, beta, temperature), s,
+                            1e-4 * temperature)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_total_variation_matches_extended_precision(temperature):
+  s, t = _logits(22, 2.0), _logits(23, 2.0)
+  _assert_loss_and_gradient(lambda x: losses.total_variation(x, t, temperature),
+                            lambda x: _ref_total_variation(x, t, temperature), s, 1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 4, 10])
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_sparse_kd_matches_extended_precision(temperature, k):
+  s, t = _logits(24, 2.0), _logits(25, 2.0)
+  targets = losses.sparse_targets(t, k, temperature)
+  _assert_loss_and_gradient(lambda x: losses.sparse_kd(x, targets, temperature),
+                            lambda x: _ref_sparse_kd(x, t, k, temperature), s,
+                            1e-4 * temperature)
+
+
+@pytest.mark.parametrize("temperature", [1e-2, 0.1])
+def test_divergences_at_small_temperatures(temperature):
+  """Far from the teacher the divergences leave their near-0 forms: still exact."""
+  s, t = _logits(26, 2.0), _logits(27, 2.0)
+  for beta in (0.0, 0.5, 1.0):
+    _assert_close(losses.jensen_shannon(s, t, beta, temperature),
+                  _ref_jensen_shannon(s, t, beta, temperature), rtol=1e-4)
+  _assert_close(losses.total_variation(s, t, temperature),
+                _ref_total_variation(s, t, temperature), rtol=1e-4)
+  targets = losses.sparse_targets(t, 4, temperature)
+  _assert_close(losses.sparse_kd(s, targets, temperature), _ref_sparse_kd(s, t, 4, temperature),
+                rtol=1e-4)

@@ -38,14 +38,6 @@ def _pearson(a: jax.Array, b: jax.Array, where: jax.Array | None = None,
   return jnp.sum(a * b, axis=axis) / (_norm(a, axis) * _norm(b, axis) + EPSILON)
 
 
-def _probabilities(s, t, temperature) -> tuple[jax.Array, jax.Array]:
-  s, t = jnp.asarray(s), jnp.asarray(t)
-  v.check_same_shape(s, t)
-  v.check_positive("temperature", temperature)
-  t = jax.lax.stop_gradient(t)
-  return jax.nn.softmax(s / temperature), jax.nn.softmax(t / temperature)
-
-
 def dist_inter_class(student_logits: jax.typing.ArrayLike,
                      teacher_logits: jax.typing.ArrayLike,
                      temperature: jax.typing.ArrayLike = 1.0) -> jax.Array:
@@ -80,7 +72,8 @@ def dist_inter_class(student_logits: jax.typing.ArrayLike,
     >>> round(float(dist_inter_class(s, -s)[0]), 4)  # reversed class order: anti-correlated
     1.8671
   """
-  ps, pt = _probabilities(student_logits, teacher_logits, temperature)
+  s, t = v.checked_pair(student_logits, teacher_logits, temperature)
+  ps, pt = jax.nn.softmax(s / temperature), jax.nn.softmax(t / temperature)
   return temperature**2 * (1.0 - _pearson(ps, pt))
 
 
@@ -120,7 +113,8 @@ def dist_intra_class(student_logits: jax.typing.ArrayLike,
     >>> round(float(dist_intra_class(s, s)), 4)
     0.0
   """
-  ps, pt = _probabilities(student_logits, teacher_logits, temperature)
+  s, t = v.checked_pair(student_logits, teacher_logits, temperature)
+  ps, pt = jax.nn.softmax(s / temperature), jax.nn.softmax(t / temperature)
   batch_shape = ps.shape[:-1]
   if where is None:
     where = jnp.ones(batch_shape, bool)

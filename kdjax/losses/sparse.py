@@ -6,11 +6,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax.losses import tempered
 from kdjax.losses import validation as v
 
 
 class SparseTargets(NamedTuple):
-  """A teacher's tempered distribution kept as its k most probable classes and a tail.
+  r"""A teacher's tempered distribution kept as its k most probable classes and a tail.
+
+  The k + 1 outcomes "class j" (j in the top k, S) and "any other class" have the logits
+  :math:`t_j` and :math:`u + T\log(K - k)`, where the tail logit
+  :math:`u = T \log \frac{1}{K-k} \sum_{i \notin S} e^{t_i/T}` is a soft mean of the other
+  logits: their probabilities at T are the softmax of these logits over T. Logits, not
+  log-probabilities, because a log-probability holds the normaliser
+  :math:`\log \sum_k e^{t_k/T} \approx \log K` and rounds at that scale, while
+  the differences between classes are :math:`O(1/T)`: at large T they would be lost.
 
   Build it with :func:`sparse_targets` (or ``kdjax.teacher_cache.sparsify``, for a whole
   dataset in compact dtypes); read it with :func:`sparse_kd`.
@@ -18,23 +27,21 @@ class SparseTargets(NamedTuple):
   Attributes:
     indices: the teacher's top-k classes ``[..., k]``, most probable first (any integer
       dtype).
-    log_probs: their log-probabilities at the temperature the targets were made at
-      ``[..., k]``.
-    tail_log_prob: the log of the mass of the other K − k classes ``[...]`` (``-inf`` when
-      k = K).
+    logits: the teacher's logits at those classes ``[..., k]``.
+    tail_logit: :math:`u` at the temperature the targets were made for ``[...]``
+      (``-inf`` when k = K).
 
   Example:
     >>> targets = sparse_targets(jnp.array([[3.0, 1.0, 2.0, 0.0]]), k=2, temperature=1.0)
-    >>> targets.indices.tolist()
-    [[0, 2]]
-    >>> mass = jnp.exp(targets.log_probs).sum(-1) + jnp.exp(targets.tail_log_prob)
-    >>> bool(jnp.allclose(mass, 1.0))
-    True
+    >>> targets.indices.tolist(), targets.logits.tolist()
+    ([[0, 2]], [[3.0, 2.0]])
+    >>> round(float(targets.tail_logit[0]), 4)  # log((e¹ + e⁰) / 2)
+    0.6201
   """
 
   indices: jax.Array
-  log_probs: jax.Array
-  tail_log_prob: jax.Array
+  logits: jax.Array
+  tail_logit: jax.Array
 
 
 def check_k(k, num_classes: int) -> None:
@@ -77,23 +84,23 @@ def _check_indices(indices: np.ndarray | None, num_classes: int) -> None:
 
 def sparse_targets(teacher_logits: jax.typing.ArrayLike, k: int,
                    temperature: jax.typing.ArrayLike = 4.0) -> SparseTargets:
-  r"""Keeps the teacher's k most probable classes at temperature T and one tail bucket.
+  r"""Keeps the teacher's k most probable classes and one tail bucket, at temperature T.
 
   .. math::
-     p = \mathrm{softmax}(t/T),\qquad S = \mathrm{top}_k(p),\qquad
-     p_{\text{tail}} = 1 - \textstyle\sum_{j \in S} p_j
+     S = \mathrm{top}_k(t),\qquad
+     u = T \log \tfrac{1}{K-k} \textstyle\sum_{i \notin S} e^{t_i/T}
 
-  (the tail computed as a log-sum-exp over the classes outside S, so a tiny tail keeps its
-  precision). A cache of these is k/K of the dense logits' values, plus the indices.
+  (``tempered.log_mean_exp``, which keeps :math:`u` exact at any T). A cache of these is k/K
+  of the dense logits' values, plus the indices.
 
   Args:
     teacher_logits: ``[..., K]``.
     k: classes kept, an integer in ``[1, K]``.
-    temperature: T > 0, the temperature the targets are for (a cache is tied to it).
+    temperature: T > 0, the temperature the targets are for (the tail logit is tied to it).
 
   Returns:
-    ``SparseTargets`` with ``indices`` (int32) and ``log_probs`` ``[..., k]`` and
-    ``tail_log_prob`` ``[...]``.
+    ``SparseTargets`` with ``indices`` (int32) and ``logits`` ``[..., k]`` and ``tail_logit``
+    ``[...]``.
 
   Raises:
     ValueError: on non-float logits, ``k`` outside ``[1, K]`` or ``temperature <= 0``.
@@ -106,13 +113,22 @@ def sparse_targets(teacher_logits: jax.typing.ArrayLike, k: int,
   """
   t = jnp.asarray(teacher_logits)
   v.check_logits("teacher_logits", t)
-  check_k(k, t.shape[-1])
+  num_classes = t.shape[-1]
+  check_k(k, num_classes)
   v.check_positive("temperature", temperature)
-  log_p = jax.nn.log_softmax(jax.lax.stop_gradient(t) / temperature)
-  log_probs, indices = jax.lax.top_k(log_p, k)
-  kept = jnp.sum(jax.nn.one_hot(indices, t.shape[-1], dtype=bool), axis=-2)
-  tail = jax.nn.logsumexp(jnp.where(kept, -jnp.inf, log_p), axis=-1)
-  return SparseTargets(indices.astype(jnp.int32), log_probs, tail)
+  t = jax.lax.stop_gradient(t)
+  logits, indices = jax.lax.top_k(t, k)
+  if k == num_classes:
+    tail_logit = jnp.full(t.shape[:-1], -jnp.inf, t.dtype)
+  else:
+    tail_logit = temperature * _tail_log_mean_exp(t / temperature, indices)
+  return SparseTargets(indices.astype(jnp.int32), logits, tail_logit)
+
+
+def _tail_log_mean_exp(x: jax.Array, indices: jax.Array) -> jax.Array:
+  """``log mean exp`` of ``x [..., K]`` over the classes not in ``indices [..., k]``."""
+  kept = jnp.any(jax.nn.one_hot(indices, x.shape[-1], dtype=bool), axis=-2)
+  return tempered.log_mean_exp(x, axis=-1, where=~kept)[..., 0]
 
 
 def sparse_kd(student_logits: jax.typing.ArrayLike,
@@ -133,8 +149,12 @@ def sparse_kd(student_logits: jax.typing.ArrayLike,
   :math:`T^2 p_{\text{tail}}\,\mathrm{KL}(p|_{\text{tail}} \| q|_{\text{tail}})`: the
   student matches the teacher's tail mass but not its shape, which the cache no longer
   holds. At k = K the tail is empty and the loss is ``kd`` to rounding (the two sum in
-  different orders and ``kd`` uses a tempered form: about 5e-7 relative in float32, 1e-15 in
-  float64).
+  different orders).
+
+  It is computed as ``kd`` is (``tempered.kl_of_logit_shift``), from the logit shifts
+  :math:`(t_j - s_j)/T` and :math:`(u_t - u_s)/T` between the outcomes' logits, the
+  student's tail logit :math:`u_s` made like the teacher's (see :class:`SparseTargets`): exact
+  in float32 at any T, where the differences of log-probabilities would cancel.
 
   Args:
     student_logits: ``[..., K]``.
@@ -167,28 +187,23 @@ def sparse_kd(student_logits: jax.typing.ArrayLike,
   v.check_logits("student_logits", s)
   v.check_positive("temperature", temperature)
   indices = jnp.asarray(targets.indices)
-  log_p = jax.lax.stop_gradient(jnp.asarray(targets.log_probs, s.dtype))
-  log_p_tail = jax.lax.stop_gradient(jnp.asarray(targets.tail_log_prob, s.dtype))
+  t_top = jax.lax.stop_gradient(jnp.asarray(targets.logits, s.dtype))
+  t_tail = jax.lax.stop_gradient(jnp.asarray(targets.tail_logit, s.dtype))
   num_classes, k = s.shape[-1], indices.shape[-1]
-  if indices.shape != (*s.shape[:-1], k) or log_p.shape != indices.shape or (
-      log_p_tail.shape != s.shape[:-1]):
-    raise ValueError(f"sparse targets of shapes indices {indices.shape}, log_probs "
-                     f"{log_p.shape}, tail_log_prob {log_p_tail.shape} do not fit student "
-                     f"logits {s.shape}: expected [..., k], [..., k] and [...] with [...] = "
+  if indices.shape != (*s.shape[:-1], k) or t_top.shape != indices.shape or (
+      t_tail.shape != s.shape[:-1]):
+    raise ValueError(f"sparse targets of shapes indices {indices.shape}, logits "
+                     f"{t_top.shape}, tail_logit {t_tail.shape} do not fit student logits "
+                     f"{s.shape}: expected [..., k], [..., k] and [...] with [...] = "
                      f"{s.shape[:-1]}.")
   check_k(k, num_classes)
   _check_indices(v.concrete_value(indices), num_classes)
-  log_q = jax.nn.log_softmax(s / temperature)
-  log_q_top = jnp.take_along_axis(log_q, indices.astype(jnp.int32), axis=-1)
-  kept = jnp.sum(jax.nn.one_hot(indices, num_classes, dtype=bool), axis=-2)
-  # Rows with every class kept get a stand-in tail, so that no gradient meets log(0).
-  tail_classes = jnp.where(kept, -jnp.inf, log_q)
-  tail_classes = jnp.where(jnp.all(kept, axis=-1, keepdims=True), 0.0, tail_classes)
-  log_q_tail = jax.nn.logsumexp(tail_classes, axis=-1)
-  top = jnp.sum(jnp.exp(log_p) * (log_p - log_q_top), axis=-1)
-  # An empty tail (k = K, or a teacher that underflows) contributes 0, not 0 · (-inf).
-  has_tail = log_p_tail > -jnp.inf
-  safe_p_tail = jnp.where(has_tail, log_p_tail, 0.0)
-  safe_q_tail = jnp.where(has_tail, log_q_tail, 0.0)
-  tail = jnp.where(has_tail, jnp.exp(safe_p_tail) * (safe_p_tail - safe_q_tail), 0.0)
-  return temperature**2 * (top + tail)
+  indices = indices.astype(jnp.int32)
+  s_top = jnp.take_along_axis(s, indices, axis=-1)
+  target, shift = t_top / temperature, (t_top - s_top) / temperature
+  if k < num_classes:
+    s_tail = temperature * _tail_log_mean_exp(s / temperature, indices)
+    tail_target = t_tail / temperature + jnp.log(num_classes - k).astype(s.dtype)
+    target = jnp.concatenate([target, tail_target[..., None]], axis=-1)
+    shift = jnp.concatenate([shift, ((t_tail - s_tail) / temperature)[..., None]], axis=-1)
+  return temperature**2 * tempered.kl_of_logit_shift(target, shift)

@@ -45,6 +45,14 @@ def _exp_remainder(x: jax.Array) -> jax.Array:
   return jnp.where(small, series, jnp.expm1(-x) + x)
 
 
+def _centered_shift(p: jax.Array, shift: jax.Array, where: jax.Array | None) -> jax.Array:
+  """``δ' = δ - Σ_k p_k δ_k``: the shift with zero mean under ``p`` (0 off ``where``)."""
+  centered = shift - jnp.sum(p * shift, axis=-1, keepdims=True)
+  if where is not None:
+    centered = jnp.where(where, centered, 0.0)
+  return centered
+
+
 def kl_of_logit_shift(target_logits: jax.Array,
                       shift: jax.Array,
                       *,
@@ -89,9 +97,7 @@ def kl_of_logit_shift(target_logits: jax.Array,
   p = jax.nn.softmax(target_logits, where=where)
   if where is not None:
     p = jnp.where(where, p, 0.0)
-  centered = shift - jnp.sum(p * shift, axis=-1, keepdims=True)
-  if where is not None:
-    centered = jnp.where(where, centered, 0.0)
+  centered = _centered_shift(p, shift, where)
   overflow = jnp.max(-centered, axis=-1, keepdims=True) > _OVERFLOW_BOUND
   bounded = jnp.where(overflow, 0.0, centered)
   near = jnp.log1p(jnp.sum(p * _exp_remainder(bounded), axis=-1))
@@ -101,6 +107,40 @@ def kl_of_logit_shift(target_logits: jax.Array,
     terms = jnp.where(where, terms, -jnp.inf)
   far = jax.nn.logsumexp(terms, axis=-1)
   return jnp.where(overflow[..., 0], far, near)
+
+
+def log_ratio_of_logit_shift(target_logits: jax.Array, shift: jax.Array) -> jax.Array:
+  r"""Per-class :math:`\lambda = \log\mathrm{softmax}(a - \delta) - \log\mathrm{softmax}(a)`.
+
+  The log-ratio of the model's probabilities to the target's, class by class, for divergences
+  that are not a KL of the two (Jensen–Shannon, total variation). Subtracting the two
+  log-softmaxes cancels :math:`O(1)` numbers to leave :math:`O(\delta)`; here
+
+  .. math::
+     \lambda_k = -\delta'_k - \mathrm{KL}\big(\mathrm{softmax}(a)\,\|\,
+     \mathrm{softmax}(a - \delta)\big),\qquad
+     \delta' = \delta - \textstyle\sum_j p_j\delta_j,\quad p = \mathrm{softmax}(a)
+
+  (since :math:`q_k/p_k = e^{-\delta'_k} / \sum_j p_j e^{-\delta'_j}` and the KL is the log of
+  that normaliser), so its absolute error is :math:`O(\epsilon \max_k|\delta_k|)`: relative
+  precision for shifts of any size.
+
+  Args:
+    target_logits: :math:`a`, ``[..., K]``.
+    shift: :math:`\delta`, ``[..., K]``, broadcastable with ``target_logits``.
+
+  Returns:
+    :math:`\lambda`, ``[..., K]``; :math:`\sum_k p_k e^{\lambda_k} = 1`. No input is checked.
+
+  Example:
+    >>> a, b = jnp.array([[1.0, 2.0, 3.0]]), jnp.array([[0.0, 2.0, 1.0]])
+    >>> textbook = jax.nn.log_softmax(b) - jax.nn.log_softmax(a)
+    >>> bool(jnp.allclose(log_ratio_of_logit_shift(a, a - b), textbook, atol=1e-6))
+    True
+  """
+  target_logits, shift = jnp.broadcast_arrays(target_logits, shift)
+  centered = _centered_shift(jax.nn.softmax(target_logits), shift, None)
+  return -centered - kl_of_logit_shift(target_logits, shift)[..., None]
 
 
 def tempered_kl(student_logits: jax.Array,
@@ -141,14 +181,14 @@ def tempered_kl(student_logits: jax.Array,
       where=where)
 
 
-def log_mean_exp(x: jax.Array, axis: int) -> jax.Array:
+def log_mean_exp(x: jax.Array, axis: int, *, where: jax.Array | None = None) -> jax.Array:
   r""":math:`\log \frac1n \sum_i e^{x_i}` along ``axis``, accurate near 0.
 
   The absolute error is :math:`O(\epsilon \max_i |x_i|)`.
 
   Log-sum-exp rounds at the scale of :math:`\log n`; near 0 this form rounds at the scale of
-  the inputs, which keeps mixtures of tempered distributions (``ensemble_kd``) exact to
-  :math:`O(\epsilon/T)`, as their KL needs.
+  the inputs, which keeps mixtures of tempered distributions (``ensemble_kd``) and the tail
+  bucket of sparse targets (``sparse_kd``) exact to :math:`O(\epsilon/T)`, as their KL needs.
 
   .. math::
      \log \tfrac1n \textstyle\sum_i e^{x_i} = \mathrm{log1p}\big(\tfrac1n \sum_i
@@ -157,6 +197,8 @@ def log_mean_exp(x: jax.Array, axis: int) -> jax.Array:
   Args:
     x: ``[...]``.
     axis: the axis averaged over, of length n; it is kept with size 1.
+    where: optional boolean, broadcastable with ``x``: average over the marked elements only
+      (n of them, at least one per slice).
 
   Returns:
     ``[...]`` with ``axis`` of size 1.
@@ -164,8 +206,17 @@ def log_mean_exp(x: jax.Array, axis: int) -> jax.Array:
   Example:
     >>> round(float(log_mean_exp(jnp.array([0.0, jnp.log(3.0)]), axis=-1)[0]), 4)  # log 2
     0.6931
+    >>> x = jnp.array([0.0, jnp.log(3.0), 50.0])
+    >>> round(float(log_mean_exp(x, -1, where=jnp.array([True, True, False]))[0]), 4)
+    0.6931
   """
+  if where is None:
+    where = jnp.ones(x.shape, bool)
+  where = jnp.broadcast_to(where, x.shape)
+  x = jnp.where(where, x, 0.0)
+  count = jnp.sum(where, axis=axis, keepdims=True).astype(x.dtype)
   small = jnp.max(jnp.abs(x), axis=axis, keepdims=True) <= 1.0
-  near = jnp.log1p(jnp.mean(jnp.expm1(jnp.where(small, x, 0.0)), axis=axis, keepdims=True))
-  far = jax.nn.logsumexp(x, axis=axis, keepdims=True) - jnp.log(x.shape[axis])
+  near = jnp.log1p(jnp.sum(jnp.expm1(jnp.where(small, x, 0.0)), axis=axis, keepdims=True)
+                   / count)
+  far = jax.nn.logsumexp(x, axis=axis, keepdims=True, where=where) - jnp.log(count)
   return jnp.where(small, near, far)

@@ -89,6 +89,35 @@ def check_same_shape(student: jax.Array, teacher: jax.Array, what: str = "logits
         f"{student.shape} and {teacher.shape}.")
 
 
+def checked_pair(student_logits: jax.typing.ArrayLike, teacher_logits: jax.typing.ArrayLike,
+                 temperature) -> tuple[jax.Array, jax.Array]:
+  """Checks a student–teacher pair of logits and their temperature, for a tempered loss.
+
+  Args:
+    student_logits: ``[..., K]``.
+    teacher_logits: ``[..., K]``, the same shape.
+    temperature: T > 0 (checked when concrete, see ``check_positive``).
+
+  Returns:
+    ``(student, teacher)`` as arrays ``[..., K]``, the teacher's under ``stop_gradient``: it
+    is a constant of every distillation loss.
+
+  Raises:
+    ValueError: as ``check_same_shape`` and ``check_positive``.
+
+  Example:
+    >>> s, t = checked_pair(jnp.zeros((2, 3)), jnp.ones((2, 3)), 4.0)
+    >>> checked_pair(s, t, -1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature=-1.0 must be finite and > 0.
+  """
+  s, t = jnp.asarray(student_logits), jnp.asarray(teacher_logits)
+  check_same_shape(s, t)
+  check_positive("temperature", temperature)
+  return s, jax.lax.stop_gradient(t)
+
+
 def check_labels(labels: jax.Array, logits: jax.Array) -> None:
   """Checks integer class labels against the logits they index.
 
