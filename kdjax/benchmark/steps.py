@@ -42,6 +42,11 @@ class Case:
     teachers: ``kdjax.models`` names of the teaching networks, largest first.
     student: the student's ``kdjax.models`` name.
     term: the distillation term, ``"kd"`` (one teacher) or ``"dgkd"`` (a chain).
+
+  Example:
+    >>> Case("dgkd resnet26+20+14 -> resnet8", ("resnet26", "resnet20", "resnet14"),
+    ...      "resnet8", "dgkd").teachers[0]
+    'resnet26'
   """
 
   name: str

@@ -60,7 +60,12 @@ def case_ratios(medians: Mapping[str, float], num_students: int,
 
 
 def machine() -> str:
-  """The CPU's model name and count, e.g. ``"AMD EPYC 7763, 2 CPUs"``."""
+  """The CPU's model name and count, e.g. ``"AMD EPYC 7763, 2 CPUs"``.
+
+  Example:
+    >>> machine().endswith(f"{os.cpu_count()} CPUs")
+    True
+  """
   try:
     with open("/proc/cpuinfo") as f:
       model = next((line.split(":", 1)[1].strip() for line in f
