@@ -89,11 +89,16 @@ class Method:
     cacheable: whether teacher logits may be precomputed when augmentation is off (False
       when the method reads teacher features, or teacher and student must share a view).
     description: one line for docs and errors.
+    loss_fields: the fields of the ``loss`` config that ``build`` may read, and so the only
+      ones a stage's results depend on: the stage record (``kdjax.trainer.workdir``)
+      compares these and no other loss field.
 
   Example:
     >>> method = get("kd")
     >>> method.teachers, method.cacheable
     ('one', True)
+    >>> "temperature" in method.loss_fields, "gamma" in method.loss_fields
+    (True, False)
     >>> loss = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0,
     ...         "label_smoothing": 0.0, "class_reduction": "sum", "logit_standardization": False}
     >>> objective = method.build(loss, 1000, {}, 100).objective
@@ -101,10 +106,11 @@ class Method:
     {'ce': 0.1, 'kd': 0.9}
   """
 
-  build: Callable[[Mapping[str, Any], int, Mapping[str, tuple[int, ...]]], Recipe]
+  build: Callable[[Mapping[str, Any], int, Mapping[str, tuple[int, ...]], int], Recipe]
   teachers: str
   cacheable: bool
   description: str
+  loss_fields: tuple[str, ...]
 
 
 def _ce(loss: Mapping[str, Any], weight: schedules.ScalarOrSchedule | None = None
@@ -312,29 +318,54 @@ def _function_matching(loss, num_steps, shapes, steps_per_epoch):
   return Recipe(objective_lib.Objective((_kd(loss),), num_steps))
 
 
+# The loss fields each build reads (tests/methods_test.py checks them against the builds).
+_CE = ("ce_weight", "label_smoothing")
+_KD = ("kd_weight", "temperature", "class_reduction", "logit_standardization")
+_STANDARDIZATION = ("logit_standardization",)
+
 METHODS: Mapping[str, Method] = {
-    "scratch": Method(_scratch, "none", True, "cross-entropy on labels, no teacher"),
-    "kd": Method(_hinton, "one", True, "Hinton KD: ce_weight·CE + kd_weight·T²·KL"),
-    "dkp": Method(_dkp, "one", True, "KD + Dark Knowledge Pruning (gamma, dkp_variant)"),
+    "scratch": Method(_scratch, "none", True, "cross-entropy on labels, no teacher",
+                      ("label_smoothing", *_STANDARDIZATION)),
+    "kd": Method(_hinton, "one", True, "Hinton KD: ce_weight·CE + kd_weight·T²·KL", _CE + _KD),
+    "dkp": Method(_dkp, "one", True, "KD + Dark Knowledge Pruning (gamma, dkp_variant)",
+                  _CE + _KD + ("gamma", "dkp_variant", "dkp_top_k", "dkp_form")),
     "annealing": Method(_annealing, "one", True,
-                        "Annealing-KD stage I: MSE to Φ·teacher logits, no labels"),
+                        "Annealing-KD stage I: MSE to Φ·teacher logits, no labels",
+                        ("max_temperature", *_STANDARDIZATION)),
     "continuation": Method(_continuation, "one", True,
-                           "Continuation-KD: ψ·CE + (1 − ψ)·max{0, ‖s − Φ·t‖² − m·Φ}"),
+                           "Continuation-KD: ψ·CE + (1 − ψ)·max{0, ‖s − Φ·t‖² − m·Φ}",
+                           ("label_smoothing", "continuation_max_temperature",
+                            "continuation_anneal_fraction", "continuation_ramp_fraction",
+                            "continuation_margin", *_STANDARDIZATION)),
     "logits_matching": Method(_logits_matching, "one", True,
-                              "CE + logits matching with zero-mean logit gradients"),
-    "dkd": Method(_dkd, "one", True, "decoupled KD: CE + α·TCKD + β·NCKD"),
-    "dgkd": Method(_dgkd, "many", True, "densely guided KD from the teacher and every assistant"),
-    "ensemble": Method(_ensemble, "many", True, "KD toward the teachers' mean probabilities"),
+                              "CE + logits matching with zero-mean logit gradients",
+                              _CE + ("kd_weight", *_STANDARDIZATION)),
+    "dkd": Method(_dkd, "one", True, "decoupled KD: CE + α·TCKD + β·NCKD",
+                  ("label_smoothing", "temperature", "dkd_alpha", "dkd_beta",
+                   "dkd_warmup_epochs", *_STANDARDIZATION)),
+    "dgkd": Method(_dgkd, "many", True, "densely guided KD from the teacher and every assistant",
+                   _CE + _KD + ("dgkd_mode", "dgkd_keep_prob", "dgkd_drop_num",
+                                "dgkd_keep_teacher")),
+    "ensemble": Method(_ensemble, "many", True, "KD toward the teachers' mean probabilities",
+                       _CE + _KD),
     "divergence": Method(_divergence, "one", True,
-                         "CE + reverse KL, generalized Jensen–Shannon or total variation"),
+                         "CE + reverse KL, generalized Jensen–Shannon or total variation",
+                         _CE + ("kd_weight", "temperature", "divergence", "jsd_beta",
+                                *_STANDARDIZATION)),
     "dist": Method(_dist, "one", True,
-                   "CE + DIST: inter- and intra-class Pearson relations (a batch loss)"),
+                   "CE + DIST: inter- and intra-class Pearson relations (a batch loss)",
+                   _CE + ("kd_weight", "temperature", "dist_beta", "dist_gamma",
+                          *_STANDARDIZATION)),
     "ctkd": Method(_ctkd, "one", True,
-                   "CE + KD at a learnable temperature trained adversarially (CTKD)"),
-    "fitnets": Method(_fitnets, "one", False, "CE + FitNets hint with a learned regressor"),
-    "attention": Method(_attention, "one", False, "CE + attention transfer over stages"),
+                   "CE + KD at a learnable temperature trained adversarially (CTKD)",
+                   _CE + ("kd_weight", "ctkd_mode", "ctkd_ramp_fraction", "ctkd_lambda_max",
+                          "ctkd_t_start", "ctkd_t_range", *_STANDARDIZATION)),
+    "fitnets": Method(_fitnets, "one", False, "CE + FitNets hint with a learned regressor",
+                      ("label_smoothing", "hint_feature", "hint_weight", *_STANDARDIZATION)),
+    "attention": Method(_attention, "one", False, "CE + attention transfer over stages",
+                        ("label_smoothing", "at_features", "at_weight", *_STANDARDIZATION)),
     "function_matching": Method(_function_matching, "one", False,
-                                "KD only, teacher and student on the same augmented view"),
+                                "KD only, teacher and student on the same augmented view", _KD),
 }
 
 

@@ -99,7 +99,8 @@ class TermDefinition:
     hyperparameters: schedulable hyperparameters: name → (default or required, the keyword
       arguments of ``kdjax.schedules.check_range`` that bound it).
     options: static options: name → default (or required).
-    teacher: ``"none"``, ``"one"`` (the first teacher) or ``"all"`` (the stacked teachers).
+    teacher: ``"none"``, ``"one"`` (the first teacher) or ``"many"`` (the stacked teachers,
+      one or more), the vocabulary of ``Method.teachers``.
     needs_labels: ``options -> bool``.
     needs_key: whether the term is stochastic.
     student_features: ``options -> names`` of student outputs the term reads.
@@ -312,13 +313,13 @@ TERMS: Mapping[str, TermDefinition] = {
         fn=_dgkd, hyperparameters={"temperature": (5.0, _POSITIVE)},
         options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "keep_teacher": False,
                  "class_reduction": "sum"},
-        teacher="all", needs_key=True, check=_check_dgkd, standardizable=True),
+        teacher="many", needs_key=True, check=_check_dgkd, standardizable=True),
     "ensemble": TermDefinition(
         fn=lambda x, h: losses.ensemble_kd(x.student_logits, x.all_teacher_logits,
                                            h["temperature"],
                                            class_reduction=h["class_reduction"]),
         hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={"class_reduction": "sum"}, teacher="all", check=_check_class_reduction,
+        options={"class_reduction": "sum"}, teacher="many", check=_check_class_reduction,
         standardizable=True),
 }
 
@@ -574,11 +575,11 @@ class Objective:
     if what not in ("labels", "teacher", "key"):
       raise ValueError(f"unknown requirement {what!r}; valid: 'labels', 'teacher', 'key'.")
     needs = {
-        "labels": lambda d, t: d.needs_labels(t.arguments),
-        "teacher": lambda d, t: d.teacher != "none",
-        "key": lambda d, t: d.needs_key,
+        "labels": lambda definition, arguments: definition.needs_labels(arguments),
+        "teacher": lambda definition, arguments: definition.teacher != "none",
+        "key": lambda definition, arguments: definition.needs_key,
     }[what]
-    return tuple(t.label for t in self.terms if needs(TERMS[t.name], t))
+    return tuple(t.label for t in self.terms if needs(TERMS[t.name], t.arguments))
 
   @property
   def student_features(self) -> tuple[str, ...]:

@@ -30,9 +30,10 @@ summed over resumed runs: setup, train steps with their compilation, evaluations
 checkpoint saves and exports) and the hardware. A stage without ``result.json`` is shown
 as running (with its last logged step) or not started, never with a number; so is a stage
 whose ``stage_config.json`` differs from the table's config (a result of an earlier
-version of it: other epochs, method, loss or dataset fields, or a teacher retrained since),
-shown as stale. Workdirs pooled into one row must hold runs of one protocol (stage config,
-teachers and their accuracy, evaluation steps); the report refuses others. Teachers given
+version of it: other steps, method, a loss field the method reads or a dataset field, a
+record of another format, or a teacher retrained since), shown as stale. Workdirs pooled
+into one row must hold runs of one protocol (stage config, teachers and their accuracy,
+evaluation steps); the report refuses others. Teachers given
 by ``config.teacher_dirs`` (exports of another workdir) are described above the table from
 their export's provenance record; their accuracy is shown once their stage's
 ``result.json`` is beside the export (``STAGE/export/seed<i>/<kind>``).
@@ -52,6 +53,7 @@ import ml_collections
 import numpy as np
 
 from kdjax import checkpoints, summary, trainer
+from kdjax.trainer import workdir as workdir_lib
 
 REPORT_FILE = "results.md"
 SPEC_FUNCTION = "get_report"
@@ -177,31 +179,18 @@ def _read_json(path: str) -> Any:
     return json.load(f)
 
 
-def _normalized(value: Any) -> Any:
-  """``value`` as a JSON file holds it (tuples as lists, keys as strings)."""
-  return json.loads(json.dumps(value, default=list))
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+def _changed_paths(old: Any, new: Any) -> list[str]:
   """The dotted paths at which two JSON values differ."""
-  if isinstance(old, dict) and isinstance(new, dict):
-    out = []
-    for key in sorted(set(old) | set(new)):
-      out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
-    return out
-  return [] if old == new else [prefix]
+  return [path for path, _, _ in workdir_lib.differences(old, new)]
 
 
 def _protocol_record(record: Mapping[str, Any]) -> dict[str, Any]:
-  """What a stage record says of the protocol: the stage's config and the dataset's.
+  """What a stage record says of the protocol (``trainer.workdir.stage_protocol``).
 
-  The data's location and the number of input workers do not change the batches (the
-  trainer does not compare them either); the seeds do not change the protocol, and
-  workdirs that ran other seeds of one config are pooled.
+  The seeds do not change the protocol: workdirs that ran other seeds of one config are
+  pooled.
   """
-  return {"stage": record.get("stage"),
-          "dataset": {k: v for k, v in (record.get("dataset") or {}).items()
-                      if k not in ("data_dir", "worker_count")}}
+  return {"stage": record.get("stage"), "dataset": record.get("dataset")}
 
 
 def _teacher_hashes(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,9 +215,9 @@ def _config_changes(record: Mapping[str, Any], config: ml_collections.ConfigDict
   them before it reuses a stage; the parameter hashes of the teachers and initializations
   the stage read are compared with those of the networks exported now, where both exist.
   """
-  expected = _protocol_record({"stage": _normalized(config.stages[name].to_dict()),
-                               "dataset": _normalized(config.dataset.to_dict())})
-  changes = _differences(_protocol_record(record), expected)
+  if record.get("format") != workdir_lib.RECORD_FORMAT:
+    return [f"record format {record.get('format', 1)}"]
+  changes = _changed_paths(_protocol_record(record), workdir_lib.stage_protocol(config, name))
   stage = config.stages[name]
   for teacher, recorded in _teacher_hashes(record).items():
     directory = (trainer.export_dir(workdir, teacher) if teacher in config.stages else
@@ -345,10 +334,10 @@ def _pool(finished: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
                      f"seed may come from one workdir only.")
   first = finished[0]
   for other in finished[1:]:
-    differences = _differences(_protocol_record(first["record"]),
-                               _protocol_record(other["record"]))
-    differences += [f"teacher {t}" for t in _differences(_teacher_hashes(first["record"]),
-                                                         _teacher_hashes(other["record"]))]
+    differences = _changed_paths(_protocol_record(first["record"]),
+                                 _protocol_record(other["record"]))
+    differences += [f"teacher {t}" for t in _changed_paths(_teacher_hashes(first["record"]),
+                                                           _teacher_hashes(other["record"]))]
     differences += [f"result.{key}" for key in _POOLED_PROTOCOL
                     if first["result"].get(key) != other["result"].get(key)]
     if first["result"]["curve"]["step"] != other["result"]["curve"]["step"]:
@@ -394,8 +383,7 @@ def table_rows(table: Table) -> list[dict[str, Any]]:
     >>> [row["status"] for row in table_rows(table)]
     ['not started']
     >>> os.makedirs(trainer.stage_dir(workdir, "teacher"))  # started, nothing logged yet
-    >>> record = {"stage": table.config.stages.teacher.to_dict(),
-    ...           "dataset": table.config.dataset.to_dict()}
+    >>> record = trainer.workdir.stage_record(table.config, "teacher")
     >>> def write_record():
     ...   with open(os.path.join(trainer.stage_dir(workdir, "teacher"),
     ...                          trainer.STAGE_CONFIG_FILE), "w") as f:

@@ -112,3 +112,37 @@ class TestDkd:
   def test_negative_warmup_is_refused(self):
     with pytest.raises(ValueError, match="dkd_warmup_epochs=-1 must be an integer >= 0"):
       methods.get("dkd").build(base.loss(dkd_warmup_epochs=-1), 100, {}, 10)
+
+
+class _ReadRecorder(dict):
+  """A loss config that records which fields are read."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.read = set()
+
+  def __getitem__(self, key):
+    self.read.add(key)
+    return super().__getitem__(key)
+
+
+# Field values that take every branch of a build that reads a field conditionally.
+_BRANCHES = {
+    "dkp": [{}, {"dkp_variant": "tail"}, {"dkp_form": "loss"}],
+    "divergence": [{}, {"divergence": "jensen_shannon"}],
+}
+
+
+@pytest.mark.parametrize("name", list(methods.METHODS))
+def test_loss_fields_are_exactly_what_the_build_reads(name):
+  # The stage record compares a stage's declared loss fields and no others: a field read but
+  # not declared would let a changed config reuse results it did not produce.
+  method = methods.get(name)
+  read = set()
+  for overrides in _BRANCHES.get(name, [{}]):
+    config = base.loss(**overrides)
+    loss = _ReadRecorder(config.to_dict())
+    method.build(loss, 1000, {config.hint_feature: (2, 8, 8, 16)}, 10)
+    read |= loss.read
+  assert sorted(read) == sorted(method.loss_fields)
+  assert len(set(method.loss_fields)) == len(method.loss_fields)

@@ -508,14 +508,14 @@ def _missing_teacher_export(data_dir, tmp_path):
 def _claim_twice(data_dir, tmp_path):
   record = workdir_lib.stage_record(_tiny_config(data_dir), "kd")
   workdir_lib.claim_stage_dir(str(tmp_path / "kd"), record)
-  record["stage"]["loss"]["gamma"] = 0.9
+  record["stage"]["loss"]["temperature"] = 2.0
   workdir_lib.claim_stage_dir(str(tmp_path / "kd"), record)
 
 
 def _record_of_another_format(data_dir, tmp_path):
   record = workdir_lib.stage_record(_tiny_config(data_dir), "kd")
   os.makedirs(tmp_path / "kd")
-  (tmp_path / "kd" / trainer.STAGE_CONFIG_FILE).write_text(json.dumps({**record, "format": 1}))
+  (tmp_path / "kd" / trainer.STAGE_CONFIG_FILE).write_text(json.dumps({**record, "format": 2}))
   workdir_lib.claim_stage_dir(str(tmp_path / "kd"), record)
 
 
@@ -657,10 +657,10 @@ BAD_INPUTS = {
         r"Not a directory."),
     "workdir holding a run with another config": (
         _claim_twice, ValueError, r"holds a run with a different config or different "
-        r"teachers \(stage.loss.gamma: 0.5 → 0.9\)"),
+        r"teachers \(stage.loss.temperature: 4.0 → 2.0\)"),
     "workdir whose stage record has another format": (
-        _record_of_another_format, ValueError, r"holds a stage recorded in format 1, and this "
-        r"version of kdjax reads format 2. Use a new --workdir \(pass the old run's exports to "
+        _record_of_another_format, ValueError, r"holds a stage recorded in format 2, and this "
+        r"version of kdjax reads format 3. Use a new --workdir \(pass the old run's exports to "
         r"it with config.teacher_dirs\); nothing was changed."),
     "stage without a length": (
         _validate(**{"stages.kd.num_steps": 0}), ValueError,

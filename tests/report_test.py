@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from kdjax import report, trainer
+from kdjax.trainer import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,13 +68,10 @@ def _write_json(path, value):
 
 def _stage_record(config, name, seeds, teacher_hash=TEACHER_HASH):
   """The stage_config.json the trainer writes for ``config``'s stage ``name``."""
-  stage = json.loads(json.dumps(config.stages[name].to_dict(), default=list))
-  dataset = {k: v for k, v in config.dataset.to_dict().items()
-             if k not in ("data_dir", "worker_count")}
   inputs = {"teachers": {t: {"model": "resnet20", "parameter_hash": teacher_hash}
-                         for t in stage["teachers"]}}
-  return {"stage": stage, "dataset": json.loads(json.dumps(dataset, default=list)),
-          "seed": seeds[0], "num_seeds": len(seeds), "inputs": inputs}
+                         for t in config.stages[name].teachers}}
+  record = workdir_lib.stage_record(config, name, inputs)
+  return {**record, "seed": seeds[0], "num_seeds": len(seeds)}
 
 
 def _finish(workdir, name, seeds, last, best, *, num_steps=100, teachers=("teacher",),

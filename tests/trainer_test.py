@@ -325,7 +325,7 @@ class TestStageRecord:
     path = tmp_path / trainer.STAGE_CONFIG_FILE
     path.write_text(json.dumps(older))
     with pytest.raises(ValueError, match=r"holds a stage recorded in format 1, and this version "
-                                         r"of kdjax reads format 2\. Use a new --workdir"):
+                                         r"of kdjax reads format 3\. Use a new --workdir"):
       workdir_lib.claim_stage_dir(str(tmp_path), record)
     assert json.loads(path.read_text()) == older
 
@@ -339,6 +339,19 @@ class TestStageRecord:
     record["inputs"]["teachers"]["teacher"]["parameter_hash"] = "b2"
     with pytest.raises(ValueError, match="inputs.teachers.teacher.parameter_hash: 'a1' → 'b2'"):
       workdir_lib.claim_stage_dir(str(tmp_path), record)
+
+
+  def test_only_what_the_stage_reads_is_compared(self, tmp_path, data_dir):
+    config = _tiny_config(data_dir)
+    workdir_lib.claim_stage_dir(str(tmp_path), workdir_lib.stage_record(config, "assistant"))
+    # Fields the stage does not read: another method's loss field, the evaluation batch.
+    config.stages.assistant.loss.gamma = 0.9
+    config.stages.assistant.loss.dkd_beta = 2.0
+    config.dataset.eval_batch_size = 7
+    workdir_lib.claim_stage_dir(str(tmp_path), workdir_lib.stage_record(config, "assistant"))
+    config.stages.assistant.loss.temperature = 2.5
+    with pytest.raises(ValueError, match=r"\(stage\.loss\.temperature: 4\.0 → 2\.5\)"):
+      workdir_lib.claim_stage_dir(str(tmp_path), workdir_lib.stage_record(config, "assistant"))
 
 
 class TestMultiProcess:

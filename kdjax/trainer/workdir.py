@@ -1,9 +1,12 @@
 """The files of a run: stage and export paths, the versioned stage record, atomic JSON.
 
 Stage ``NAME`` of a run lives in ``WORKDIR/stages/NAME``. Its record
-(``stage_config.json``) holds what the stage's results depend on: its config, the run
-settings it reads and the parameter hashes of the networks it reads (teachers,
-``init_from``). A later run whose record differs is refused instead of mixing results, and
+(``stage_config.json``) holds what the stage's results depend on, and nothing else: the
+resolved protocol (``stage_protocol``: model, method, the loss fields the method reads,
+steps, optimizer, the batches), the seeds and the parameter hashes of the networks it reads
+(teachers, ``init_from``). So a config field a stage does not read (another method's loss
+field, the evaluation batch size, where the data lives) can change without touching its
+finished results. A later run whose record differs is refused instead of mixing results, and
 a record of another format (``RECORD_FORMAT``) is refused with what to do; nothing in a
 workdir is ever deleted.
 """
@@ -15,13 +18,13 @@ from typing import Any
 
 import ml_collections
 
-from kdjax import checkpoints
+from kdjax import checkpoints, methods
 
 STAGES_DIR = "stages"
 STAGE_CONFIG_FILE = "stage_config.json"
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
 INPUTS = "inputs"  # the record's entry for the networks a stage reads
 
 
@@ -91,41 +94,80 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
   return inputs
 
 
+# The stage and dataset fields a stage's results depend on (the loss fields come from the
+# method: ``Method.loss_fields``).
+_STAGE_FIELDS = ("model", "method", "teachers", "init_from", "num_steps", "optimizer",
+                 "mixup", "cache_teacher", "zero_mean_head")
+_DATASET_FIELDS = ("name", "augmentation", "batch_size")
+
+
+def stage_protocol(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+  """What stage ``name``'s results depend on in ``config``, resolved, as JSON.
+
+  The stage's model, method, teachers, initialization, steps, optimizer and mixup; of its
+  ``loss`` config only the fields its method reads (``Method.loss_fields``); of the dataset
+  its name, augmentation and batch size. Fields that do not change the trained networks
+  (the evaluation batch size, where the data lives, the input workers) are left out.
+
+  Example:
+    >>> from configs import base
+    >>> protocol = stage_protocol(base.get_config(), "teacher")
+    >>> sorted(protocol["stage"]["loss"]), protocol["dataset"]["name"]
+    (['label_smoothing', 'logit_standardization'], 'digits')
+  """
+  stage = config.stages[name]
+  fields = {key: stage[key] for key in _STAGE_FIELDS}
+  fields["loss"] = {key: stage.loss[key] for key in methods.get(stage.method).loss_fields}
+  protocol = {"stage": fields,
+              "dataset": {key: config.dataset[key] for key in _DATASET_FIELDS}}
+  return json.loads(json.dumps(protocol, default=_json_value))
+
+
+def _json_value(value: Any) -> Any:
+  """JSON for the config values ``json`` does not know: ConfigDicts and tuples."""
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else list(value)
+
+
 def stage_record(config: ml_collections.ConfigDict, name: str,
                  inputs: dict[str, Any] | None = None) -> dict[str, Any]:
   """What a stage's results depend on, as JSON: compared with an existing stage's record.
 
-  The record carries ``RECORD_FORMAT``; the data directory and the input worker count are
-  left out, since they do not change the batches. ``inputs`` (``stage_inputs``) is ``None``
-  for a finished stage whose teachers are gone: it is then not compared.
+  The record carries ``RECORD_FORMAT``, the stage's protocol (``stage_protocol``), the seed
+  and the number of seeds. ``inputs`` (``stage_inputs``) is ``None`` for a finished stage
+  whose teachers are gone: it is then not compared.
 
   Example:
     >>> from configs import base
     >>> record = stage_record(base.get_config(), "kd")
-    >>> record["format"], record["stage"]["method"], "data_dir" in record["dataset"]
-    (2, 'kd', False)
+    >>> record["format"], record["stage"]["method"], "eval_batch_size" in record["dataset"]
+    (3, 'kd', False)
   """
   record = {
       "format": RECORD_FORMAT,
-      "stage": config.stages[name].to_dict(),
-      "dataset": {k: v for k, v in config.dataset.to_dict().items()
-                  if k not in ("data_dir", "worker_count")},
+      **stage_protocol(config, name),
       "seed": config.seed,
       "num_seeds": config.stages[name].num_seeds or config.num_seeds,
   }
   if inputs is not None:
     record[INPUTS] = inputs
-  return json.loads(json.dumps(record, default=list))
+  return record
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-  """The fields whose values differ between two JSON trees, as ``"a.b: old → new"``."""
+def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+  """Where two JSON trees differ: ``(dotted path, old value, new value)``, sorted by path.
+
+  A key missing on one side compares as ``None``.
+
+  Example:
+    >>> differences({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 4})
+    [('a.c', 2, 3), ('d', None, 4)]
+  """
   if isinstance(old, dict) and isinstance(new, dict):
     out = []
     for key in sorted(set(old) | set(new)):
-      out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+      out += differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
     return out
-  return [] if old == new else [f"{prefix}: {old!r} → {new!r}"]
+  return [] if old == new else [(prefix, old, new)]
 
 
 def claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True) -> None:
@@ -164,11 +206,12 @@ def claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True) 
           f"run's exports to it with config.teacher_dirs); nothing was changed.")
     if INPUTS not in record:  # the inputs are gone (a finished stage): nothing to compare
       old.pop(INPUTS, None)
-    differences = _differences(old, record)
-    if differences:
+    changed = differences(old, record)
+    if changed:
+      listed = "; ".join(f"{path}: {a!r} → {b!r}" for path, a, b in changed)
       raise ValueError(
           f"{directory} holds a run with a different config or different teachers "
-          f"({'; '.join(differences)}). Use a new --workdir, or restore the config and the "
+          f"({listed}). Use a new --workdir, or restore the config and the "
           f"teachers; nothing was changed.")
     return
   os.makedirs(directory, exist_ok=True)
