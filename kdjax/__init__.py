@@ -3,15 +3,17 @@
 Layers, importing only downward: pure math (``losses``, ``schedules``, ``transforms``,
 ``initializers``, ``models``); pure step builders (``objective``, ``state``, ``networks``,
 ``heads``, ``step``, ``sweep``, ``parallel``, ``teacher_cache``, ``mixup``,
-``finite_guard``); the impure training layer (the ``trainer`` package, with ``data``,
-``checkpoints``, ``multihost``, ``methods``, ``optimizers``, ``metric_writers``,
-``summary``), imported on demand: ``from kdjax import trainer``; above it, ``report`` (the
-results tables, from the trainer's files); beside it, ``benchmark`` (the speed harness of
-``launch/benchmark.py``).
+``finite_guard``), and ``evaluation``, the host loop averaging an eval step over batches;
+the impure training layer (the ``trainer`` package, with ``data``, ``checkpoints``,
+``multihost``, ``methods``, ``optimizers``, ``metric_writers``, ``summary``, and ``config``,
+the schema of a run's config), imported on demand: ``from kdjax import trainer``; above it,
+``report`` (the results tables, from the trainer's files); beside it, ``benchmark`` (the
+speed harness of ``launch/benchmark.py``).
 """
 
 from kdjax import (
     batch,
+    evaluation,
     heads,
     initializers,
     losses,
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "batch",
+    "evaluation",
     "heads",
     "initializers",
     "losses",

@@ -460,7 +460,8 @@ class Objective:
 
   Attributes:
     terms: the terms, with distinct labels.
-    num_steps: the training length over which schedules are range-checked.
+    num_steps: the training length over which schedules are range-checked; required
+      when a weight or hyperparameter is a schedule (``None``: constants only).
     extra_hyperparameters: hyperparameters no term reads, for the step's output
       transformation (which names them, e.g. ``kdjax.transforms.dkp(gamma="dkp/gamma")``):
       name ``"<label>/<hyperparameter>"`` → ``(scalar or schedule, bounds)``, where
@@ -470,10 +471,11 @@ class Objective:
 
   Raises:
     ValueError: on no terms (or something else than ``Term`` s), shared labels, a
-      ``num_steps`` that is not an integer >= 1, a weight or hyperparameter leaving its
-      range within ``num_steps``, or an extra hyperparameter whose name is not
-      ``"<label>/<hyperparameter>"``, clashes with a weight, a loss or a term's
-      hyperparameter, or whose declaration is not ``(value, bounds)``.
+      ``num_steps`` that is neither ``None`` nor an integer >= 1, a schedule without
+      ``num_steps``, a weight or hyperparameter leaving its range within ``num_steps``, or
+      an extra hyperparameter whose name is not ``"<label>/<hyperparameter>"``, clashes
+      with a weight, a loss or a term's hyperparameter, or whose declaration is not
+      ``(value, bounds)``.
 
   Example:
     >>> from kdjax import schedules
@@ -489,6 +491,10 @@ class Objective:
     Traceback (most recent call last):
     ...
     ValueError: kd/temperature must lie in (0.0, inf); it is ... at step ...
+    >>> Objective((term("kd", temperature=schedules.linear(4.0, -1.0, 10)),))
+    Traceback (most recent call last):
+    ...
+    ValueError: kd/temperature is a schedule: pass num_steps, the number of training steps, ...
 
     DKP as an output transformation, with its gamma declared here so that it is reported
     and can be overridden per student:
@@ -504,7 +510,7 @@ class Objective:
   """
 
   terms: tuple[Term, ...]
-  num_steps: int = 1
+  num_steps: int | None = None
   extra_hyperparameters: Mapping[str, tuple[schedules.ScalarOrSchedule, Mapping[str, Any]]] = (
       dataclasses.field(default_factory=dict))
 
@@ -517,9 +523,10 @@ class Objective:
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
       raise ValueError(f"terms share the label(s) {duplicates}; pass label= to tell them apart.")
-    if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or (
-        self.num_steps < 1):
-      raise ValueError(f"num_steps={self.num_steps!r} must be an integer >= 1.")
+    if self.num_steps is not None and (
+        isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int)
+        or self.num_steps < 1):
+      raise ValueError(f"num_steps={self.num_steps!r} must be None or an integer >= 1.")
     object.__setattr__(self, "extra_hyperparameters",
                        _check_extra_hyperparameters(self.extra_hyperparameters,
                                                     self._term_schedules()))

@@ -33,10 +33,14 @@ VM, jax/jaxlib 0.10.2, batch 128, CIFAR shapes; ratios from one process, see
   (1.00 instead of 1.05–1.11 in those runs). Not set on one device, where it slowed the
   student step (1.075).
 * **Patience at collectives** when batches are split
-  (``--xla_cpu_collective_call_{warn_stuck,terminate}_timeout_seconds``, 600 and 7200):
+  (``--xla_cpu_collective_call_{warn_stuck,terminate}_timeout_seconds``, 600 and 1200):
   XLA:CPU's defaults (20 and 40 s) abort the process when one virtual device's thread is
   late at a cross-device reduction, which a loaded host causes (a run at low priority
-  beside a test suite was killed at its first step); kdjax waits instead.
+  beside a test suite was killed at its first step); kdjax waits 20 minutes instead. Not
+  longer: on a host at load 20, a resnet20 run's step once never finished, one device never
+  joining the reduction while every XLA thread waited (no CPU used for 12 minutes), a
+  deadlock rather than lateness. XLA then ends the process with its "may be stuck" message,
+  and rerunning the same command resumes from the last checkpoint.
 
 What was measured and is **not** set (it did not help on that machine): XLA:CPU flags
 ``--xla_cpu_use_onednn``, ``--xla_cpu_experimental_onednn_custom_call``,
@@ -81,7 +85,7 @@ _SPLIT_BATCH_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPT
 # cores was killed at its first step). A late thread is starvation, not a deadlock: wait
 # for it (warn after 10 minutes, give up after 2 hours).
 _SPLIT_BATCH_PATIENCE = ("--xla_cpu_collective_call_warn_stuck_timeout_seconds=600",
-                         "--xla_cpu_collective_call_terminate_timeout_seconds=7200")
+                         "--xla_cpu_collective_call_terminate_timeout_seconds=1200")
 _SPLIT_BATCH_FLAGS = (_SPLIT_BATCH_SCHEDULER, *_SPLIT_BATCH_PATIENCE)
 _ADDED_FLAGS: set[str] = set()  # what configure() appended to $XLA_FLAGS in this process
 

@@ -408,7 +408,7 @@ def resolve(value: ScalarOrSchedule, step: jax.typing.ArrayLike) -> jax.Array:
 
 
 def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
-                high: float = math.inf, low_open: bool = False, num_steps: int = 1,
+                high: float = math.inf, low_open: bool = False, num_steps: int | None = None,
                 samples: int = 1001) -> None:
   """Checks that a scalar or schedule stays within ``[low, high]`` over ``num_steps`` steps.
 
@@ -424,12 +424,15 @@ def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
     low: the lower bound (default: none).
     high: the upper bound, always included (default: none).
     low_open: exclude ``low`` itself (e.g. a temperature must be > 0).
-    num_steps: the length of training: steps ``[0, num_steps)`` are checked.
+    num_steps: the length of training: steps ``[0, num_steps)`` are checked. Required
+      for a schedule (a schedule checked at step 0 only could leave its range later, e.g.
+      a temperature crossing 0, and train to NaN); unused for a scalar.
     samples: the number of evenly spaced steps evaluated.
 
   Raises:
     ValueError: naming ``name``, the offending value and the (first) step where it occurs,
-      when a value is outside the interval or not finite.
+      when a value is outside the interval or not finite; for a schedule without
+      ``num_steps``.
 
   Example:
     >>> check_range("gamma", linear(0.0, 1.0, 10), low=0.0, high=1.0, num_steps=20)
@@ -445,8 +448,17 @@ def check_range(name: str, value: ScalarOrSchedule, *, low: float = -math.inf,
     Traceback (most recent call last):
     ...
     ValueError: temperature must lie in (0.0, inf); it is inf at step 0.
+    >>> check_range("temperature", linear(4.0, -1.0, 10), low=0.0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature is a schedule: pass num_steps, the number of training steps, ...
   """
   if callable(value):
+    if num_steps is None:
+      raise ValueError(f"{name} is a schedule: pass num_steps, the number of training steps, "
+                       f"so that its values are checked over the whole of training (a "
+                       f"schedule leaving its range later, e.g. a temperature crossing 0, "
+                       f"would train to NaN).")
     steps = np.unique(np.linspace(0, max(num_steps - 1, 0), samples).astype(np.int64))
     values = np.asarray(jax.vmap(value)(jnp.asarray(steps)), np.float64).reshape(-1)
   else:

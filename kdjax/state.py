@@ -26,7 +26,9 @@ class TrainState(struct.PyTreeNode):
   The optimizer acts on ``trainables`` = ``{"student": params, "aux": aux_params}``, so
   auxiliary heads (FitNets regressors) train with the student while ``params`` stays
   exactly the student's exportable parameters. Write ``optax.masked`` / ``multi_transform``
-  labels for that structure.
+  masks and labels for that structure: a tree built from the model's params goes under
+  ``"student"`` (``{"student": mask, "aux": False}``, ``False`` a prefix covering every
+  head), or use a callable mask, which sees the whole structure.
 
   Attributes:
     step: the step counter, an int32 scalar; every schedule is a function of it.
@@ -50,6 +52,16 @@ class TrainState(struct.PyTreeNode):
     (0, ['aux', 'student'], ['batch_stats'])
     >>> int(state.replace(step=state.step + 1).step)  # immutable: replace returns a copy
     1
+    >>> sorted(state.variables)  # module.apply's variables, e.g. to teach another student
+    ['batch_stats', 'params']
+
+    Weight decay on kernels only, with a mask built from the model's params:
+
+    >>> decay_kernels = jax.tree.map(lambda x: x.ndim > 1, variables["params"])
+    >>> optimizer = optax.chain(
+    ...     optax.masked(optax.add_decayed_weights(5e-4), {"student": decay_kernels, "aux": False}),
+    ...     optax.sgd(0.1))
+    >>> state = create_train_state(model, variables, optimizer, jax.random.key(1))
   """
 
   step: jax.Array
@@ -66,6 +78,17 @@ class TrainState(struct.PyTreeNode):
   def trainables(self) -> dict[str, Any]:
     """The pytree the optimizer updates: ``{"student": params, "aux": aux_params}``."""
     return {"student": self.params, "aux": self.aux_params}
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """The student's Linen variables, ``{"params": params, **model_state}``.
+
+    What ``module.apply`` takes, and what a step's ``teacher_vars`` takes when this student
+    teaches a later one (a copy is not needed: steps never donate ``teacher_vars``). For
+    models from ``kdjax.models`` and ``networks.from_linen``; an NNX student's variables
+    are ``nnx.merge``'s ``params`` and ``model_state``.
+    """
+    return {"params": self.params, **self.model_state}
 
 
 def create_train_state(student: networks.Network | Any,
@@ -101,7 +124,8 @@ def create_train_state(student: networks.Network | Any,
   Raises:
     ValueError: if ``aux_heads`` are given without ``sample_inputs``, or an aux head is
       invalid (see ``kdjax.heads.check_heads``) or reads a feature the student does not
-      sow.
+      sow; if the optimizer's mask or labels fit the student's params instead of
+      ``{"student": params, "aux": aux_params}`` (the message says what to pass).
     TypeError: if ``student`` is neither a ``Network`` nor a model ``as_network`` accepts.
 
   Example: a student with a trainable projection head on its ``"pooled"`` features.
@@ -145,10 +169,34 @@ def create_train_state(student: networks.Network | Any,
       step=jnp.zeros([], jnp.int32),
       params=params,
       model_state=model_state,
-      opt_state=optimizer.init({"student": params, "aux": aux_params}),
+      opt_state=_init_optimizer(optimizer, params, aux_params),
       output_tx_state=output_tx.init(None),
       rng=state_rng,
       aux_params=aux_params,
       aux_state=aux_state,
       hparams={k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()},
   )
+
+
+def _init_optimizer(optimizer: optax.GradientTransformation, params: Any,
+                    aux_params: dict[str, Any]) -> optax.OptState:
+  """``optimizer.init`` over the trainables, naming the fix for masks written for ``params``.
+
+  A mask or label tree built from the model's parameters (the usual flax weight-decay
+  idiom) does not match ``{"student": params, "aux": aux_params}``; optax then fails with a
+  bare tree-structure error. The same optimizer initialised on ``params`` alone tells the
+  two cases apart.
+  """
+  try:
+    return optimizer.init({"student": params, "aux": aux_params})
+  except (ValueError, TypeError) as error:
+    try:
+      jax.eval_shape(optimizer.init, params)
+    except (ValueError, TypeError):
+      raise error from None
+    raise ValueError(
+        "the optimizer's mask or labels are written for the student's params, but it acts "
+        "on {'student': params, 'aux': aux_params}; wrap the tree: "
+        "{'student': mask, 'aux': False} (aux heads excluded, or True to include them), or "
+        "pass a callable mask such as lambda trainables: jax.tree.map(lambda x: x.ndim > 1, "
+        "trainables).") from error

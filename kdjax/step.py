@@ -182,8 +182,9 @@ def make_student_update(student: networks.Network | nn.Module,
   Raises:
     ValueError: at build time when ``log_schedules`` names clash with the objective's
       metrics or name a hyperparameter the objective lacks, or an aux head reads another
-      head; at the first call for a state whose aux heads differ, a batch without images,
-      or teacher logits whose class count differs from the student's.
+      head; at the first call for a state whose aux heads differ, whose ``opt_state`` or
+      ``output_tx_state`` another optimizer or output transformation made, a batch without
+      images, or teacher logits whose class count differs from the student's.
 
   Example:
     >>> from kdjax import models, objective
@@ -212,6 +213,10 @@ def make_student_update(student: networks.Network | nn.Module,
     if set(state.aux_params) != set(heads):
       raise ValueError(f"the state has aux heads {sorted(state.aux_params)} but the step was "
                        f"built with {sorted(heads)}.")
+    _check_state_fits("optimizer", state.opt_state,
+                      jax.eval_shape(optimizer.init, state.trainables))
+    _check_state_fits("output_tx", state.output_tx_state,
+                      jax.eval_shape(output_tx.init, None))
     images = jnp.asarray(batch[batch_lib.IMAGE])
     labels, mask = _labels_and_mask(batch)
     key = jax.random.fold_in(state.rng, state.step)
@@ -298,6 +303,39 @@ def _student_forward(student: networks.Network, objective: objective_lib.Objecti
   return forward
 
 
+def _check_state_fits(what: str, state_part: Any, expected: Any) -> None:
+  """Refuses a state whose ``opt_state`` or ``output_tx_state`` another transformation made.
+
+  The state and the step each receive the optimizer (and the output transformation); given
+  different ones, optax would fail deep inside ``update`` (``'ScaleByAdamState' object has
+  no attribute 'trace'``). Comparing tree structures names the mismatch instead.
+  """
+  if jax.tree.structure(state_part) == jax.tree.structure(expected):
+    return
+  field = "opt_state" if what == "optimizer" else "output_tx_state"
+  raise ValueError(f"state.{field} holds {_state_types(state_part)} but the step's {what} "
+                   f"makes {_state_types(expected)}: pass the same {what} to "
+                   f"create_train_state and to the step builder.")
+
+
+def _state_types(tree: Any) -> list[str]:
+  """The names of the optax state types in a tree, in order, e.g. ``['TraceState']``."""
+  names = []
+
+  def visit(node):
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+      names.append(type(node).__name__)
+    if isinstance(node, (tuple, list)):
+      for child in node:
+        visit(child)
+    elif isinstance(node, Mapping):
+      for child in node.values():
+        visit(child)
+
+  visit(tree)
+  return names
+
+
 def _check_update_arguments(objective: objective_lib.Objective,
                             heads: Mapping[str, heads_lib.AuxHead],
                             log_schedules: Mapping[str, Any]) -> None:
@@ -360,7 +398,8 @@ def make_train_step(student: networks.Network | nn.Module,
   Returns:
     The train step. It raises ``ValueError`` at its first (tracing) call when the batch
     lacks labels a term needs, teacher and student disagree on the number of classes, a
-    feature is not sown, or the state does not match the builder's aux heads.
+    feature is not sown, or the state does not match the builder's aux heads, optimizer or
+    output transformation (the state must be built with the same ones).
 
   Raises:
     ValueError: at build time for teacher features requested from cached logits, clashing

@@ -3,6 +3,9 @@ r"""Trains the stages of a kdjax run: teachers, assistants and students.
   python -m launch.train --config=configs/quickstart.py --workdir=workdir/quickstart \
       [--config.stages.kd.num_steps=500 ...] [--distributed ...]
 
+from a checkout's root; anywhere once kdjax is installed, as ``kdjax-train`` (or
+``python -m kdjax.launch.train``) with a config of your own (``kdjax.config``).
+
 Intentionally kept short: it parses flags, validates the config and calls the trainer.
 
 Exit codes: 0 when every stage is complete; 1 with a one-line ``error: ...`` on bad input
@@ -97,5 +100,10 @@ def main(argv):
   return 0
 
 
-if __name__ == "__main__":
+def run():
+  """The ``kdjax-train`` entry point of an installed kdjax."""
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

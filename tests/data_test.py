@@ -1,17 +1,22 @@
 """Tests for kdjax.data on the embedded digits dataset: offline, prepared once per session."""
 
 import concurrent.futures
+import inspect
 import itertools
+import logging
 import os
+import re
 
 from absl import flags
+from absl import logging as absl_logging
 import grain
 import numpy as np
 import pytest
 from sklearn import datasets as sk_datasets
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.features import image_feature
 
-from kdjax import data
+from kdjax import config, data
 from kdjax.data import digits
 
 NUM_TRAIN = 1437
@@ -282,3 +287,28 @@ def test_bad_training_arguments_raise(data_dir, kwargs, message):
 def test_bad_eval_batch_size_raises(data_dir):
   with pytest.raises(ValueError, match="batch_size=0"):
     data.eval_batches("digits", data_dir=data_dir, batch_size=0)
+
+
+def test_tfds_notices_about_kdjax_choices_stay_out_of_the_terminal(tmp_path, caplog):
+  # Preparing digits and decoding its PNGs with Pillow made TFDS warn about a folder without
+  # dataset_info.json and about OpenCV, into the progress bar of every run; others pass.
+  with caplog.at_level(logging.WARNING):
+    info = data.dataset_info("digits", data_dir=str(tmp_path))
+    next(iter(data.eval_batches("digits", data_dir=str(tmp_path), batch_size=info.num_test)))
+    # TFDS logs the OpenCV notice once per process: send it as TFDS does, whatever ran before.
+    for message in ("OpenCV is not installed. We recommend using OpenCV ...",
+                    "a TFDS warning about something else"):
+      logging.getLogger("absl").handle(logging.LogRecord(
+          "absl", logging.WARNING, image_feature.__file__, 1, message, None, None))
+    absl_logging.warning("a warning of the user's own")
+  messages = [r.getMessage() for r in caplog.records]
+  assert not [m for m in messages if "OpenCV" in m or "dataset_info.json" in m], messages
+  assert "a TFDS warning about something else" in messages
+  assert "a warning of the user's own" in messages
+
+
+def test_the_base_config_lists_exactly_the_supported_datasets():
+  (comment,) = re.findall(r'^\s*"name": "digits",  # (.*)$', inspect.getsource(config), re.M)
+  listed = [name.split()[0] for name in comment.split(";")[0].split("|")]
+  assert tuple(listed) == data.supported_datasets(), comment
+  assert "any TFDS" not in comment

@@ -7,10 +7,13 @@ connection files) goes under pytest's temporary directory, never the home direct
 """
 
 import ast
+import importlib.metadata
 import importlib.util
 import os
 import pathlib
+import subprocess
 import sys
+import types
 
 import pytest
 
@@ -136,7 +139,9 @@ def test_inject_parameters_rewrites_the_parameters_cell():
     inject_parameters(read_notebook(), datset="digits")
 
 
-def test_notebook_runs_end_to_end(kernel_env):
+def test_notebook_runs_end_to_end(kernel_env, monkeypatch):
+  # Two devices, as a TPU's cores: every step must split its batch over all of them.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   data_dir = kernel_env / "tensorflow_datasets"
   nb = inject_parameters(read_notebook(), data_dir=str(data_dir), **CI_PARAMETERS)
   execute(nb, kernel_env)
@@ -144,6 +149,7 @@ def test_notebook_runs_end_to_end(kernel_env):
   text = outputs_text(nb)
   assert "accelerator: CPU" in text
   assert "dataset 'digits'" in text
+  assert "batches of 64 over 2 device(s)" in text
   for method in ("teacher", "scratch", "KD", "DKP", "Annealing-KD (stage I)",
                  "Annealing-KD (stage II)"):
     assert f"{method}: " in text, method
@@ -168,3 +174,26 @@ def test_auto_dataset_falls_back_to_digits_without_cifar10(kernel_env):
   assert "CIFAR-10 is unavailable" in text
   assert "Falling back to the bundled handwritten digits" in text
   assert "dataset 'digits'" in text
+
+
+def test_colab_install_keeps_the_runtimes_jax(monkeypatch):
+  """In Colab the setup cell installs kdjax with every jax distribution pinned as installed,
+  so pip can never replace the runtime's TPU or GPU build of jax."""
+  nb = read_notebook()
+  (setup,) = [c.source for c in nb.cells
+              if c.cell_type == "code" and '"pip", "install"' in c.source]
+  commands = []
+  monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "kdjax" else find_spec(name, *a))
+  monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: commands.append(args))
+  wheel = "/content/kdjax-0.1.0-py3-none-any.whl"
+  exec(setup, {"install": True, "kdjax_source": wheel})
+  (command,) = commands
+  assert command[1:6] == ["-m", "pip", "install", "-q", wheel], command
+  pins = command[6:]
+  for name in ("jax", "jaxlib"):
+    assert f"{name}=={importlib.metadata.version(name)}" in pins, pins
+  with pytest.raises(FileNotFoundError, match="upload a kdjax wheel"):
+    exec(setup, {"install": True, "kdjax_source": ""})  # no wheel in /content here

@@ -51,7 +51,13 @@ def test_registry_has_every_method():
      r"weight/kd must lie in \[0.0, inf\); it is -0.2000\d* at step 6"),
     (lambda: Objective((term("dkp", gamma=schedules.linear(0.0, 2.0, 100)),), num_steps=100),
      r"dkp/gamma must lie in \[0.0, 1.0\]; it is 1.0199\d* at step 51"),
-    (lambda: Objective((term("kd"),), num_steps=0), "num_steps=0 must be an integer >= 1"),
+    (lambda: Objective((term("kd"),), num_steps=0),
+     "num_steps=0 must be None or an integer >= 1"),
+    # A schedule checked at step 0 only would let a temperature cross 0 later: NaN.
+    (lambda: Objective((term("kd", temperature=schedules.linear(4.0, -1.0, 10)),)),
+     "kd/temperature is a schedule: pass num_steps"),
+    (lambda: Objective((term("kd", schedules.linear(1.0, 0.0, 10)),)),
+     "weight/kd is a schedule: pass num_steps"),
 ])
 def test_bad_objectives_raise_at_build_time_naming_the_value(build, message):
   with pytest.raises(ValueError, match=message):

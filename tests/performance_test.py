@@ -102,7 +102,7 @@ def test_configure_in_a_fresh_process_sets_virtual_devices():
 
 _SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
 _WARN = "--xla_cpu_collective_call_warn_stuck_timeout_seconds=600"
-_TERMINATE = "--xla_cpu_collective_call_terminate_timeout_seconds=7200"
+_TERMINATE = "--xla_cpu_collective_call_terminate_timeout_seconds=1200"
 _USER_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"
 
 

@@ -1,12 +1,17 @@
 """The README's promises: its Python examples run, its Quickstart holds two commands, and its
 Results section links the report and the command that regenerates it."""
 
+import configparser
+import contextlib
+import io
 import os
 import re
 
+import jax.numpy as jnp
+import optax
 import pytest
 
-from kdjax import report
+from kdjax import report, trainer, transforms
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -47,3 +52,54 @@ def test_results_section_links_the_report_and_a_command_that_loads_its_tables():
     table = report.load_table(os.path.join(root, path) + (f":{arg}" if arg else ""),
                               workdirs.split(","))
     assert table.spec["rows"]
+
+
+def test_printed_values_match_the_readme():
+  # The first example prints a negative total loss, which the text after it explains.
+  (block,) = [b for b in _blocks("python") if "losses.dkp(" in b]
+  (expected,) = re.findall(r"^print\(.*\)  # (.+)$", block, flags=re.M)
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    exec(compile(block, "README.md losses example", "exec"), {})
+  assert printed.getvalue().strip() == expected
+  assert float(expected) < 0
+  with open(README) as f:
+    assert "The total is negative, and that is expected" in f.read()
+
+
+def test_every_extra_the_readme_installs_exists():
+  with open(README) as f:
+    text = f.read()
+  config = configparser.ConfigParser()
+  config.read(os.path.join(os.path.dirname(README), "setup.cfg"))
+  extras = {k: v.split() for k, v in config["options.extras_require"].items()}
+  named = re.findall(r"pip install (?:-\S+ )*'\.\[(\w+)\]'", text)
+  assert "tensorboard" in named
+  assert set(named) <= set(extras)
+  # The README's tensorboard command needs the package that provides it.
+  assert "tensorboard --logdir" in text
+  assert any(r.startswith("tensorboard") for r in extras["tensorboard"])
+
+
+def test_output_transforms_are_not_documented_as_chaining_with_the_optimizer():
+  # They need the teacher's logits, which an optimizer's update never receives.
+  with open(README) as f:
+    text = f.read()
+  assert "with anything" not in text
+  params = {"w": jnp.ones((2, 3))}
+  chained = optax.chain(transforms.dkp(4.0, 0.5), optax.sgd(0.1))
+  with pytest.raises(TypeError, match="teacher_logits"):
+    chained.update(params, chained.init(params), params)
+
+
+def test_the_config_written_outside_the_repository_is_valid_for_the_installed_binary():
+  (block,) = [b for b in _blocks("python") if "from kdjax import config as base" in b]
+  namespace = {}
+  exec(compile(block, "README.md config example", "exec"), namespace)
+  trainer.validate(namespace["get_config"]())
+  config = configparser.ConfigParser()
+  config.read(os.path.join(os.path.dirname(README), "setup.cfg"))
+  (script,) = re.findall(r"^(\S+) = kdjax.launch.train:run$",
+                         config["options.entry_points"]["console_scripts"], flags=re.M)
+  with open(README) as f:
+    assert f"{script} --config=my_config.py" in f.read()

@@ -529,6 +529,27 @@ def _tampered_export(data_dir, tmp_path):
   checkpoints.load_network(str(tmp_path / "net"), variables, {"model": "mlp"})
 
 
+def _state_and_step_of_other_optimizers(data_dir, tmp_path):
+  del data_dir, tmp_path
+  module = models.get("mlp_tiny", 10)
+  state = state_lib.create_train_state(
+      module, module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False),
+      optax.adam(1e-3), jax.random.key(1))
+  obj = objective.Objective((objective.term("ce"),))
+  step_lib.make_train_step(module, obj, optax.sgd(0.1, momentum=0.9))(
+      state, None, {"image": np.zeros((4, 8, 8, 1), np.float32), "label": np.zeros(4, np.int32)})
+
+
+def _weight_decay_mask_over_the_params(data_dir, tmp_path):
+  del data_dir, tmp_path
+  module = models.get("mlp_tiny", 10)
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+  mask = jax.tree.map(lambda x: x.ndim > 1, variables["params"])
+  state_lib.create_train_state(
+      module, variables, optax.chain(optax.masked(optax.add_decayed_weights(5e-4), mask),
+                                     optax.sgd(0.1)), jax.random.key(1))
+
+
 _BINARY = "binary"  # the case is one of the binary_failures launches, checked by its output
 
 # case -> (how it is made, the exception, a regular expression its message must match).
@@ -598,6 +619,22 @@ BAD_INPUTS = {
     "labels out of range": (
         lambda *_: losses.cross_entropy(jnp.zeros((2, 10)), jnp.array([3, 10])), ValueError,
         r"labels must lie in \[0, 10\); got values in \[3, 10\]"),
+    "a schedule without num_steps": (
+        lambda *_: objective.Objective((objective.term(
+            "kd", temperature=optax.linear_schedule(4.0, -1.0, 10)),)), ValueError,
+        r"kd/temperature is a schedule: pass num_steps, the number of training steps"),
+    "a schedule leaving its range within num_steps": (
+        lambda *_: objective.Objective((objective.term(
+            "kd", temperature=optax.linear_schedule(4.0, -4.0, 8)),), num_steps=10),
+        ValueError, r"kd/temperature must lie in \(0.0, inf\); it is 0.0 at step 4"),
+    "a state built with another optimizer than the step's": (
+        _state_and_step_of_other_optimizers, ValueError,
+        r"state.opt_state holds \['ScaleByAdamState', 'EmptyState'\] but the step's optimizer "
+        r"makes \['TraceState', 'EmptyState'\]: pass the same optimizer"),
+    "a weight-decay mask built from the model's params": (
+        _weight_decay_mask_over_the_params, ValueError,
+        r"the optimizer's mask or labels are written for the student's params, .* wrap the "
+        r"tree: \{'student': mask, 'aux': False\}"),
     "teacher and student class counts differ": (
         _teacher_with_other_class_count, ValueError,
         r"the teacher has 5 classes but the student has 10"),

@@ -385,3 +385,26 @@ def test_bad_inputs_raise_value_errors_naming_the_value(teacher_vars, student_va
   step = jax.jit(step_lib.make_train_step(STUDENT, obj, opt, teacher=TEACHER))
   with pytest.raises(ValueError, match="disagree on the batch size"):
     step(state, teacher_vars, {**batch, "label": batch["label"][:3]})
+
+
+def test_a_state_built_with_another_optimizer_or_output_tx_is_refused_naming_both(
+    teacher_vars, student_vars):
+  obj, batch = lib.hinton_objective(), lib.make_batch(0)
+  adam_state = create_train_state(STUDENT, student_vars, optax.adam(1e-3), jax.random.key(0))
+  step = jax.jit(step_lib.make_train_step(STUDENT, obj, lib.optimizer(), teacher=TEACHER))
+  with pytest.raises(ValueError, match=r"state.opt_state holds \['ScaleByAdamState', "
+                     r"'EmptyState'\] but the step's optimizer makes \['TraceState', "
+                     r"'EmptyState'\]: pass the same optimizer to create_train_state"):
+    step(adam_state, teacher_vars, batch)
+
+  dkp = transforms.dkp(4.0, 0.5)
+  plain_state = create_train_state(STUDENT, student_vars, lib.optimizer(), jax.random.key(0))
+  step = jax.jit(step_lib.make_train_step(STUDENT, obj, lib.optimizer(), teacher=TEACHER,
+                                          output_tx=dkp))
+  with pytest.raises(ValueError, match=r"state.output_tx_state holds \['EmptyState'\] but the "
+                     r"step's output_tx makes \['DKPState'\]"):
+    step(plain_state, teacher_vars, batch)
+  # The same optimizer and output transformation on both sides train.
+  matching = create_train_state(STUDENT, student_vars, lib.optimizer(), jax.random.key(0),
+                                output_tx=dkp)
+  assert int(step(matching, teacher_vars, batch)[0].step) == 1

@@ -68,7 +68,7 @@ def test_loss_form_and_transform_form_give_equal_parameter_gradients(variant, to
 
 def test_schedules_follow_the_transform_step_count():
   gamma = schedules.piecewise_constant(0.0, {2: 1.0})
-  tx = transforms.dkp(4.0, gamma)
+  tx = transforms.dkp(4.0, gamma, num_steps=4)
   s = jax.random.normal(jax.random.key(6), (10, 6))
   state = tx.init(s)
   g0 = jnp.ones_like(s)
@@ -97,7 +97,7 @@ def test_zero_mean_projection_and_chain():
 
 
 def test_jit_compiles_and_matches_eager():
-  tx = transforms.dkp(schedules.linear(4.0, 1.0, 10), 0.5, "tail", top_k=2)
+  tx = transforms.dkp(schedules.linear(4.0, 1.0, 10), 0.5, "tail", top_k=2, num_steps=10)
   s = jax.random.normal(jax.random.key(5), (10, 6))
   state = tx.init(s)
   update = jax.jit(lambda g, st, p: tx.update(g, st, p, teacher_logits=_TEACHER_LOGITS,
@@ -120,6 +120,8 @@ def test_forgetting_the_teacher_fails_loudly():
     (dict(temperature=4.0, gamma=1.5), "gamma must lie in"),
     (dict(temperature=4.0, gamma=schedules.linear(0.0, 2.0, 10), num_steps=20),
      "gamma must lie in .* at step"),
+    (dict(temperature=schedules.linear(4.0, -1.0, 10), gamma=0.5),
+     "temperature is a schedule: pass num_steps"),
     (dict(temperature=4.0, gamma=0.5, variant="pruned"), "'pruned'"),
     (dict(temperature=4.0, gamma=0.5, variant="tail"), "top_k=None"),
     (dict(temperature=4.0, gamma=0.5, class_reduction="batchmean"), "'batchmean'"),
@@ -155,7 +157,8 @@ def test_named_hyperparameters_replace_the_transform_schedules(variant, top_k):
 
 
 def test_named_and_own_values_mix_and_own_schedules_ignore_hyperparameters():
-  tx = transforms.dkp("kd/temperature", schedules.piecewise_constant(0.2, {1: 0.8}), weight=0.5)
+  tx = transforms.dkp("kd/temperature", schedules.piecewise_constant(0.2, {1: 0.8}), weight=0.5,
+                      num_steps=2)
   got = _logit_gradient(tx, {"kd/temperature": 3.0, "dkp/gamma": 1.0})  # gamma is its own
   np.testing.assert_allclose(got, _logit_gradient(transforms.dkp(3.0, 0.2, weight=0.5)),
                              rtol=1e-6, atol=1e-7)

@@ -25,11 +25,12 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from kdjax.data import digits
+from kdjax.data import digits, notices
 
 Augmentation = Literal["none", "flip", "crop_flip"]
 AUGMENTATIONS: tuple[str, ...] = ("none", "flip", "crop_flip")
 DATA_DIR_ENV = "KDJAX_DATA_DIR"
+notices.install()  # in every process that reads data: input workers import this module
 _RANDOM_ACCESS_FORMATS = (tfds.core.FileFormat.ARRAY_RECORD, tfds.core.FileFormat.PARQUET)
 
 

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from kdjax import checkpoints, data, models, parallel, teacher_cache
+from kdjax import checkpoints, data, evaluation, models, parallel, teacher_cache
 from kdjax.trainer import workdir as workdir_lib
 
 
@@ -209,14 +209,7 @@ class RunContext:
     ``kdjax.teacher_cache``) are added to each batch, for an ``eval_fn`` built on cached
     logits.
     """
-    totals: dict[str, np.ndarray] = {}
-    count = 0.0
-    for batch in self.eval_batches():
-      if teacher_logits is not None:
-        batch = teacher_cache.add_teacher_logits(batch, teacher_logits)
-      metrics = jax.device_get(eval_fn(states, None, self.place_batch(batch)))
-      weight = np.asarray(metrics.pop("count"))
-      for k, v in metrics.items():
-        totals[k] = totals.get(k, 0.0) + np.asarray(v) * weight
-      count = weight + count
-    return {k: v / np.maximum(count, 1.0) for k, v in totals.items()}
+    batches = self.eval_batches()
+    if teacher_logits is not None:
+      batches = (teacher_cache.add_teacher_logits(b, teacher_logits) for b in batches)
+    return evaluation.evaluate(eval_fn, states, None, map(self.place_batch, batches))

@@ -24,7 +24,7 @@ class DKPState(NamedTuple):
     count: the number of updates so far, an int32 scalar ``[]``.
 
   Example:
-    >>> tx = dkp(temperature=4.0, gamma=schedules.linear(0.0, 1.0, 100))
+    >>> tx = dkp(temperature=4.0, gamma=schedules.linear(0.0, 1.0, 100), num_steps=100)
     >>> state = tx.init(None)
     >>> type(state).__name__, int(state.count)
     ('DKPState', 0)
@@ -43,7 +43,7 @@ def dkp(temperature: schedules.ScalarOrSchedule | str,
         top_k: int | None = None,
         weight: schedules.ScalarOrSchedule | str = 1.0,
         class_reduction: str = "sum",
-        num_steps: int = 1) -> optax.GradientTransformationExtraArgs:
+        num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
   r"""Dark Knowledge Pruning applied to the gradient with respect to the student's logits.
 
   Adds the gradient of the batch-mean DKP term to the incoming logit gradient:
@@ -83,8 +83,9 @@ def dkp(temperature: schedules.ScalarOrSchedule | str,
     weight: the weight ``w`` of the KD term in the objective: a scalar, a schedule, or a
       hyperparameter name such as ``"weight/kd"``.
     class_reduction: ``"sum"`` or ``"mean"``, as the accompanying KD term.
-    num_steps: the number of steps over which own schedules are validated at construction
-      (named hyperparameters are validated by the objective that declares them).
+    num_steps: the number of steps over which own schedules are validated at construction,
+      required with one (named hyperparameters are validated by the objective that
+      declares them).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(updates, state, params, *,
@@ -95,7 +96,8 @@ def dkp(temperature: schedules.ScalarOrSchedule | str,
 
   Raises:
     ValueError: on a temperature or gamma out of range (or a non-finite weight) anywhere in
-      ``[0, num_steps)``, an empty hyperparameter name, an unknown variant or class
+      ``[0, num_steps)``, an own schedule without ``num_steps``, an empty hyperparameter
+      name, an unknown variant or class
       reduction, or ``"tail"`` without a valid ``top_k``. ``update`` raises it without
       ``params``, when a named hyperparameter is missing from ``hyperparameters`` (naming
       it), and on the same checks as ``kdjax.losses.dkp`` (shapes, labels,
