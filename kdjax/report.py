@@ -90,7 +90,7 @@ def check_spec(spec: Mapping[str, Any], config: ml_collections.ConfigDict) -> No
     ValueError: naming the bad field or value.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> config = base.get_config()  # stages teacher and kd
     >>> check_spec({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": None}]},
     ...            config)

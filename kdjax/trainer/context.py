@@ -125,7 +125,7 @@ class RunContext:
     ValueError: if a batch size does not split over the devices.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> context = RunContext(base.get_config(), "/tmp/run")
     >>> context.info.name, context.primary
     ('digits', True)

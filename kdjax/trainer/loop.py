@@ -397,7 +397,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Example: a teacher and a KD student, four steps each, on the bundled digits.
     >>> import contextlib, io, tempfile
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> config = base.get_config()
     >>> config.stages.teacher = base.stage("mlp_tiny", "scratch", num_steps=4)
     >>> config.stages.kd = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=4)

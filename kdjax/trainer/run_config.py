@@ -39,7 +39,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     ValueError: naming the offending field (``stages.NAME.FIELD``) and value.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> config = base.get_config()
     >>> config.dataset.batch_size = 32  # an epoch of 1437 digits is 44 steps
     >>> config.stages.kd.num_steps, config.stages.kd.num_epochs = 0, 10

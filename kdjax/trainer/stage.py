@@ -98,7 +98,7 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
     FileNotFoundError: when a teacher's or ``init_from``'s export is missing.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> config = base.get_config()
     >>> config.stages.teacher = base.stage("mlp_tiny", "scratch", num_steps=4)
     >>> context = context_lib.RunContext(run_config.validate(config), "/tmp/run")

@@ -55,7 +55,7 @@ def teacher_source(config: ml_collections.ConfigDict, workdir: str,
   """``(model, export directory)`` of teacher ``name``: a stage of this run or a teacher_dir.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> teacher_source(base.get_config(), "/runs/r", "teacher")
     ('resnet8', '/runs/r/stages/teacher/export/seed0/best')
   """
@@ -76,7 +76,7 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
     FileNotFoundError: naming the directory, if a teacher or initialisation is not exported.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> stage_inputs(base.get_config(), "/runs/r", "teacher")  # trained from scratch
     {'teachers': {}}
   """
@@ -110,7 +110,7 @@ def stage_protocol(config: ml_collections.ConfigDict, name: str) -> dict[str, An
   (the evaluation batch size, where the data lives, the input workers) are left out.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> protocol = stage_protocol(base.get_config(), "teacher")
     >>> sorted(protocol["stage"]["loss"]), protocol["dataset"]["name"]
     (['label_smoothing', 'logit_standardization'], 'digits')
@@ -137,7 +137,7 @@ def stage_record(config: ml_collections.ConfigDict, name: str,
   whose teachers are gone: it is then not compared.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> record = stage_record(base.get_config(), "kd")
     >>> record["format"], record["stage"]["method"], "eval_batch_size" in record["dataset"]
     (3, 'kd', False)
@@ -184,7 +184,7 @@ def claim_stage_dir(directory: str, record: dict[str, Any], write: bool = True) 
 
   Example:
     >>> import tempfile
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> directory = tempfile.mkdtemp()
     >>> record = stage_record(base.get_config(), "kd")
     >>> claim_stage_dir(directory, record)
