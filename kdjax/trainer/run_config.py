@@ -70,7 +70,7 @@ def steps_per_epoch(dataset: ml_collections.ConfigDict) -> int:
   and DKD's warm-up counts its epochs with it.
 
   Example:
-    >>> from configs import base
+    >>> from kdjax import config as base
     >>> dataset = base.get_config().dataset
     >>> dataset.name, dataset.batch_size = "cifar10", 128
     >>> steps_per_epoch(dataset)
