@@ -724,6 +724,15 @@ BAD_INPUTS = {
             base.optimizer(warmup_epochs=5), num_steps=100), ValueError,
         r"optimizer.warmup_epochs=5.0 is in epochs: give warmup_steps, or pass the run config "
         r"through kdjax.trainer.validate, which resolves epochs into steps."),
+    "loss field the stage's method does not read": (
+        _validate(**{"stages.kd.loss.dkd_beta": 2.0, "stages.teacher.loss.temperature": -3.0}),
+        ValueError, r"stages.teacher.loss sets temperature=-3.0, which method 'scratch' does "
+        r"not read \(it reads label_smoothing, logit_standardization\); remove them, or "
+        r"choose the method that reads them."),
+    "every loss weight 0": (
+        _validate(**{"stages.kd.loss.ce_weight": 0.0, "stages.kd.loss.kd_weight": 0.0}),
+        ValueError, r"stages.kd.loss: every term of method 'dkp' has weight 0 \(ce, kd\), so "
+        r"the stage would train nothing; give one of them a positive weight."),
     "wrong number of teachers": (
         _validate(**{"stages.kd.teachers": ()}), ValueError,
         r"stages.kd.teachers=\(\): method 'dkp' takes exactly one teacher"),

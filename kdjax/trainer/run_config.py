@@ -10,6 +10,7 @@ import math
 
 import ml_collections
 
+from kdjax import config as config_schema
 from kdjax import data, methods, mixup, models, optimizers
 from kdjax.losses import pruning
 
@@ -218,6 +219,7 @@ def _check_recipe(config: ml_collections.ConfigDict, where: str,
       mixup.check_concentration(stage.mixup)
     except ValueError as error:
       raise ValueError(f"{where}.mixup: {error} 0 turns mixup off.") from error
+  _check_loss_fields(where, stage, method)
   # FitNets' regressor is sized from the teacher's feature, unknown until the teacher is
   # loaded: a stand-in shape checks the rest of its recipe here.
   stand_in = {stage.loss.hint_feature: (1, 1, 1, 1)} if stage.method == "fitnets" else {}
@@ -226,6 +228,10 @@ def _check_recipe(config: ml_collections.ConfigDict, where: str,
                           steps_per_epoch(config.dataset))
   except ValueError as error:
     raise ValueError(f"{where}.loss: {error}") from error
+  if all(_is_zero(t.weight) for t in recipe.objective.terms):
+    raise ValueError(f"{where}.loss: every term of method {stage.method!r} has weight 0 "
+                     f"({', '.join(t.label for t in recipe.objective.terms)}), so the stage "
+                     f"would train nothing; give one of them a positive weight.")
   if stage.mixup and recipe.label_users:
     raise ValueError(f"{where}.mixup={stage.mixup}: mixup blends images, so the labels no "
                      f"longer describe them, but method {stage.method!r} reads labels (in "
@@ -238,3 +244,26 @@ def _check_recipe(config: ml_collections.ConfigDict, where: str,
                               num_classes=data.num_classes(config.dataset.name))
     except ValueError as error:
       raise ValueError(f"{where}.loss.dkp_top_k: {error}") from error
+
+
+def _check_loss_fields(where: str, stage: ml_collections.ConfigDict,
+                       method: methods.Method) -> None:
+  """Refuses loss fields the stage's method never reads, unless left at their defaults.
+
+  A value set on a field the method ignores (``gamma`` on a ``kd`` stage) would change
+  nothing the stage trains, so it is a mistake in the config: another method was meant, or
+  another field. Fields outside the schema (``kdjax.config.loss``) are refused the same way.
+  """
+  defaults = config_schema.loss()
+  unread = [f"{field}={value!r}" for field, value in stage.loss.items()
+            if field not in method.loss_fields
+            and (field not in defaults or value != defaults[field])]
+  if unread:
+    raise ValueError(f"{where}.loss sets {', '.join(unread)}, which method {stage.method!r} "
+                     f"does not read (it reads {', '.join(method.loss_fields)}); remove "
+                     f"them, or choose the method that reads them.")
+
+
+def _is_zero(weight) -> bool:
+  """Whether a term weight is the constant 0 (a schedule is never taken as 0)."""
+  return not callable(weight) and weight == 0
