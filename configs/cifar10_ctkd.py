@@ -1,12 +1,12 @@
 """CIFAR-10: CTKD (curriculum temperature), resnet56 → resnet20, RepDistiller recipe.
 
 CE 0.1 + KD 0.9 at a learnable global temperature T = 1 + 20·σ(θ): θ trains with the
-student (same optimizer, as in the official code) but through a gradient-reversal layer,
-so it ascends the KD loss while the student descends it; the reversal weight λ rises from
-0 to 1 on a cosine over the first 10 of 240 epochs (the paper). The official code runs λ
-from 0 to -1 (its temperature descends the loss, zhengli97/CTKD issue 24):
-``--config.stages.ctkd_resnet20.loss.ctkd_lambda_max=-1`` reproduces it. 240 epochs, SGD
-lr 0.05, batch 64 (``cifar10_dkd.py``).
+student (same optimizer, as in the official code) but with its gradient reversed
+(``kdjax.transforms.reverse_gradients`` in front of the optimizer), so it ascends the KD
+loss while the student descends it; the reversal weight λ rises from 0 to 1 on a cosine over
+the first 10 of 240 epochs, as in the paper and the official code (whose reversal layer
+multiplies by its λ, run from 0 to -1: the same ascent). 240 epochs, SGD lr 0.05, batch 64
+(``cifar10_dkd.py``).
 
   python -m launch.train --config=configs/cifar10_ctkd.py --workdir=workdir/cifar10_b64
 

@@ -15,8 +15,11 @@ directory is passed to them as ``config.teacher_dirs.teacher``).
 Its row in docs/results.md (``get_report``):
 
   python -m launch.report \
-      --table=configs/results_cifar10_teacher.py=workdir/results/cifar10_teacher \
-      --table=configs/results_cifar10_teacher.py:cifar100=workdir/results/cifar100_teacher
+      --table=configs/results_cifar10_teacher.py=docs/results/runs/cifar10_teacher \
+      --table=configs/results_cifar10_teacher.py:cifar100=docs/results/runs/cifar100_teacher
+
+(the README's Results section gives the whole command and how runs reach
+``docs/results/runs/``).
 """
 
 from configs import base

@@ -101,8 +101,8 @@ def loss(**overrides) -> ml_collections.ConfigDict:
       "ctkd_mode": "global",  # ctkd: global (one learnable temperature) | instance (an MLP)
       "ctkd_t_start": 1.0,  # ctkd: the lowest temperature T_0
       "ctkd_t_range": 20.0,  # ctkd: T lies in (T_0, T_0 + t_range)
-      # ctkd: the gradient-reversal weight rises 0 -> ctkd_lambda_max on a cosine over this
-      # fraction of the stage; 1 is the paper (the temperature ascends the loss), -1 the code
+      # ctkd: the temperature's gradient-reversal weight rises 0 -> ctkd_lambda_max in [0, 1]
+      # on a cosine over this fraction of the stage; 1 is the paper's and the code's
       "ctkd_lambda_max": 1.0,
       "ctkd_ramp_fraction": 10 / 240,
       "dkd_alpha": 1.0,  # dkd: TCKD weight

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 import dataclasses
 from typing import Any
 
+import jax
 import optax
 
 from kdjax import heads, schedules, transforms
@@ -35,6 +36,9 @@ class Recipe:
       in the step's metrics under these names; a string value names an objective
       hyperparameter to report under this name as well.
     output_tx_needs_labels: whether ``output_tx`` reads the batch's labels.
+    param_tx: transformation of the parameter gradients (over ``{"student": params, "aux":
+      aux_params}``), chained in front of the optimizer by :meth:`optimizer_for`, or
+      ``None`` for none (CTKD's gradient reversal of its temperature).
 
   Example:
     >>> loss = {"ce_weight": 0.1, "label_smoothing": 0.0, "kd_weight": 0.9,
@@ -52,6 +56,26 @@ class Recipe:
   log_schedules: Mapping[str, schedules.ScalarOrSchedule | str] = dataclasses.field(
       default_factory=dict)
   output_tx_needs_labels: bool = False
+  param_tx: optax.GradientTransformation | None = None
+
+  def optimizer_for(self, optimizer: optax.GradientTransformation
+                    ) -> optax.GradientTransformation:
+    """The stage's optimizer with ``param_tx`` (if any) in front of it.
+
+    Example:
+      >>> recipe = get("ctkd").build({"ce_weight": 0.1, "label_smoothing": 0.0,
+      ...     "kd_weight": 0.9, "logit_standardization": False, "ctkd_mode": "global",
+      ...     "ctkd_t_start": 1.0, "ctkd_t_range": 20.0, "ctkd_lambda_max": 1.0,
+      ...     "ctkd_ramp_fraction": 0.1}, 100, {}, 10)
+      >>> params = {"student": jnp.ones(2), "aux": {CTKD_HEAD: jnp.ones(())}}
+      >>> tx = recipe.optimizer_for(optax.sgd(1.0))
+      >>> state = tx.init(params)
+      >>> for _ in range(11):  # λ reaches 1 at step 10
+      ...   updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state)
+      >>> updates["student"].tolist(), float(updates["aux"][CTKD_HEAD])  # θ ascends
+      ([-1.0, -1.0], 1.0)
+    """
+    return optimizer if self.param_tx is None else optax.chain(self.param_tx, optimizer)
 
   @property
   def label_users(self) -> tuple[str, ...]:
@@ -277,16 +301,28 @@ def _ctkd(loss, num_steps, shapes, steps_per_epoch):
   if mode not in CTKD_MODES:
     raise ValueError(f"unknown loss.ctkd_mode {mode!r}; valid: "
                      f"{', '.join(map(repr, CTKD_MODES))}.")
+  lambda_max = loss["ctkd_lambda_max"]
+  if not 0.0 <= lambda_max <= 1.0:
+    raise ValueError(f"loss.ctkd_lambda_max={lambda_max} must lie in [0.0, 1.0]: the "
+                     f"temperature's gradient is reversed with weight λ ∈ [0, λ_max].")
   # λ rises from 0 to ctkd_lambda_max on a cosine over the first ctkd_ramp_fraction of the
-  # stage (the paper: 0 -> 1 over 10 epochs); -1 runs it as the official code does.
+  # stage (the paper: 0 -> 1 over 10 epochs; the official code holds each epoch's value).
   ramp_steps = _fraction_of(num_steps, "ctkd_ramp_fraction", loss["ctkd_ramp_fraction"])
-  reversal = schedules.cosine(0.0, float(loss["ctkd_lambda_max"]), ramp_steps)
+  reversal = schedules.cosine(0.0, float(lambda_max), ramp_steps)
   module = heads.GlobalTemperature() if mode == "global" else heads.InstanceTemperature()
-  ctkd = objective_lib.term("ctkd", loss["kd_weight"], reversal=reversal,
-                            t_start=loss["ctkd_t_start"], t_range=loss["ctkd_t_range"],
-                            temperature_feature=CTKD_HEAD)
+  ctkd = objective_lib.term("ctkd", loss["kd_weight"], t_start=loss["ctkd_t_start"],
+                            t_range=loss["ctkd_t_range"], temperature_feature=CTKD_HEAD)
   return Recipe(objective_lib.Objective((_ce(loss), ctkd), num_steps),
-                aux_heads={CTKD_HEAD: heads.AuxHead(module, source="pooled")})
+                aux_heads={CTKD_HEAD: heads.AuxHead(module, source="pooled")},
+                log_schedules={"ctkd/reversal": reversal},
+                param_tx=transforms.reverse_gradients(reversal, _ctkd_temperature_mask))
+
+
+def _ctkd_temperature_mask(trainables: Mapping[str, Any]) -> dict[str, Any]:
+  """True on the CTKD temperature head's parameters, False on the rest."""
+  return {"student": jax.tree.map(lambda _: False, trainables["student"]),
+          "aux": {name: jax.tree.map(lambda _, name=name: name == CTKD_HEAD, params)
+                  for name, params in trainables["aux"].items()}}
 
 
 def _fitnets(loss, num_steps, shapes, steps_per_epoch):

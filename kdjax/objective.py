@@ -230,7 +230,7 @@ def _check_ctkd(options):
 
 def _ctkd(x: TermInputs, h) -> jax.Array:
   return losses.ctkd(x.student_logits, x.teacher_logits, x.student[h["temperature_feature"]],
-                     h["reversal"], t_start=h["t_start"], t_range=h["t_range"])
+                     t_start=h["t_start"], t_range=h["t_range"])
 
 
 def _attention(x: TermInputs, h) -> jax.Array:
@@ -294,7 +294,7 @@ TERMS: Mapping[str, TermDefinition] = {
                          "gamma": (2.0, _NON_NEGATIVE)},
         options={}, teacher="one", standardizable=True),
     "ctkd": TermDefinition(
-        fn=_ctkd, hyperparameters={"reversal": (_REQUIRED, {"low": -1.0, "high": 1.0})},
+        fn=_ctkd, hyperparameters={},
         options={"t_start": 1.0, "t_range": 20.0, "temperature_feature": _REQUIRED},
         teacher="one", student_features=lambda options: (options["temperature_feature"],),
         check=_check_ctkd),
@@ -376,9 +376,9 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   - ``"dist"``: DIST, a batch loss (its intra-class relation couples the examples, and
     padding is left out through the batch's mask); ``temperature=4``, ``beta=2``,
     ``gamma=2``.
-  - ``"ctkd"``: KD at a learnable temperature (CTKD); ``reversal`` (required: the
-    gradient-reversal weight λ, a schedule); ``t_start=1``, ``t_range=20``,
-    ``temperature_feature`` (required: the aux head giving the raw temperature).
+  - ``"ctkd"``: KD at a learnable temperature (CTKD; its adversarial update is the
+    method's ``param_tx``); ``t_start=1``, ``t_range=20``, ``temperature_feature``
+    (required: the aux head giving the raw temperature).
   - ``"hint"``: FitNets; ``student_feature`` (usually an aux head's output) and
     ``teacher_feature`` (both required).
   - ``"attention"``: attention transfer; ``student_features`` (required),

@@ -13,7 +13,14 @@ next to ``get_config``, a ``get_report`` taking the same optional argument and r
               # the paper's number (%) with its source and protocol, or None for none
               "paper": 88.45, "source": "TAKD (Mirzadeh et al., 2020), Table 2",
               "protocol": "resnet110 → resnet8, 200 epochs, crop + flip, best epoch"},
-             ...]}
+             ...],
+    # optional: the papers' claims this table tests (kdjax.claims says how they are judged)
+    "claims": [{"claim": "DKP beats KD",  # the claim, as the paper makes it
+                "kind": "beats",  # or "equals"
+                "stages": ["dkp_uniform", "dkp_tail"],  # rows of this table; the best is used
+                "baseline": "kd",  # a row of this table
+                "source": "the DKP paper"},  # optional
+               ...]}
 
 Every other number comes from the workdirs that ran the config: a row's stage is read from
 each workdir given for the table (``WORKDIR/stages/NAME``), its seeds pooled over them. A
@@ -38,6 +45,10 @@ by ``config.teacher_dirs`` (exports of another workdir) are described above the 
 their export's provenance record; their accuracy is shown once their stage's
 ``result.json`` is beside the export (``STAGE/export/seed<i>/<kind>``).
 
+The report opens with what the tables say of the papers' claims: per claim and table, the
+verdict (:mod:`kdjax.claims`) with the difference of the rows' mean last accuracies and its
+standard error, or the rows it waits for.
+
 The same workdirs give the same files, byte for byte: nothing depends on the date, the
 machine or the order of directory listings.
 """
@@ -52,13 +63,14 @@ from typing import Any, NamedTuple
 import ml_collections
 import numpy as np
 
-from kdjax import checkpoints, summary, trainer
+from kdjax import checkpoints, claims, summary, trainer
 from kdjax.trainer import workdir as workdir_lib
 
 REPORT_FILE = "results.md"
 SPEC_FUNCTION = "get_report"
 _ROW_FIELDS = {"stage", "label", "paper", "source", "protocol"}
-_SPEC_FIELDS = {"title", "notes", "rows"}
+_SPEC_FIELDS = {"title", "notes", "rows", "claims"}
+_CLAIM_FIELDS = {"claim", "kind", "stages", "baseline", "source"}
 
 
 class Table(NamedTuple):
@@ -131,6 +143,20 @@ def check_spec(spec: Mapping[str, Any], config: ml_collections.ConfigDict) -> No
     if paper is not None and not row.get("source"):
       raise ValueError(f"report row {i} ({label}): the paper's number {paper} needs its "
                        f"source.")
+  shown = {row["stage"] for row in rows}
+  for i, claim in enumerate(spec.get("claims", ())):
+    unknown = set(claim) - _CLAIM_FIELDS
+    if unknown:
+      raise ValueError(f"report claim {i}: unknown fields {sorted(unknown)}; valid: "
+                       f"{sorted(_CLAIM_FIELDS)}.")
+    if not isinstance(claim.get("claim"), str) or not claim["claim"]:
+      raise ValueError(f"report claim {i}: claim={claim.get('claim')!r} must be a non-empty "
+                       f"string.")
+    claims.check_claim(claim.get("kind"), claim.get("stages"), claim.get("baseline"))
+    for stage in [*claim["stages"], claim["baseline"]]:
+      if stage not in shown:
+        raise ValueError(f"report claim {i} ({claim['claim']}): {stage=} is not a row of "
+                         f"the table.")
 
 
 def load_table(config_file: str, workdirs: Sequence[str]) -> Table:
@@ -289,25 +315,17 @@ def _hardware(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _cost(results: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
-  """(wall time, hardware) of the runs behind ``results``; "not recorded" for old records."""
-  if any("cost" not in r for r in results):
-    return "not recorded", "not recorded"
+  """(wall time, hardware) of the runs behind ``results``: every ``*_seconds`` of their cost."""
   costs = [r["cost"] for r in results]
-  # setup, train, eval and (since they are timed apart) checkpoint seconds: all of the run
   seconds = sum(v for c in costs for k, v in c.items() if k.endswith("_seconds"))
-  at_least = "≥ " if any(c["untimed_steps"] for c in costs) else ""
-  return at_least + _duration(seconds), _hardware([h for c in costs for h in c["hardware"]])
+  return _duration(seconds), _hardware([h for c in costs for h in c["hardware"]])
 
 
-def _protocol(result: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[str, str]:
-  """(epochs, augmentation) of a finished stage, from its result or its stage record."""
-  if "epochs" in result:
-    epochs = f"{result['epochs']:.1f}"
-  else:  # recorded before results held the dataset's size
-    epochs = f"{result['num_steps']} steps"
-  dataset = result.get("dataset") or record.get("dataset", {})
-  augmentation = dataset.get("augmentation", "not recorded")
-  if result.get("mixup"):
+def _protocol(result: Mapping[str, Any]) -> tuple[str, str]:
+  """(epochs, augmentation) of a finished stage, from its result."""
+  epochs = f"{result['epochs']:.1f}"
+  augmentation = result["dataset"]["augmentation"]
+  if result["mixup"]:
     augmentation += f" + mixup ({result['mixup']})"
   return epochs, augmentation
 
@@ -438,9 +456,7 @@ def _teacher_line(name: str, directory: str) -> str:
     return (text + f"; stage `{stage}` is not finished (no {trainer.RESULT_FILE} in "
             f"`{stage_directory}`), so no accuracy is shown.")
   result = _read_json(result_path)
-  config_path = os.path.join(stage_directory, trainer.STAGE_CONFIG_FILE)
-  record = _read_json(config_path) if os.path.exists(config_path) else {}
-  epochs, augmentation = _protocol(result, record)
+  epochs, augmentation = _protocol(result)
   wall, hardware = _cost([result])
   best = max(range(len(result["best_accuracy"])), key=lambda i: result["best_accuracy"][i])
   return (text + f": **{100 * provenance['accuracy']:.2f} %** test accuracy; its stage's "
@@ -474,8 +490,8 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
   lines = [f"## {spec['title']}", ""]
   if spec.get("notes"):
     lines += [spec["notes"].strip(), ""]
-  lines += [f"Config `{table.name}`, run in {', '.join(f'`{w}`' for w in table.workdirs)}.",
-            ""]
+  workdirs = ", ".join(f"`{w}`" for w in table.workdirs)
+  lines += [f"Config `{table.name}`, results read from {workdirs}.", ""]
   teacher_dirs = table.config.teacher_dirs
   for name, entry in teacher_dirs.items():
     lines.append(_teacher_line(name, entry if isinstance(entry, str) else entry.directory))
@@ -508,7 +524,7 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
                f"{found} of {row['expected_seeds']}")
       if unfinished:
         seeds += f" ({unfinished})"
-      epochs, augmentation = _protocol(result, row["records"][0]["record"])
+      epochs, augmentation = _protocol(result)
       wall, hardware = _cost([r["result"] for r in row["records"]])
       teachers = result["teacher_accuracy"]
       teacher = ("—" if not teachers else f"{100 * next(iter(teachers.values())):.2f}"
@@ -524,6 +540,75 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
   if sources:
     lines.append("")
   return "\n".join(lines), plotted
+
+
+def _claim_line(claim: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]],
+                title: str) -> str:
+  """One claim judged on one table's rows, or the rows it waits for."""
+  text = f"  - {title}: "
+  stages = [*claim["stages"], claim["baseline"]]
+  waiting = [rows[s]["label"] for s in stages if rows[s]["status"] != "finished"]
+  if waiting:
+    return text + f"waiting for {', '.join(waiting)}."
+  last = {s: rows[s]["result"]["last_accuracy"] for s in stages}
+  try:
+    comparison = claims.compare(claim["kind"], {s: last[s] for s in claim["stages"]},
+                                last[claim["baseline"]])
+  except ValueError as error:
+    return text + f"not judged: {error}"
+  candidate, baseline = rows[comparison.candidate], rows[claim["baseline"]]
+  best = {s: 100 * np.mean(rows[s]["result"]["best_accuracy"])
+          for s in (comparison.candidate, claim["baseline"])}
+  text += (f"**{comparison.verdict}**. {candidate['label']} "
+           f"{_mean_std(last[comparison.candidate])} % against {baseline['label']} "
+           f"{_mean_std(last[claim['baseline']])} % (last network): "
+           f"{comparison.difference:+.2f} points, standard error "
+           f"{comparison.standard_error:.2f} ({len(last[comparison.candidate])} and "
+           f"{len(last[claim['baseline']])} seeds); best epochs "
+           f"{best[comparison.candidate] - best[claim['baseline']]:+.2f} points")
+  if len(claim["stages"]) > 1:
+    text += (f". {candidate['label']} is the best of {len(claim['stages'])} rows ("
+             f"{', '.join(rows[s]['label'] for s in claim['stages'])}) by mean last "
+             f"accuracy: a selection on the test set")
+  return text + "."
+
+
+def claims_markdown(tables: Sequence[Table]) -> str:
+  """The report's opening section: the papers' claims, judged on each table that tests them.
+
+  Args:
+    tables: the loaded tables; those whose spec has ``claims`` contribute one line per claim.
+
+  Returns:
+    The Markdown section, or ``""`` when no table tests a claim.
+
+  Example:
+    >>> import tempfile
+    >>> table = load_table("configs/results_cifar10.py", [tempfile.mkdtemp()])
+    >>> print("\\n".join(claims_markdown([table]).splitlines()[4:6]))
+    - **KD beats training from scratch** (Hinton et al., 2015)
+      - CIFAR-10, resnet8 students of a resnet20 teacher: waiting for KD, scratch.
+  """
+  judged: dict[str, list[str]] = {}  # a claim's heading → its line per table, in order
+  for table in tables:
+    if table.spec.get("claims"):
+      rows = {row["stage"]: row for row in table_rows(table)}
+      for claim in table.spec["claims"]:
+        source = f" ({claim['source']})" if claim.get("source") else ""
+        judged.setdefault(f"- **{claim['claim']}**{source}", []).append(
+            _claim_line(claim, rows, table.spec["title"]))
+  if not judged:
+    return ""
+  lines = [line for heading, found in judged.items() for line in [heading, *found]]
+  return "\n".join([
+      "## What the tables say", "",
+      f"Each claim is judged on the last network of every seed (no selection on the test "
+      f"set): it *holds* when the difference of the means exceeds "
+      f"{claims.STANDARD_ERRORS:g} standard errors, is *reversed* beyond that in the other "
+      f"direction, and is *not resolved* in between; a claim of equality holds within "
+      f"{claims.STANDARD_ERRORS:g} standard errors. These verdicts are about kdjax's short "
+      f"CPU protocol (see each table's notes), not the papers' schedules.", "",
+      *lines, ""])
 
 
 def plot_file(table: Table) -> str:
@@ -577,6 +662,9 @@ def write(tables: Sequence[Table], output_dir: str, command: str) -> list[str]:
       "stage without a result is shown as running or not started, and one whose recorded "
       "config differs from its config's as stale, never with a number.", ""]
   paths = [os.path.join(output_dir, REPORT_FILE)]
+  said = claims_markdown(tables)
+  if said:
+    sections.append(said)
   for table, name in zip(tables, names, strict=True):
     text, plotted = table_markdown(table)
     sections.append(text)

@@ -1,7 +1,7 @@
 r"""Writes docs/results.md and its plots from the workdirs of the results configs.
 
   python -m launch.report \
-      --table=configs/results_cifar10_teacher.py=workdir/results/cifar10_teacher \
+      --table=configs/results_cifar10_teacher.py=docs/results/runs/cifar10_teacher \
       [--table=CONFIG_FILE[:ARG]=WORKDIR[,WORKDIR...] ...] [--output_dir=docs]
 
 Each ``--table`` names a config file (with ``launch.train``'s optional ``:ARG``) whose

@@ -413,7 +413,7 @@ class TestValidation:
        r"margin=-1.0 must lie in \[0.0, inf\)"),
       (lambda: losses.continuation(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0), "phi=0.0"),
       (lambda: losses.standardize_logits(jnp.zeros((2, 1))), r"K >= 2 classes"),
-      (lambda: losses.ctkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0, 1.0, t_range=0.0),
+      (lambda: losses.ctkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0, t_range=0.0),
        r"t_range=0.0 .* is empty"),
       (lambda: losses.sparse_targets(jnp.zeros((2, 5)), 6), r"k=6 must be an integer in \[1, K\]"),
       (lambda: losses.jensen_shannon(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 1.5),

@@ -4,10 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import official_ports as ports
+import optax
 import pytest
 
 from configs import base
-from kdjax import methods
+from kdjax import methods, models, state, step
 
 
 def _annealing_phi_values(num_steps: int, max_temperature: int = 10) -> np.ndarray:
@@ -112,6 +113,90 @@ class TestDkd:
   def test_negative_warmup_is_refused(self):
     with pytest.raises(ValueError, match="dkd_warmup_epochs=-1 must be an integer >= 0"):
       methods.get("dkd").build(base.loss(dkd_warmup_epochs=-1), 100, {}, 10)
+
+
+class TestNotPlainCrossEntropyOrKd:
+  """Continuation-KD and CTKD train as themselves, not as the CE or KD they build on.
+
+  Each built objective is checked against its formula written here in NumPy (mid-stage,
+  where every weight is strictly between its ends), and a few train steps of each are
+  checked to move the student elsewhere than CE alone and KD would: a method whose term
+  became a no-op, or whose schedules stuck at an end, fails.
+  """
+
+  LOSS = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0,
+          "continuation_max_temperature": 4, "continuation_anneal_fraction": 0.5,
+          "continuation_ramp_fraction": 0.8, "ctkd_ramp_fraction": 0.2}
+
+  @staticmethod
+  def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+  def _ce(self, s, labels):
+    return -self._log_softmax(s)[np.arange(len(labels)), labels]
+
+  def _objective_loss(self, method, student, t, labels, at_step, **loss):
+    objective = methods.get(method).build(base.loss(**self.LOSS, **loss), 100, {},
+                                          10).objective
+    value, _ = objective.loss(student, {"logits": jnp.asarray(t[None], jnp.float32)},
+                              jnp.asarray(labels), None, objective.schedule_values(at_step),
+                              jax.random.key(0))
+    return float(value)
+
+  def test_continuation_objective_is_its_formula(self):
+    rng = np.random.default_rng(1)
+    s, t = 3 * rng.normal(size=(6, 10)), 3 * rng.normal(size=(6, 10))
+    labels, at_step = np.arange(6) % 10, 30  # ψ = 30/80; Φ = 3/4 (level 2 of steps 25-37)
+    psi, phi = 30 / 80, 0.75
+    error = ((s - phi * t)**2).mean(-1)
+    margin = float(np.median(error)) / phi  # the hinge active on half of the examples
+    hinge = np.maximum(error - margin * phi, 0.0)
+    assert 0 < np.count_nonzero(hinge) < len(hinge)
+    expected = np.mean(psi * self._ce(s, labels) + (1 - psi) * hinge)
+    value = self._objective_loss("continuation", {"logits": jnp.asarray(s, jnp.float32)}, t,
+                                 labels, at_step, continuation_margin=margin)
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+  def test_ctkd_objective_is_its_formula(self):
+    rng = np.random.default_rng(0)
+    s, t = 3 * rng.normal(size=(6, 10)), 3 * rng.normal(size=(6, 10))
+    labels, theta = np.arange(6) % 10, rng.normal(size=6)
+    temperature = (1.0 + 20.0 / (1.0 + np.exp(-theta)))[:, None]
+    log_p, log_q = self._log_softmax(t / temperature), self._log_softmax(s / temperature)
+    kd = temperature[:, 0]**2 * np.sum(np.exp(log_p) * (log_p - log_q), -1)
+    expected = np.mean(0.1 * self._ce(s, labels) + 0.9 * kd)
+    student = {"logits": jnp.asarray(s, jnp.float32),
+               methods.CTKD_HEAD: jnp.asarray(theta, jnp.float32)}
+    value = self._objective_loss("ctkd", student, t, labels, 50)
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+  def _params_after(self, method, num_steps=4):
+    recipe = methods.get(method).build(base.loss(**self.LOSS, continuation_margin=1.0), 10,
+                                       {}, 10)
+    module = models.get("mlp_tiny", 10)
+    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+    variables = module.init(jax.random.key(1), images, train=False)
+    optimizer = recipe.optimizer_for(optax.sgd(0.1))
+    train_state = state.create_train_state(module, variables, optimizer, jax.random.key(2),
+                                           output_tx=recipe.output_tx,
+                                           aux_heads=recipe.aux_heads, sample_inputs=images)
+    train_step = jax.jit(step.make_train_step(module, recipe.objective, optimizer,
+                                              output_tx=recipe.output_tx,
+                                              aux_heads=recipe.aux_heads))
+    batch = {"image": images, "label": jnp.arange(16) % 10,
+             "teacher_logits": 4.0 * jax.random.normal(jax.random.key(3), (16, 10))}
+    for _ in range(num_steps):
+      train_state, _ = train_step(train_state, None, batch)
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(train_state.params)])
+
+  def test_training_moves_the_student_elsewhere_than_ce_and_kd(self):
+    final = {m: self._params_after(m) for m in ("scratch", "kd", "continuation", "ctkd")}
+    initial = self._params_after("scratch", num_steps=0)
+    for method in ("continuation", "ctkd"):
+      moved = np.linalg.norm(final[method] - initial)
+      for plain in ("scratch", "kd"):
+        assert np.linalg.norm(final[method] - final[plain]) > 0.05 * moved, (method, plain)
 
 
 class _ReadRecorder(dict):

@@ -6,6 +6,8 @@ import contextlib
 import io
 import os
 import re
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import optax
@@ -37,21 +39,41 @@ def test_quickstart_has_exactly_two_commands():
   assert "pytest" in commands[1]
 
 
-def test_results_section_links_the_report_and_a_command_that_loads_its_tables():
+def _report_command() -> str:
+  """The README's command that regenerates docs/results.md, on one line."""
   with open(README) as f:
     text = f.read()
   section = text.split("## Results", 1)[1].split("\n## ", 1)[0]
   assert "[`docs/results.md`](docs/results.md)" in section
-  (command,) = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
-  assert command.startswith("python -m launch.report")
-  tables = re.findall(r"--table=(\S+)=(\S+)", command)
+  (command,) = [c for c in re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
+                if c.startswith("python -m launch.report")]
+  return " ".join(command.replace("\\\n", " ").split())
+
+
+def test_results_section_links_the_report_and_a_command_that_loads_its_tables():
+  tables = re.findall(r"--table=(\S+)=(\S+)", _report_command())
   assert tables
   root = os.path.dirname(README)
   for config_file, workdirs in tables:
     path, _, arg = config_file.partition(":")
     table = report.load_table(os.path.join(root, path) + (f":{arg}" if arg else ""),
-                              workdirs.split(","))
+                              [os.path.join(root, w) for w in workdirs.split(",")])
     assert table.spec["rows"]
+
+
+def test_the_committed_report_is_what_the_committed_runs_give(tmp_path):
+  # The README's command, run on the records under docs/results/runs/, writes
+  # docs/results.md byte for byte (below the line naming the command, which names no
+  # --output_dir when it writes into docs/).
+  root = os.path.dirname(README)
+  command = _report_command()
+  subprocess.run([sys.executable, *command.split()[1:], f"--output_dir={tmp_path}"],
+                 cwd=root, check=True, capture_output=True)
+  with open(os.path.join(root, "docs", "results.md")) as f:
+    committed = f.read().split("\n", 3)
+  regenerated = (tmp_path / "results.md").read_text().split("\n", 3)
+  assert command in committed[2]
+  assert committed[3] == regenerated[3]
 
 
 def test_printed_values_match_the_readme():

@@ -610,6 +610,9 @@ BAD_INPUTS = {
         _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_t_range": 0.0}),
         ValueError, r"stages.kd.loss: t_range=0.0 must be finite and > 0: the temperature "
         r"range \(1.0, 1.0\) is empty"),
+    "CTKD reversal weight outside [0, 1]": (
+        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_lambda_max": -1.0}),
+        ValueError, r"stages.kd.loss: loss.ctkd_lambda_max=-1.0 must lie in \[0.0, 1.0\]"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),

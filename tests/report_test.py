@@ -50,13 +50,19 @@ CONFIG = textwrap.dedent('''\
                    "source": "Annealing-KD, Table 1", "protocol": "resnet110, 200 epochs"},
                   {"stage": "dkp", "label": "DKP"},
                   {"stage": "dkd", "label": "DKD"},
+              ],
+              "claims": [
+                  {"claim": "KD beats scratch", "kind": "beats", "stages": ["kd"],
+                   "baseline": "scratch", "source": "Hinton et al."},
+                  {"claim": "DKP beats KD", "kind": "beats", "stages": ["dkp", "dkd"],
+                   "baseline": "kd"},
               ]}
     ''')
 
 COST = {"setup_seconds": 20.0, "train_seconds": 2900.0, "eval_seconds": 580.0,
         "checkpoint_seconds": 100.0, "runs": 2,
         "hardware": [{"backend": "cpu", "device_kind": "cpu", "device_count": 8,
-                      "process_count": 1, "host_cpu_count": 2}], "untimed_steps": 0}
+                      "process_count": 1, "host_cpu_count": 2}]}
 TEACHER_HASH = "abc"
 
 
@@ -75,7 +81,7 @@ def _stage_record(config, name, seeds, teacher_hash=TEACHER_HASH):
 
 
 def _finish(workdir, name, seeds, last, best, *, num_steps=100, teachers=("teacher",),
-            teacher_accuracy=0.9, init_from="", old=False, record=None):
+            teacher_accuracy=0.9, init_from="", record=None):
   """Writes a finished stage: its record and a result.json as the trainer writes them."""
   directory = trainer.stage_dir(workdir, name)
   _write_json(os.path.join(directory, trainer.STAGE_CONFIG_FILE), record)
@@ -86,12 +92,11 @@ def _finish(workdir, name, seeds, last, best, *, num_steps=100, teachers=("teach
       "curve": {"step": [num_steps // 2, num_steps],
                 "accuracy": [[b - 0.1 for b in best], last]},
       "teacher_accuracy": {t: teacher_accuracy for t in teachers},
-      "teacher_cache": True, "nonfinite_steps": [0] * len(seeds)}
-  if not old:  # the fields kdjax records since results hold their protocol and cost
-    result.update(init_from=init_from, mixup=0.0, epochs=num_steps * 128 / 50000,
-                  dataset={"name": "cifar10", "num_classes": 10, "num_train": 50000,
-                           "num_test": 10000, "batch_size": 128, "augmentation": "none"},
-                  cost=COST)
+      "teacher_cache": True, "nonfinite_steps": [0] * len(seeds), "init_from": init_from,
+      "mixup": 0.0, "epochs": num_steps * 128 / 50000,
+      "dataset": {"name": "cifar10", "num_classes": 10, "num_train": 50000,
+                  "num_test": 10000, "batch_size": 128, "augmentation": "none"},
+      "cost": COST}
   _write_json(os.path.join(directory, trainer.RESULT_FILE), result)
 
 
@@ -136,7 +141,7 @@ def make_runs(root, reverse=False):
       finish(a, "annealing_1", [0, 1, 2], [0.7, 0.7, 0.7], [0.7, 0.7, 0.7]),
       finish(a, "annealing_2", [0, 1, 2], [0.8, 0.8, 0.8], [0.8, 0.8, 0.8], num_steps=50,
              teachers=(), init_from="annealing_1"),
-      finish(b, "dkd", [1, 2], [0.5, 0.6], [0.55, 0.65], old=True),  # before costs
+      finish(b, "dkd", [1, 2], [0.5, 0.6], [0.55, 0.65]),
       running,
   ]
   for write in reversed(writes) if reverse else writes:
@@ -188,12 +193,6 @@ def test_a_running_stage_is_shown_as_such_without_numbers(runs):
   assert cells[4:] == ["—"] * 7
   assert "43.21" not in text  # its last evaluation is not a result
   assert "DKP" not in [r["label"] for r in plotted]
-
-
-def test_a_record_without_cost_fields_shows_what_it_has(runs):
-  cells = _rows(report.table_markdown(report.load_table(*runs))[0])["DKD"]
-  assert cells[3:] == ["2 of 3", "55.00 ± 7.07", "60.00 ± 7.07", "100 steps", "none", "90.00",
-                       "not recorded", "not recorded"]
 
 
 def test_the_teacher_is_read_from_its_export_and_its_stage(runs):
@@ -402,3 +401,60 @@ def test_a_teacher_not_exported_yet_is_said_so(runs, tmp_path):
   os.remove(os.path.join(export, "provenance.json"))
   text, _ = report.table_markdown(report.load_table(config_file, workdirs))
   assert f"- Teacher `teacher`: no export in `{export}` yet." in text.splitlines()
+
+
+def test_claims_are_judged_on_the_last_networks_or_wait_for_their_rows(runs):
+  text = report.claims_markdown([report.load_table(*runs)])
+  lines = text.splitlines()
+  table = "cifar10, resnet8 students"
+  # KD (83, 85) against scratch (80, 84, 85), by hand: +1.00 points, standard error
+  # sqrt(2 / 2 + 7 / 3) = 1.83, within two standard errors. Best epochs: 85.00 - 85.00.
+  i = lines.index("- **KD beats scratch** (Hinton et al.)")
+  assert lines[i + 1] == (
+      f"  - {table}: **not resolved**. KD 84.00 ± 1.41 % against scratch 83.00 ± 2.65 % "
+      f"(last network): +1.00 points, standard error 1.83 (2 and 3 seeds); best epochs "
+      f"+0.00 points.")
+  i = lines.index("- **DKP beats KD**")
+  assert lines[i + 1] == f"  - {table}: waiting for DKP."  # DKP is running
+  # The section opens the report, before the tables.
+  config_file, workdirs = runs
+  path = report.write([report.load_table(config_file, workdirs)],
+                      os.path.dirname(config_file) + "/docs", "x")[0]
+  written = open(path).read()
+  assert written.index("## What the tables say") < written.index("## cifar10, resnet8")
+
+
+def test_a_family_claim_compares_its_best_row_and_says_it_was_selected(runs):
+  config_file, (a, b) = runs
+  shutil.rmtree(trainer.stage_dir(a, "dkp"))
+  table = report.load_table(config_file, [a, b])
+  config = table.config
+  _finish(a, "dkp", [0, 1, 2], [0.90, 0.91, 0.92], [0.91, 0.92, 0.93],
+          record=_stage_record(config, "dkp", [0, 1, 2]))
+  lines = report.claims_markdown([table]).splitlines()
+  i = lines.index("- **DKP beats KD**")
+  # DKP (90, 91, 92) beats DKD (55, 60): the family's best row, against KD (83, 85):
+  # +7.00 points, standard error sqrt(1 / 3 + 2 / 2) = 1.15.
+  assert lines[i + 1] == (
+      "  - cifar10, resnet8 students: **holds**. DKP 91.00 ± 1.00 % against KD 84.00 ± "
+      "1.41 % (last network): +7.00 points, standard error 1.15 (3 and 2 seeds); best "
+      "epochs +7.00 points. DKP is the best of 2 rows (DKP, DKD) by mean last accuracy: a "
+      "selection on the test set.")
+
+
+@pytest.mark.parametrize("claim, message", [
+    ({"claim": "x", "kind": "improves", "stages": ["kd"], "baseline": "scratch"},
+     "claim kind='improves' must be one of ('beats', 'equals')"),
+    ({"claim": "x", "kind": "beats", "stages": ["kd"], "baseline": "kd"},
+     "baseline='kd' is also a candidate"),
+    ({"claim": "x", "kind": "beats", "stages": ["kd"], "baseline": "ctkd"},
+     "report claim 0 (x): stage='ctkd' is not a row of the table"),
+    ({"claim": "x", "kind": "beats", "stages": "kd", "baseline": "scratch"},
+     "must list at least one stage"),
+    ({"claim": "x", "kind": "beats", "stages": ["kd"], "baseline": "scratch", "p": 0.05},
+     "report claim 0: unknown fields ['p']"),
+])
+def test_bad_claims_are_refused_naming_the_value(runs, claim, message):
+  spec = dict(report.load_table(*runs).spec, claims=[claim])
+  with pytest.raises(ValueError, match=re.escape(message)):
+    report.check_spec(spec, report.load_table(*runs).config)

@@ -127,10 +127,21 @@ class TestEndToEnd:
   def test_the_report_reads_its_stages_as_finished_runs_of_its_config(self, finished_run):
     config, workdir, results = finished_run
     spec = {"title": "T", "rows": [{"stage": name, "label": name} for name in config.stages]}
-    rows = report.table_rows(report.Table("t.py", spec, trainer.validate(config), (workdir,)))
+    table = report.Table("t.py", spec, trainer.validate(config), (workdir,))
+    rows = report.table_rows(table)
     assert [(row["status"], row["stale"]) for row in rows] == [("finished", [])] * len(rows)
     assert [row["result"]["last_accuracy"] for row in rows] == [
         r["last_accuracy"] for r in results]
+    # Every column of the markdown table comes from what the trainer wrote: epochs,
+    # augmentation, wall time (a duration, e.g. "12 s") and hardware.
+    lines = [line for line in report.table_markdown(table)[0].splitlines()
+             if line.startswith("| ")][1:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [row[0] for row in cells] == list(config.stages)
+    for row in cells:
+      assert row[-4] == "none"
+      assert re.fullmatch(r"\d+(\.\d)? (s|min|h)", row[-2]), row
+      assert row[-1] == f"cpu: 8× {jax.devices()[0].device_kind}, {os.cpu_count()} host CPUs"
 
   def test_a_second_config_in_the_workdir_keeps_the_first_configs_stages(self, finished_run,
                                                                          tmp_path):

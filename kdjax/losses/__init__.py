@@ -7,7 +7,7 @@ per-example values become a scalar.
 """
 
 from kdjax.losses.continuation import continuation
-from kdjax.losses.curriculum_temperature import ctkd, gradient_reversal
+from kdjax.losses.curriculum_temperature import ctkd
 from kdjax.losses.decoupled import dkd
 from kdjax.losses.divergences import jensen_shannon, reverse_kl, total_variation
 from kdjax.losses.features import attention_map, attention_transfer, hint
@@ -35,7 +35,6 @@ __all__ = [
     "dist_intra_class",
     "dkp",
     "ensemble_kd",
-    "gradient_reversal",
     "hint",
     "jensen_shannon",
     "kd",

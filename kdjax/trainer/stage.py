@@ -123,6 +123,7 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
                         run_config.steps_per_epoch(config.dataset))
   optimizer, learning_rate = optimizers.optimizer(stage_config.optimizer,
                                                   stage_config.num_steps)
+  optimizer = recipe.optimizer_for(optimizer)
   seeds = [config.seed + i for i in range(stage_config.num_seeds or config.num_seeds)]
   states = sweep.stack_states([
       _initial_state(context, stage_config, module, optimizer, recipe, seed, i)
