@@ -69,6 +69,8 @@ def get_config(dataset: str = "cifar10"):
   stages.ta_resnet14 = _student("kd", model="resnet14")
   stages.ta_resnet14.num_seeds = 1
   stages.takd = _student("kd", teachers=("ta_resnet14",))
+  # The official logit-standardization setting for KD (T 2, KD weight 9).
+  stages.kd_std = _student("kd", logit_standardization=True, temperature=2.0, kd_weight=9.0)
   if dataset == "cifar10":
     stages.dgkd_code = _student("dgkd", teachers=("teacher", "ta_resnet14"), dgkd_mode="code")
     stages.dgkd_paper = _student("dgkd", teachers=("teacher", "ta_resnet14"),
@@ -89,8 +91,6 @@ def get_config(dataset: str = "cifar10"):
   # mdistiller's CIFAR recipe (alpha 1, beta 8, T 4) with its 20-of-240-epoch warm-up scaled
   # to the short schedule (one epoch).
   stages.dkd = _student("dkd", dkd_alpha=1.0, dkd_beta=8.0, dkd_warmup_epochs=1)
-  # The official logit-standardization setting for KD (T 2, KD weight 9).
-  stages.kd_std = _student("kd", logit_standardization=True, temperature=2.0, kd_weight=9.0)
   if dataset == "cifar10":
     stages.ctkd = _student("ctkd", ctkd_mode="global")
     stages.dist = _student("dist", ce_weight=1.0, kd_weight=1.0, dist_beta=2.0, dist_gamma=2.0)

@@ -37,6 +37,11 @@ class Comparison(NamedTuple):
     standard_error: of ``difference``, in points.
     verdict: ``"holds"``, ``"reversed"`` or ``"not resolved"`` for ``"beats"``;
       ``"holds"`` or ``"does not hold"`` for ``"equals"``.
+
+  Example:
+    >>> c = compare("equals", {"dkp_g0": [0.794, 0.796]}, [0.795, 0.797])
+    >>> c.candidate, round(c.difference, 2), c.verdict
+    ('dkp_g0', -0.1, 'holds')
   """
   candidate: str
   difference: float

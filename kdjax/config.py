@@ -98,6 +98,9 @@ def loss(**overrides) -> ml_collections.ConfigDict:
       "jsd_beta": 0.5,
       "dist_beta": 2.0,  # dist: weight of the inter-class relation
       "dist_gamma": 2.0,  # dist: weight of the intra-class relation (couples the batch)
+      # sparse_kd: the teacher classes kept per example, in [1, K]; the rest share one tail
+      # bucket (a teacher cache keeps k of the K logits)
+      "teacher_top_k": 10,
       "ctkd_mode": "global",  # ctkd: global (one learnable temperature) | instance (an MLP)
       "ctkd_t_start": 1.0,  # ctkd: the lowest temperature T_0
       "ctkd_t_range": 20.0,  # ctkd: T lies in (T_0, T_0 + t_range)
@@ -138,7 +141,7 @@ def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
   config = ml_collections.ConfigDict({
       "model": model,  # a kdjax.models name
       # scratch | kd | dkp | annealing | continuation | logits_matching | dkd | divergence |
-      # dist | ctkd | dgkd | ensemble | fitnets | attention | function_matching
+      # dist | ctkd | sparse_kd | dgkd | ensemble | fitnets | attention | function_matching
       "method": method,
       "teachers": tuple(teachers),  # earlier stages (or config.teacher_dirs keys), largest first
       "num_steps": num_steps,  # training steps of the stage...

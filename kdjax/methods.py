@@ -25,7 +25,8 @@ class Recipe:
 
   What ``Method.build`` returns: pass its fields on to ``kdjax.state.create_train_state``
   (``output_tx``, ``aux_heads``) and ``kdjax.step.make_train_step`` (``objective``,
-  ``output_tx``, ``aux_heads``, ``log_schedules``).
+  ``output_tx``, ``aux_heads``, ``log_schedules``); the optimizer goes through
+  :meth:`optimizer_for`, a teacher cache through ``sparse_cache``.
 
   Attributes:
     objective: the loss terms.
@@ -39,6 +40,10 @@ class Recipe:
     param_tx: transformation of the parameter gradients (over ``{"student": params, "aux":
       aux_params}``), chained in front of the optimizer by :meth:`optimizer_for`, or
       ``None`` for none (CTKD's gradient reversal of its temperature).
+    sparse_cache: ``(k, T)``: a teacher cache, when there is one, keeps each example's top
+      k logits and its tail logit at T (``kdjax.teacher_cache.sparsify``, k/K of the
+      memory; batches read it through ``kdjax.teacher_cache.SparseCache``); ``None``: every
+      logit.
 
   Example:
     >>> loss = {"ce_weight": 0.1, "label_smoothing": 0.0, "kd_weight": 0.9,
@@ -57,6 +62,7 @@ class Recipe:
       default_factory=dict)
   output_tx_needs_labels: bool = False
   param_tx: optax.GradientTransformation | None = None
+  sparse_cache: tuple[int, float] | None = None
 
   def optimizer_for(self, optimizer: optax.GradientTransformation
                     ) -> optax.GradientTransformation:
@@ -325,6 +331,21 @@ def _ctkd_temperature_mask(trainables: Mapping[str, Any]) -> dict[str, Any]:
                   for name, params in trainables["aux"].items()}}
 
 
+def _sparse_kd(loss, num_steps, shapes, steps_per_epoch):
+  del shapes, steps_per_epoch
+  top_k = loss["teacher_top_k"]
+  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    raise ValueError(f"loss.teacher_top_k={top_k!r} must be an integer in [1, K], K the "
+                     f"number of classes.")
+  # The teacher's targets are its top k classes and a tail bucket, whether its logits come
+  # from the step or from a cache that keeps only those (at the term's temperature).
+  temperature = loss["temperature"]
+  sparse = objective_lib.term("sparse_kd", loss["kd_weight"], temperature=temperature,
+                              top_k=top_k)
+  return Recipe(objective_lib.Objective((_ce(loss), sparse), num_steps),
+                sparse_cache=(top_k, temperature))
+
+
 def _fitnets(loss, num_steps, shapes, steps_per_epoch):
   del steps_per_epoch
   _without_standardization(loss, "FitNets")
@@ -396,6 +417,10 @@ METHODS: Mapping[str, Method] = {
                    "CE + KD at a learnable temperature trained adversarially (CTKD)",
                    _CE + ("kd_weight", "ctkd_mode", "ctkd_ramp_fraction", "ctkd_lambda_max",
                           "ctkd_t_start", "ctkd_t_range", *_STANDARDIZATION)),
+    "sparse_kd": Method(_sparse_kd, "one", True,
+                        "CE + KD toward the teacher's top-k classes and a tail bucket; its "
+                        "teacher cache keeps k of K logits",
+                        _CE + ("kd_weight", "temperature", "teacher_top_k")),
     "fitnets": Method(_fitnets, "one", False, "CE + FitNets hint with a learned regressor",
                       ("label_smoothing", "hint_feature", "hint_weight", *_STANDARDIZATION)),
     "attention": Method(_attention, "one", False, "CE + attention transfer over stages",

@@ -233,6 +233,17 @@ def _ctkd(x: TermInputs, h) -> jax.Array:
                      t_start=h["t_start"], t_range=h["t_range"])
 
 
+def _check_sparse_kd(options):
+  top_k = options["top_k"]
+  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    raise ValueError(f"top_k={top_k!r} must be a positive integer (at most the class count).")
+
+
+def _sparse_kd(x: TermInputs, h) -> jax.Array:
+  targets = losses.sparse_targets(x.teacher_logits, h["top_k"], h["temperature"])
+  return losses.sparse_kd(x.student_logits, targets, h["temperature"])
+
+
 def _attention(x: TermInputs, h) -> jax.Array:
   student, teacher = _attention_names(h)
   return losses.attention_transfer([x.student[f] for f in student],
@@ -298,6 +309,9 @@ TERMS: Mapping[str, TermDefinition] = {
         options={"t_start": 1.0, "t_range": 20.0, "temperature_feature": _REQUIRED},
         teacher="one", student_features=lambda options: (options["temperature_feature"],),
         check=_check_ctkd),
+    "sparse_kd": TermDefinition(
+        fn=_sparse_kd, hyperparameters={"temperature": (4.0, _POSITIVE)},
+        options={"top_k": _REQUIRED}, teacher="one", check=_check_sparse_kd),
     "hint": TermDefinition(
         fn=lambda x, h: losses.hint(x.student[h["student_feature"]],
                                     x.teacher[h["teacher_feature"]]),
@@ -379,6 +393,9 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   - ``"ctkd"``: KD at a learnable temperature (CTKD; its adversarial update is the
     method's ``param_tx``); ``t_start=1``, ``t_range=20``, ``temperature_feature``
     (required: the aux head giving the raw temperature).
+  - ``"sparse_kd"``: KD toward the teacher's ``top_k`` (required) most probable classes
+    and one tail bucket for the rest (``kdjax.losses.sparse_kd``), the targets taken from
+    the teacher logits it is given; ``temperature=4``.
   - ``"hint"``: FitNets; ``student_feature`` (usually an aux head's output) and
     ``teacher_feature`` (both required).
   - ``"attention"``: attention transfer; ``student_features`` (required),

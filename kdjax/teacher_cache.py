@@ -30,7 +30,7 @@ Example:
 """
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
@@ -126,16 +126,41 @@ def _host(x: Any) -> np.ndarray:
   return np.asarray(x)
 
 
-def add_teacher_logits(batch: batch_lib.Batch, cache: np.ndarray) -> dict[str, Any]:
+class SparseCache(NamedTuple):
+  """A training cache of one teacher's sparse targets, for :func:`add_teacher_logits`.
+
+  What a ``sparse_kd`` stage (``kdjax.methods``) trains from: k/K of the dense cache's
+  logits, plus the class indices.
+
+  Attributes:
+    targets: from :func:`sparsify`, ``[N, k]`` and ``[N]`` fields.
+    num_classes: K, the width of the logits :func:`complete_logits` rebuilds.
+
+  Example:
+    >>> cache = np.random.default_rng(0).normal(size=(6, 100)).astype(np.float32)
+    >>> sparse = SparseCache(sparsify(cache, k=10, temperature=4.0), num_classes=100)
+    >>> batch = add_teacher_logits({"index": np.array([4, -1])}, sparse)
+    >>> batch["teacher_logits"].shape
+    (2, 100)
+  """
+
+  targets: losses.SparseTargets
+  num_classes: int
+
+
+def add_teacher_logits(batch: batch_lib.Batch,
+                       cache: np.ndarray | SparseCache) -> dict[str, Any]:
   """Returns ``batch`` with ``"teacher_logits"`` looked up by ``batch["index"]``.
 
   Apply it to every batch given to a step built with ``teacher=None``, which then reads the
   cached logits instead of running a teacher. Padding entries (index -1) get row 0; their
-  mask keeps them out of every loss.
+  mask keeps them out of every loss. A :class:`SparseCache` gives each example's
+  :func:`complete_logits`.
 
   Args:
     batch: a batch with ``"index"`` ``[B]``; its other entries are kept.
-    cache: from :func:`compute_teacher_logits`, ``[N, K]`` or ``[N, n, K]``.
+    cache: from :func:`compute_teacher_logits`, ``[N, K]`` or ``[N, n, K]``; or a
+      :class:`SparseCache` of one teacher.
 
   Returns:
     A new dict: ``batch`` plus ``"teacher_logits"`` ``[B, K]`` (or ``[B, n, K]``).
@@ -157,11 +182,20 @@ def add_teacher_logits(batch: batch_lib.Batch, cache: np.ndarray) -> dict[str, A
     raise ValueError(f"add_teacher_logits needs batch[{batch_lib.INDEX!r}]; the batch has keys "
                      f"{sorted(batch)}.")
   index = np.asarray(batch[batch_lib.INDEX])
+  if isinstance(cache, SparseCache):
+    logits = complete_logits(sparse_rows(cache.targets, index), cache.num_classes)
+  else:
+    _check_index(index, len(cache))
+    logits = cache[np.maximum(index, 0)]
+  return {**batch, batch_lib.TEACHER_LOGITS: logits}
+
+
+def _check_index(index: np.ndarray, num_examples: int) -> None:
+  """Refuses example indices below -1 (the padding index) or beyond the cache."""
   _check_padding(index)
-  if index.size and index.max() >= len(cache):
-    raise ValueError(f"example index {index.max()} is beyond the cache of {len(cache)} "
+  if index.size and index.max() >= num_examples:
+    raise ValueError(f"example index {index.max()} is beyond the cache of {num_examples} "
                      f"examples.")
-  return {**batch, batch_lib.TEACHER_LOGITS: cache[np.maximum(index, 0)]}
 
 
 def _check_padding(index: np.ndarray) -> None:
@@ -178,7 +212,8 @@ def sparsify(cache: np.ndarray, k: int, temperature: float) -> losses.SparseTarg
   them: class indices as uint8 when K <= 256 (uint16 up to 65536), logits as float32. A
   CIFAR-100 cache at k = 10 takes 10 bytes of indices and 44 of logits per example against
   400 for the dense logits: 13.5 %. Train from it with ``kdjax.losses.sparse_kd`` at the
-  same T; at k = K it gives dense KD to rounding.
+  same T (a batch's rows from :func:`sparse_rows`), or through a step's ``"sparse_kd"``
+  term (:class:`SparseCache`); at k = K it gives dense KD to rounding.
 
   .. math::
      (S_i,\ t_{i,S_i},\ u_i),\qquad
@@ -244,8 +279,47 @@ def sparse_rows(sparse: losses.SparseTargets, index: np.ndarray) -> losses.Spars
     [[2], [0]]
   """
   index = np.asarray(index)
-  _check_padding(index)
-  if index.size and index.max() >= len(sparse.indices):
-    raise ValueError(f"example index {index.max()} is beyond the cache of "
-                     f"{len(sparse.indices)} examples.")
+  _check_index(index, len(sparse.indices))
   return losses.SparseTargets(*(field[np.maximum(index, 0)] for field in sparse))
+
+
+def complete_logits(targets: losses.SparseTargets, num_classes: int) -> np.ndarray:
+  r"""Dense logits carrying sparse targets: the kept classes' logits, the others' tail logit.
+
+  .. math::
+     \hat t_j = t_j \ (j \in S),\qquad \hat t_i = u \ (i \notin S)
+
+  At the targets' temperature T, :math:`\mathrm{softmax}(\hat t/T)` gives the kept classes
+  the teacher's probabilities and the other K − k classes the teacher's tail mass, spread
+  evenly (:math:`u` is their soft mean, see ``kdjax.losses.SparseTargets``). So
+  ``kdjax.losses.sparse_targets(complete_logits(targets, K), k, T)`` gives ``targets`` back
+  (to rounding), and the ``"sparse_kd"`` loss term, which sparsifies the teacher logits it
+  is given, trains from a sparse cache through the ordinary ``"teacher_logits"`` batch
+  entry. At k = K these are the teacher's logits. Other losses would read the even tail as
+  the teacher's: e.g. the step's ``kl_teacher_student`` metric does.
+
+  Args:
+    targets: ``[..., k]`` and ``[...]`` fields (e.g. :func:`sparse_rows`), class indices in
+      ``[0, K)``.
+    num_classes: K >= k.
+
+  Returns:
+    float32 logits ``[..., K]``.
+
+  Raises:
+    ValueError: on ``num_classes`` smaller than k.
+
+  Example:
+    >>> targets = sparsify(np.array([[3.0, 1.0, 2.0, 0.0]], np.float32), k=2, temperature=1.0)
+    >>> [round(float(x), 4) for x in complete_logits(targets, 4)[0]]  # u = log((e¹ + e⁰) / 2)
+    [3.0, 0.6201, 2.0, 0.6201]
+  """
+  indices = np.asarray(targets.indices)
+  if num_classes < indices.shape[-1]:
+    raise ValueError(f"num_classes={num_classes} is smaller than the k={indices.shape[-1]} "
+                     f"classes the targets keep.")
+  tail = np.asarray(targets.tail_logit, np.float32)[..., None]
+  logits = np.repeat(tail, num_classes, axis=-1)
+  np.put_along_axis(logits, indices.astype(np.intp), np.asarray(targets.logits, np.float32),
+                    axis=-1)
+  return logits

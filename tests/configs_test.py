@@ -14,6 +14,7 @@ from configs import (
     cifar10_takd,
     cifar100_mdistiller,
     cifar100_resnet8,
+    cifar100_sparse_kd,
     results_cifar10,
     results_cifar10_teacher,
 )
@@ -104,6 +105,20 @@ def test_cifar100_resnet8_stages():
       ("resnet110", "scratch"), ("resnet20", "kd"), ("resnet8", "scratch"), ("resnet8", "kd"),
       ("resnet8", "kd"), ("resnet8", "dkp"), ("resnet8", "annealing"), ("resnet8", "scratch")]
   assert config.stages.annealing_2_resnet8.init_from == "annealing_1_resnet8"
+
+
+def test_cifar100_sparse_kd_keeps_10_classes_and_shares_the_protocols_stages():
+  config = trainer.validate(cifar100_sparse_kd.get_config())
+  assert config.dataset.name == "cifar100"
+  sparse = config.stages.sparse_kd_resnet8
+  assert (sparse.model, sparse.method, sparse.loss.teacher_top_k) == ("resnet8", "sparse_kd", 10)
+  assert methods.get("sparse_kd").build(sparse.loss, sparse.num_steps, {}, 1).sparse_cache == (
+      10, 4.0)
+  # The teacher and KD stages are those of cifar100_resnet8.py: in its workdir, reused.
+  protocol = trainer.validate(cifar100_resnet8.get_config())
+  for name in ("teacher_resnet110", "kd_resnet8"):
+    assert workdir.stage_record(config, name) == workdir.stage_record(protocol, name)
+  assert sparse.optimizer == protocol.stages.kd_resnet8.optimizer
 
 
 def test_dgkd_config_is_the_official_defaults():

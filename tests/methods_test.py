@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from configs import base
-from kdjax import methods, models, state, step
+from kdjax import methods, models, state, step, teacher_cache
 
 
 def _annealing_phi_values(num_steps: int, max_temperature: int = 10) -> np.ndarray:
@@ -197,6 +197,80 @@ class TestNotPlainCrossEntropyOrKd:
       moved = np.linalg.norm(final[method] - initial)
       for plain in ("scratch", "kd"):
         assert np.linalg.norm(final[method] - final[plain]) > 0.05 * moved, (method, plain)
+
+
+class TestSparseKd:
+  """The sparse_kd method: KD toward the teacher's top k classes and a tail bucket."""
+
+  K, T = 10, 4.0
+
+  def _steps(self, method, teacher_logits, num_steps=3, **loss):
+    """Losses and final params of a few train steps from a teacher cache of the method's kind."""
+    recipe = methods.get(method).build(base.loss(temperature=self.T, **loss), 10, {}, 10)
+    if recipe.sparse_cache is None:
+      cache = teacher_logits
+    else:
+      k, temperature = recipe.sparse_cache
+      cache = teacher_cache.SparseCache(teacher_cache.sparsify(teacher_logits, k, temperature),
+                                        self.K)
+    module = models.get("mlp_tiny", self.K)
+    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+    optimizer = optax.sgd(0.1, momentum=0.9)
+    train_state = state.create_train_state(
+        module, module.init(jax.random.key(1), images, train=False), optimizer,
+        jax.random.key(2))
+    train_step = jax.jit(step.make_train_step(module, recipe.objective, optimizer))
+    batch = teacher_cache.add_teacher_logits(
+        {"image": images, "label": jnp.arange(16) % self.K, "index": np.arange(16)}, cache)
+    losses = []
+    for _ in range(num_steps):
+      train_state, metrics = train_step(train_state, None, batch)
+      losses.append(float(metrics["loss"]))
+    return np.array(losses), train_state.params
+
+  def test_k_equal_to_the_class_count_trains_as_kd(self):
+    teacher_logits = 3.0 * np.random.default_rng(0).normal(size=(16, self.K)).astype(np.float32)
+    kd_losses, kd_params = self._steps("kd", teacher_logits)
+    sparse_losses, sparse_params = self._steps("sparse_kd", teacher_logits,
+                                               teacher_top_k=self.K)
+    np.testing.assert_allclose(sparse_losses, kd_losses, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 sparse_params, kd_params)
+
+  def test_below_the_class_count_the_step_trains_ce_plus_the_bucket_kl(self):
+    # The first step's loss, at the initial student's logits, against a float64 NumPy
+    # reference written from the definition (the teacher's top k and one tail bucket, the
+    # student over all K classes); k < K is not KD.
+    rng = np.random.default_rng(1)
+    teacher_logits = 3.0 * rng.normal(size=(16, self.K)).astype(np.float32)
+    module = models.get("mlp_tiny", self.K)
+    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+    variables = module.init(jax.random.key(1), images, train=False)
+    logits, _ = module.apply(variables, images, train=True, mutable=["batch_stats"])
+    s = np.asarray(logits, np.float64)
+    labels = np.arange(16) % self.K
+    log_q = s / self.T - np.log(np.exp(s / self.T).sum(-1, keepdims=True))
+    t = teacher_logits.astype(np.float64) / self.T
+    log_p = t - np.log(np.exp(t).sum(-1, keepdims=True))
+    bucket_kl = []
+    for lp, lq in zip(log_p, log_q, strict=True):
+      top = np.argsort(-lp)[:3]
+      p = np.append(np.exp(lp[top]), 1 - np.exp(lp[top]).sum())
+      q = np.append(np.exp(lq[top]), 1 - np.exp(lq[top]).sum())
+      bucket_kl.append(self.T**2 * np.sum(p * np.log(p / q)))
+    log_softmax = s - np.log(np.exp(s).sum(-1, keepdims=True))
+    ce = -log_softmax[np.arange(16), labels]
+    expected = np.mean(0.1 * ce + 0.9 * np.array(bucket_kl))
+    sparse_losses, _ = self._steps("sparse_kd", teacher_logits, num_steps=1, teacher_top_k=3)
+    kd_losses, _ = self._steps("kd", teacher_logits, num_steps=1)
+    np.testing.assert_allclose(sparse_losses[0], expected, rtol=1e-5)
+    assert sparse_losses[0] < kd_losses[0] - 1e-3  # the tail's shape is not matched
+
+  @pytest.mark.parametrize("top_k", [0, -1, 2.5, True])
+  def test_bad_top_k_is_refused(self, top_k):
+    with pytest.raises(ValueError, match=f"loss.teacher_top_k={top_k!r} must be an integer"):
+      methods.get("sparse_kd").build({**base.loss().to_dict(), "teacher_top_k": top_k}, 100,
+                                     {}, 10)
 
 
 class _ReadRecorder(dict):

@@ -31,6 +31,8 @@ def test_registry_has_every_method():
     (lambda: term("dkp"), r"'dkp' needs argument\(s\) \['gamma'\]"),
     (lambda: term("dkp", gamma=0.5, variant="median"), "unknown DKP variant 'median'"),
     (lambda: term("dkp", gamma=0.5, variant="tail"), "needs an integer top_k >= 1"),
+    (lambda: term("sparse_kd"), r"'sparse_kd' needs argument\(s\) \['top_k'\]"),
+    (lambda: term("sparse_kd", top_k=0), "top_k=0 must be a positive integer"),
     (lambda: term("kd", class_reduction="batchmean"), "unknown class_reduction 'batchmean'"),
     (lambda: term("ce", label_smoothing=1.0), r"label_smoothing=1.0 must lie in \[0, 1\)"),
     (lambda: term("dgkd", mode="random"), "unknown DGKD drop mode 'random'"),

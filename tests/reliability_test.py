@@ -606,6 +606,13 @@ BAD_INPUTS = {
     "sparse teacher targets with k outside [1, K]": (
         lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
         r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),
+    "sparse KD with teacher_top_k outside [1, K]": (
+        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.teacher_top_k": 11}),
+        ValueError, r"stages.kd.loss.teacher_top_k: k=11 must be an integer in \[1, K\] = "
+        r"\[1, 10\]"),
+    "sparse KD with teacher_top_k below 1": (
+        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.teacher_top_k": 0}),
+        ValueError, r"stages.kd.loss: loss.teacher_top_k=0 must be an integer in \[1, K\]"),
     "CTKD temperature range that is empty": (
         _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_t_range": 0.0}),
         ValueError, r"stages.kd.loss: t_range=0.0 must be finite and > 0: the temperature "

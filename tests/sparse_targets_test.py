@@ -115,6 +115,42 @@ def test_cache_is_compact_and_gives_the_same_loss_as_the_targets():
   np.testing.assert_allclose(losses.sparse_kd(student, rows, 4.0), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("k", [1, 10, 99, 100])
+def test_completed_logits_give_the_targets_back(k):
+  logits = ref.random_logits(4, (40, 100)).astype(np.float32)
+  sparse = teacher_cache.sparsify(logits, k, 4.0)
+  completed = teacher_cache.complete_logits(sparse, 100)
+  again = losses.sparse_targets(jnp.asarray(completed), k, 4.0)
+  np.testing.assert_array_equal(again.indices, sparse.indices)
+  np.testing.assert_array_equal(again.logits, sparse.logits)
+  np.testing.assert_allclose(again.tail_logit, sparse.tail_logit, rtol=1e-6)
+  if k == 100:
+    np.testing.assert_array_equal(completed, logits)
+
+
+def test_completed_logits_keep_the_top_k_probabilities_and_the_tail_mass():
+  logits, k, temperature = ref.random_logits(5, (8, 30)), 4, 2.5
+  sparse = teacher_cache.sparsify(logits.astype(np.float32), k, temperature)
+  completed = teacher_cache.complete_logits(sparse, 30).astype(np.float64)
+  for row, completed_row in zip(logits, completed, strict=True):
+    p, p_completed = _softmax(row / temperature), _softmax(completed_row / temperature)
+    top = np.argsort(-p, kind="stable")[:k]
+    tail = np.setdiff1d(np.arange(30), top)
+    np.testing.assert_allclose(p_completed[top], p[top], rtol=1e-5)
+    np.testing.assert_allclose(p_completed[tail], p[tail].mean(), rtol=1e-5)
+
+
+def test_a_sparse_cache_fills_a_batch_with_completed_logits():
+  logits = ref.random_logits(6, (12, 20)).astype(np.float32)
+  sparse = teacher_cache.SparseCache(teacher_cache.sparsify(logits, 5, 4.0), num_classes=20)
+  index = np.array([11, 0, 4, -1])
+  batch = teacher_cache.add_teacher_logits({"image": np.zeros((4, 1)), "index": index}, sparse)
+  np.testing.assert_array_equal(
+      batch["teacher_logits"],
+      teacher_cache.complete_logits(teacher_cache.sparse_rows(sparse.targets, index), 20))
+  np.testing.assert_array_equal(batch["teacher_logits"][0].max(), logits[11].max())
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda: losses.sparse_targets(jnp.zeros((2, 5)), 0), r"k=0 must be an integer in \[1, K\]"),
     (lambda: losses.sparse_targets(jnp.zeros((2, 5)), 6), r"k=6 .* \[1, 5\]"),
@@ -134,6 +170,12 @@ def test_cache_is_compact_and_gives_the_same_loss_as_the_targets():
     (lambda: teacher_cache.add_teacher_logits({"index": np.array([-3, 0])}, np.zeros((2, 5))),
      "example index -3 is negative"),
     (lambda: teacher_cache.sparsify(np.zeros((2, 2, 5)), 2, 1.0), r"\[N, K\]; got shape"),
+    (lambda: teacher_cache.complete_logits(teacher_cache.sparsify(np.zeros((2, 5)), 4, 1.0), 3),
+     "num_classes=3 is smaller than the k=4 classes the targets keep"),
+    (lambda: teacher_cache.add_teacher_logits(
+        {"index": np.array([0, 2])},
+        teacher_cache.SparseCache(teacher_cache.sparsify(np.zeros((2, 5)), 2, 1.0), 5)),
+     "example index 2 is beyond the cache of 2 examples"),
     (lambda: teacher_cache.sparse_rows(teacher_cache.sparsify(np.zeros((2, 5)), 2, 1.0),
                                        np.array([2])), "example index 2 is beyond"),
 ])

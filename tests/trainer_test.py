@@ -211,6 +211,35 @@ def test_every_other_method_trains(tmp_path, data_dir):
   assert "hint_regressor" not in loaded["params"]
 
 
+def test_sparse_kd_trains_from_a_sparse_cache_and_as_kd_when_it_keeps_every_class(
+    tmp_path, data_dir, finished_run, capsys):
+  _, workdir, _ = finished_run
+  config = _tiny_config(data_dir)
+  config.num_seeds = 1
+  config.teacher_dirs.external = ml_collections.ConfigDict(
+      {"directory": trainer.export_dir(workdir, "teacher"), "model": "mlp"})
+  adam = base.optimizer(name="adam", learning_rate=3e-3, weight_decay=0.0)
+  config.stages = base.stages()
+  config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=10, optimizer=adam)
+  for name, top_k in (("all", 10), ("top3", 3)):
+    config.stages[name] = base.stage("mlp_tiny", "sparse_kd", ("external",), num_steps=10,
+                                     optimizer=adam, loss=base.loss(teacher_top_k=top_k))
+  results = {r["stage"]: r for r in trainer.train_and_evaluate(config, str(tmp_path))}
+  assert all(r["teacher_cache"] for r in results.values())
+  assert "stage top3: kept the teachers' top 3 of 10 logits per example" in capsys.readouterr().out
+
+  def train_records(stage):
+    path = os.path.join(trainer.stage_dir(str(tmp_path), stage), "metrics.jsonl")
+    return [r for r in map(json.loads, open(path)) if r["split"] == "train"]
+
+  losses = {name: np.array([r["loss"] for r in train_records(name)]) for name in results}
+  # k = K: the top-k targets are the teacher's distribution, and the stage is the KD stage.
+  np.testing.assert_allclose(losses["all"], losses["kd"], rtol=1e-4)
+  assert abs(results["all"]["last_accuracy"][0] - results["kd"]["last_accuracy"][0]) <= 2 / 360
+  assert "loss/sparse_kd" in train_records("top3")[0]
+  assert np.abs(losses["top3"] / losses["kd"] - 1).max() > 1e-3
+
+
 class TestResume:
 
   @pytest.mark.parametrize("method", ["scratch", "function_matching"])

@@ -12,7 +12,7 @@ import ml_collections
 
 from kdjax import config as config_schema
 from kdjax import data, methods, mixup, models, optimizers
-from kdjax.losses import pruning
+from kdjax.losses import pruning, sparse
 
 NONFINITE_MODES = ("stop", "skip")
 
@@ -244,6 +244,11 @@ def _check_recipe(config: ml_collections.ConfigDict, where: str,
                               num_classes=data.num_classes(config.dataset.name))
     except ValueError as error:
       raise ValueError(f"{where}.loss.dkp_top_k: {error}") from error
+  if stage.method == "sparse_kd":
+    try:
+      sparse.check_k(stage.loss.teacher_top_k, data.num_classes(config.dataset.name))
+    except ValueError as error:
+      raise ValueError(f"{where}.loss.teacher_top_k: {error}") from error
 
 
 def _check_loss_fields(where: str, stage: ml_collections.ConfigDict,

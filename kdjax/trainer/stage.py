@@ -61,7 +61,8 @@ class Stage(NamedTuple):
     initial_states: the students' train states, stacked (``kdjax.sweep``), unplaced.
     teacher_vars: the teachers' variables, placed on the devices (``None``: no teacher).
     teacher_accuracy: each teacher's test accuracy, by name.
-    train_cache: the teachers' logits of every training example, or ``None``.
+    train_cache: the teachers' logits of every training example (as sparse targets when
+      the method asks, ``Recipe.sparse_cache``), or ``None``.
     test_cache: the teachers' logits of every test example (``None``: no teacher), which
       the evaluations read instead of running the teachers each time.
     train_program: compiled ``((states, health), teacher_vars, batch) -> ((states,
@@ -82,7 +83,7 @@ class Stage(NamedTuple):
   initial_states: state_lib.TrainState
   teacher_vars: Any
   teacher_accuracy: dict[str, float]
-  train_cache: np.ndarray | None
+  train_cache: np.ndarray | teacher_cache.SparseCache | None
   test_cache: np.ndarray | None
   train_program: Any
   eval_program: Any
@@ -133,6 +134,8 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
   if (teachers and method.cacheable and stage_config.cache_teacher
       and config.dataset.augmentation == "none" and not stage_config.mixup):
     cache = _teacher_logits(context, name, teacher_modules, teacher_vars, "train")
+    if recipe.sparse_cache is not None:
+      cache = _sparse_cache(context, name, cache, *recipe.sparse_cache)
   test_cache = (_teacher_logits(context, name, teacher_modules, teacher_vars, "test")
                 if teachers else None)
 
@@ -221,6 +224,20 @@ def _teacher_logits(context: context_lib.RunContext, name: str, teacher_modules:
   context.report(f"stage {name}: cached the teacher logits of {num_examples} {split} "
                  f"examples in {time.perf_counter() - start:.1f}s")
   return cache
+
+
+def _sparse_cache(context: context_lib.RunContext, name: str, cache: np.ndarray, k: int,
+                  temperature: float) -> teacher_cache.SparseCache:
+  """The training cache kept as each example's top-k logits and tail logit at ``temperature``.
+
+  ``cache`` is ``[N, 1, K]``: the logits of the one teacher a sparse method reads.
+  """
+  sparse = teacher_cache.SparseCache(teacher_cache.sparsify(cache[:, 0], k, temperature),
+                                     num_classes=cache.shape[-1])
+  size = sum(field.nbytes for field in sparse.targets)
+  context.report(f"stage {name}: kept the teachers' top {k} of {cache.shape[-1]} logits per "
+                 f"example, {size / 2**20:.1f} MiB of {cache.nbytes / 2**20:.1f} MiB")
+  return sparse
 
 
 def _teacher_accuracy(context: context_lib.RunContext, teacher: context_lib.Teacher) -> float:
