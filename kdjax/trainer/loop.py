@@ -461,7 +461,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     >>> sorted(os.listdir(workdir))
     ['accuracy.png', 'stages', 'summary.md']
   """
-  run_config.validate(config)
+  config = run_config.validate(config)
   workdir = workdir_lib.resolve(workdir)
   workdir_lib.check_writable(workdir)
   performance.enable_compilation_cache(config.compilation_cache_dir)
