@@ -28,7 +28,6 @@ from configs import cifar100_resnet8 as c100
 
 EPOCHS = 240
 BATCH_SIZE = 64
-STEPS_PER_EPOCH = 50_000 // BATCH_SIZE
 DECAY_EPOCHS = (150, 180, 210)
 # pair -> (teacher, student, DKD beta), from configs/cifar100/dkd/<pair>.yaml.
 PAIRS = {
@@ -51,17 +50,14 @@ def get_config(pair: str = "res32x4_res8x4"):
   config = c100.cifar100_config()
   config.dataset.augmentation = "crop_flip"
   config.dataset.batch_size = BATCH_SIZE
-  config.eval_every_steps = STEPS_PER_EPOCH
-  config.checkpoint_every_steps = 5 * STEPS_PER_EPOCH
   config.num_seeds = 3
-  steps = EPOCHS * STEPS_PER_EPOCH
   teacher_stage = f"teacher_{teacher}"
-  config.stages[teacher_stage] = base.stage(teacher, "scratch", num_steps=steps, num_seeds=1,
+  config.stages[teacher_stage] = base.stage(teacher, "scratch", num_epochs=EPOCHS, num_seeds=1,
                                             optimizer=sgd())
   config.stages[f"kd_{student}"] = base.stage(
-      student, "kd", (teacher_stage,), num_steps=steps, optimizer=sgd(),
+      student, "kd", (teacher_stage,), num_epochs=EPOCHS, optimizer=sgd(),
       loss=base.loss(temperature=4.0, ce_weight=0.1, kd_weight=0.9))
   config.stages[f"dkd_{student}"] = base.stage(
-      student, "dkd", (teacher_stage,), num_steps=steps, optimizer=sgd(),
+      student, "dkd", (teacher_stage,), num_epochs=EPOCHS, optimizer=sgd(),
       loss=base.loss(dkd_alpha=1.0, dkd_beta=beta, temperature=4.0, dkd_warmup_epochs=20))
   return config

@@ -37,25 +37,24 @@ def cifar100_config() -> ml_collections.ConfigDict:
 def get_config(lr_schedule: str = "intended"):
   config = takd.official_protocol(cifar100_config())
   config.num_seeds = 3
-  steps = c10.epochs(takd.EPOCHS)
   sgd = takd.sgd(lr_schedule)
-  config.stages.teacher_resnet110 = base.stage("resnet110", "scratch", num_steps=steps,
+  config.stages.teacher_resnet110 = base.stage("resnet110", "scratch", num_epochs=takd.EPOCHS,
                                                num_seeds=1, optimizer=sgd)
   config.stages.ta_resnet20 = base.stage("resnet20", "kd", ("teacher_resnet110",),
-                                         num_steps=steps, num_seeds=1, optimizer=sgd,
+                                         num_epochs=takd.EPOCHS, num_seeds=1, optimizer=sgd,
                                          loss=takd.loss())
-  config.stages.scratch_resnet8 = base.stage("resnet8", "scratch", num_steps=steps,
+  config.stages.scratch_resnet8 = base.stage("resnet8", "scratch", num_epochs=takd.EPOCHS,
                                              optimizer=sgd)
   config.stages.kd_resnet8 = base.stage("resnet8", "kd", ("teacher_resnet110",),
-                                        num_steps=steps, optimizer=sgd)
-  config.stages.takd_resnet8 = base.stage("resnet8", "kd", ("ta_resnet20",), num_steps=steps,
+                                        num_epochs=takd.EPOCHS, optimizer=sgd)
+  config.stages.takd_resnet8 = base.stage("resnet8", "kd", ("ta_resnet20",), num_epochs=takd.EPOCHS,
                                           optimizer=sgd, loss=takd.loss())
   config.stages.dkp_uniform_resnet8 = base.stage(
-      "resnet8", "dkp", ("teacher_resnet110",), num_steps=steps, optimizer=sgd,
+      "resnet8", "dkp", ("teacher_resnet110",), num_epochs=takd.EPOCHS, optimizer=sgd,
       loss=base.loss(gamma=0.5, dkp_variant="uniform"))
   config.stages.annealing_1_resnet8 = base.stage(
-      "resnet8", "annealing", ("teacher_resnet110",), num_steps=steps, optimizer=sgd,
+      "resnet8", "annealing", ("teacher_resnet110",), num_epochs=takd.EPOCHS, optimizer=sgd,
       loss=base.loss(max_temperature=10))
   config.stages.annealing_2_resnet8 = base.stage(
-      "resnet8", "scratch", num_steps=steps, init_from="annealing_1_resnet8", optimizer=sgd)
+      "resnet8", "scratch", num_epochs=takd.EPOCHS, init_from="annealing_1_resnet8", optimizer=sgd)
   return config

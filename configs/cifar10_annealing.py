@@ -21,9 +21,9 @@ def get_config():
   config.num_seeds = 3
   config.stages.teacher_resnet110 = c10.teacher_stage("resnet110")
   config.stages.annealing_1_resnet8 = base.stage(
-      "resnet8", "annealing", ("teacher_resnet110",), num_steps=c10.epochs(200),
+      "resnet8", "annealing", ("teacher_resnet110",), num_epochs=200,
       optimizer=c10.sgd(), loss=base.loss(max_temperature=10))
   config.stages.annealing_2_resnet8 = base.stage(
-      "resnet8", "scratch", num_steps=c10.epochs(200), init_from="annealing_1_resnet8",
+      "resnet8", "scratch", num_epochs=200, init_from="annealing_1_resnet8",
       optimizer=c10.sgd())
   return config

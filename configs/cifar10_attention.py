@@ -10,7 +10,7 @@ from configs import cifar10_dkd as recipe
 def get_config():
   config = recipe.repdistiller_config()
   config.stages.attention_resnet20 = base.stage(
-      "resnet20", "attention", ("teacher_resnet56",), num_steps=recipe.STEPS,
+      "resnet20", "attention", ("teacher_resnet56",), num_epochs=recipe.EPOCHS,
       optimizer=recipe.repdistiller_sgd(),
       loss=base.loss(at_weight=1000.0, at_features=("stage1", "stage2", "stage3")))
   return config

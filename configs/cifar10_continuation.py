@@ -20,7 +20,7 @@ def get_config():
   config.num_seeds = 3
   config.stages.teacher_resnet110 = c10.teacher_stage("resnet110")
   config.stages.continuation_resnet8 = base.stage(
-      "resnet8", "continuation", ("teacher_resnet110",), num_steps=c10.epochs(200),
+      "resnet8", "continuation", ("teacher_resnet110",), num_epochs=200,
       optimizer=c10.sgd(),
       loss=base.loss(continuation_max_temperature=20, continuation_anneal_fraction=0.5,
                      continuation_ramp_fraction=150 / 200, continuation_margin=1.0))

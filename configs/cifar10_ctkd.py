@@ -20,7 +20,7 @@ from configs import cifar10_dkd as dkd
 def get_config():
   config = dkd.repdistiller_config()
   config.stages.ctkd_resnet20 = base.stage(
-      "resnet20", "ctkd", ("teacher_resnet56",), num_steps=dkd.STEPS,
+      "resnet20", "ctkd", ("teacher_resnet56",), num_epochs=dkd.EPOCHS,
       optimizer=dkd.repdistiller_sgd(),
       loss=base.loss(ctkd_mode="global", ctkd_t_start=1.0, ctkd_t_range=20.0,
                      ctkd_lambda_max=1.0, ctkd_ramp_fraction=10 / 240))

@@ -18,6 +18,8 @@ Reference: TAKD 88.01, DGKD 89.02 (stochastic dropping adds +0.64).
 from configs import base
 from configs import cifar10_teacher as c10
 
+EPOCHS = 160
+
 
 def _dgkd_loss():
   return base.loss(temperature=5.0, ce_weight=0.0, kd_weight=1.0, class_reduction="mean")
@@ -27,16 +29,15 @@ def get_config():
   config = c10.cifar10_config()
   config.dataset.augmentation = "none"
   config.num_seeds = 3
-  steps = c10.epochs(160)
-  config.stages.teacher_resnet26 = base.stage("resnet26", "scratch", num_steps=steps,
+  config.stages.teacher_resnet26 = base.stage("resnet26", "scratch", num_epochs=EPOCHS,
                                               num_seeds=1, optimizer=c10.sgd())
   chain = ["teacher_resnet26"]
   for model in ("resnet20", "resnet14"):
     name = f"ta_{model}"
-    config.stages[name] = base.stage(model, "dgkd", tuple(chain), num_steps=steps, num_seeds=1,
+    config.stages[name] = base.stage(model, "dgkd", tuple(chain), num_epochs=EPOCHS, num_seeds=1,
                                      optimizer=c10.sgd(), loss=_dgkd_loss())
     config.stages[name].loss.dgkd_mode = "none"  # assistants learn from all larger networks
     chain.append(name)
-  config.stages.dgkd_resnet8 = base.stage("resnet8", "dgkd", tuple(chain), num_steps=steps,
+  config.stages.dgkd_resnet8 = base.stage("resnet8", "dgkd", tuple(chain), num_epochs=EPOCHS,
                                           optimizer=c10.sgd(), loss=_dgkd_loss())
   return config

@@ -20,7 +20,7 @@ from configs import cifar10_dkd as dkd
 def get_config():
   config = dkd.repdistiller_config()
   config.stages.dist_resnet20 = base.stage(
-      "resnet20", "dist", ("teacher_resnet56",), num_steps=dkd.STEPS,
+      "resnet20", "dist", ("teacher_resnet56",), num_epochs=dkd.EPOCHS,
       optimizer=dkd.repdistiller_sgd(),
       loss=base.loss(ce_weight=1.0, kd_weight=1.0, temperature=4.0, dist_beta=2.0,
                      dist_gamma=2.0))

@@ -20,6 +20,6 @@ def get_config():
   config.stages.teacher_resnet110 = c10.teacher_stage("resnet110")
   for divergence in ("reverse_kl", "jensen_shannon", "total_variation"):
     config.stages[f"{divergence}_resnet8"] = base.stage(
-        "resnet8", "divergence", ("teacher_resnet110",), num_steps=c10.epochs(200),
+        "resnet8", "divergence", ("teacher_resnet110",), num_epochs=200,
         optimizer=c10.sgd(), loss=base.loss(divergence=divergence, jsd_beta=0.5))
   return config

@@ -13,8 +13,7 @@ FitNets and attention configs). ``configs/cifar100_mdistiller.py`` is the paper'
 from configs import base
 from configs import cifar10_teacher as c10
 
-STEPS_PER_EPOCH = 50_000 // 64
-STEPS = 240 * STEPS_PER_EPOCH
+EPOCHS = 240
 
 
 def repdistiller_sgd():
@@ -26,9 +25,8 @@ def repdistiller_config():
   """Batch 64, a resnet56 teacher trained for 240 epochs; students are added by the caller."""
   config = c10.cifar10_config()
   config.dataset.batch_size = 64
-  config.eval_every_steps = STEPS_PER_EPOCH
   config.num_seeds = 3
-  config.stages.teacher_resnet56 = base.stage("resnet56", "scratch", num_steps=STEPS,
+  config.stages.teacher_resnet56 = base.stage("resnet56", "scratch", num_epochs=EPOCHS,
                                               num_seeds=1, optimizer=repdistiller_sgd())
   return config
 
@@ -36,7 +34,7 @@ def repdistiller_config():
 def get_config():
   config = repdistiller_config()
   config.stages.dkd_resnet20 = base.stage(
-      "resnet20", "dkd", ("teacher_resnet56",), num_steps=STEPS, optimizer=repdistiller_sgd(),
+      "resnet20", "dkd", ("teacher_resnet56",), num_epochs=EPOCHS, optimizer=repdistiller_sgd(),
       loss=base.loss(dkd_alpha=1.0, dkd_beta=2.0, temperature=4.0,
                      dkd_warmup_epochs=20))
   return config

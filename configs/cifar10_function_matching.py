@@ -18,8 +18,8 @@ def get_config():
   config.num_seeds = 3
   config.stages.teacher_resnet56 = c10.teacher_stage("resnet56")
   config.stages.function_matching_resnet8 = base.stage(
-      "resnet8", "function_matching", ("teacher_resnet56",), num_steps=c10.epochs(1000),
+      "resnet8", "function_matching", ("teacher_resnet56",), num_epochs=1000,
       optimizer=base.optimizer(learning_rate=0.1, weight_decay=5e-4, schedule="cosine",
-                               warmup_steps=c10.epochs(5)),
+                               warmup_epochs=5),
       loss=base.loss(temperature=1.0, kd_weight=1.0), mixup=1.0)
   return config

@@ -13,8 +13,8 @@ def get_config():
   config = c10.cifar10_config()
   config.num_seeds = 3
   config.stages.teacher_resnet110 = c10.teacher_stage("resnet110")
-  config.stages.scratch_resnet8 = base.stage("resnet8", "scratch", num_steps=c10.epochs(200),
+  config.stages.scratch_resnet8 = base.stage("resnet8", "scratch", num_epochs=200,
                                              optimizer=c10.sgd())
   config.stages.kd_resnet8 = base.stage("resnet8", "kd", ("teacher_resnet110",),
-                                        num_steps=c10.epochs(200), optimizer=c10.sgd())
+                                        num_epochs=200, optimizer=c10.sgd())
   return config

@@ -20,15 +20,15 @@ from configs import cifar10_teacher as c10
 def get_config():
   config = c10.cifar10_config()
   config.num_seeds = 3
-  steps, sgd = c10.epochs(200), c10.sgd
+  epochs, sgd = 200, c10.sgd
   config.stages.teacher_resnet56 = c10.teacher_stage("resnet56")
   config.stages.pacemaker_resnet56_1x3 = base.stage(
-      "resnet56_1x3", "kd", ("teacher_resnet56",), num_steps=steps, num_seeds=1,
+      "resnet56_1x3", "kd", ("teacher_resnet56",), num_epochs=epochs, num_seeds=1,
       optimizer=sgd())
   config.stages.pacemaker_kd_resnet8_1x3 = base.stage(
-      "resnet8_1x3", "kd", ("pacemaker_resnet56_1x3",), num_steps=steps, optimizer=sgd())
+      "resnet8_1x3", "kd", ("pacemaker_resnet56_1x3",), num_epochs=epochs, optimizer=sgd())
   config.stages.kd_resnet8_1x3 = base.stage("resnet8_1x3", "kd", ("teacher_resnet56",),
-                                            num_steps=steps, optimizer=sgd())
-  config.stages.scratch_resnet8_1x3 = base.stage("resnet8_1x3", "scratch", num_steps=steps,
+                                            num_epochs=epochs, optimizer=sgd())
+  config.stages.scratch_resnet8_1x3 = base.stage("resnet8_1x3", "scratch", num_epochs=epochs,
                                                  optimizer=sgd())
   return config

@@ -59,12 +59,11 @@ def official_protocol(config: ml_collections.ConfigDict) -> ml_collections.Confi
 def get_config(lr_schedule: str = "intended"):
   config = official_protocol(c10.cifar10_config())
   config.num_seeds = 3
-  steps = c10.epochs(EPOCHS)
-  config.stages.teacher_resnet110 = base.stage("resnet110", "scratch", num_steps=steps,
+  config.stages.teacher_resnet110 = base.stage("resnet110", "scratch", num_epochs=EPOCHS,
                                                num_seeds=1, optimizer=sgd(lr_schedule))
   config.stages.ta_resnet20 = base.stage("resnet20", "kd", ("teacher_resnet110",),
-                                         num_steps=steps, num_seeds=1,
+                                         num_epochs=EPOCHS, num_seeds=1,
                                          optimizer=sgd(lr_schedule), loss=loss())
-  config.stages.takd_resnet8 = base.stage("resnet8", "kd", ("ta_resnet20",), num_steps=steps,
+  config.stages.takd_resnet8 = base.stage("resnet8", "kd", ("ta_resnet20",), num_epochs=EPOCHS,
                                           optimizer=sgd(lr_schedule), loss=loss())
   return config

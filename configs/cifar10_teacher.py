@@ -13,12 +13,6 @@ Settings of the TAKD / DGKD / Annealing-KD lineage: SGD, lr 0.1, momentum 0.9, w
 
 from configs import base
 
-STEPS_PER_EPOCH = 50_000 // 128  # 390 full batches
-
-
-def epochs(n: float) -> int:
-  return round(n * STEPS_PER_EPOCH)
-
 
 def sgd(**overrides):
   return base.optimizer(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
@@ -34,15 +28,15 @@ def cifar10_config():
   config.dataset.eval_batch_size = 1000
   # Evaluated every epoch: the reference codes keep each run's best epoch, and so does the
   # summary's "best" column.
-  config.eval_every_steps = epochs(1)
+  config.eval_every_steps, config.eval_every_epochs = 0, 1
   config.log_every_steps = 100
-  config.checkpoint_every_steps = epochs(5)
+  config.checkpoint_every_steps, config.checkpoint_every_epochs = 0, 5
   config.stages = base.stages()
   return config
 
 
 def teacher_stage(model: str = "resnet110"):
-  return base.stage(model, "scratch", num_steps=epochs(200), num_seeds=1, optimizer=sgd())
+  return base.stage(model, "scratch", num_epochs=200, num_seeds=1, optimizer=sgd())
 
 
 def get_config(model: str = "resnet110"):

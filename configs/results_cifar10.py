@@ -29,6 +29,7 @@ TAKD and DGKD is a resnet14 distilled from the teacher (one seed). Annealing-KD'
 
 from configs import base
 from configs import cifar10_teacher as c10
+from kdjax import trainer
 
 STUDENT_EPOCHS = 10
 # A resnet8 train step on 128 CIFAR images with kdjax's CPU defaults on 2 cores (8 virtual
@@ -50,7 +51,7 @@ def _sgd():
 
 def _student(method: str, teachers: tuple[str, ...] = ("teacher",), model: str = "resnet8",
              epochs: float = STUDENT_EPOCHS, **loss):
-  return base.stage(model, method, teachers, num_steps=c10.epochs(epochs),
+  return base.stage(model, method, teachers, num_epochs=epochs,
                     optimizer=_sgd(), loss=base.loss(**loss))
 
 
@@ -61,8 +62,7 @@ def get_config(dataset: str = "cifar10"):
   config.dataset.name = dataset
   config.dataset.augmentation = "none"
   config.num_seeds = 3
-  config.eval_every_steps = c10.epochs(1)
-  config.checkpoint_every_steps = c10.epochs(1)
+  config.checkpoint_every_epochs = 1
   config.teacher_dirs.teacher = {"directory": teacher_export(dataset), "model": "resnet20"}
   stages = config.stages
   stages.scratch = _student("scratch", teachers=())
@@ -146,10 +146,11 @@ def get_report(dataset: str = "cifar10"):
                  "protocol": protocol})
   name = dataset.upper().replace("CIFAR", "CIFAR-")
   students = [s for s in config.stages.values() if s.model == "resnet8"]
-  seed_epochs = sum(s.num_steps for s in students) * config.num_seeds / c10.epochs(1)
-  hours = seed_epochs * c10.epochs(1) * RESNET8_STEP_SECONDS / 3600
+  seed_epochs = sum(s.num_epochs for s in students) * config.num_seeds
+  steps_per_epoch = trainer.steps_per_epoch(config.dataset)
+  hours = seed_epochs * steps_per_epoch * RESNET8_STEP_SECONDS / 3600
   notes = (f"Budget: {len(students)} resnet8 stages, {seed_epochs:g} seed-epochs of "
-           f"{c10.epochs(1)} steps at {RESNET8_STEP_SECONDS * 1000:.0f} ms a step on 2 CPU "
+           f"{steps_per_epoch} steps at {RESNET8_STEP_SECONDS * 1000:.0f} ms a step on 2 CPU "
            f"cores: about {hours:.1f} hours, plus the resnet14 assistant and the teacher. ")
   notes += (f"{STUDENT_EPOCHS} epochs per student (Annealing-KD's stage II "
            f"{STUDENT_EPOCHS / 2:g} more), no augmentation, 3 seeds, T = 4 for KD, TAKD, "

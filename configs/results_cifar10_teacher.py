@@ -33,10 +33,9 @@ def get_config(dataset: str = "cifar10"):
     raise ValueError(f"dataset must be cifar10 or cifar100, got {dataset!r}")
   config = c10.cifar10_config()
   config.dataset.name = dataset
-  config.eval_every_steps = c10.epochs(1)
-  config.checkpoint_every_steps = c10.epochs(1)
+  config.checkpoint_every_epochs = 1
   config.stages.teacher = base.stage(
-      "resnet20", "scratch", num_steps=c10.epochs(EPOCHS), num_seeds=1,
+      "resnet20", "scratch", num_epochs=EPOCHS, num_seeds=1,
       optimizer=base.optimizer(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
                                schedule="step", decay_at=(0.5, 0.75), decay_factor=0.1))
   return config

@@ -8,7 +8,8 @@ the impure training layer (the ``trainer`` package, with ``data``, ``checkpoints
 ``multihost``, ``methods``, ``optimizers``, ``metric_writers``, ``summary``, and ``config``,
 the schema of a run's config), imported on demand: ``from kdjax import trainer``; above it,
 ``report`` (the results tables, from the trainer's files) with ``claims`` (the papers'
-claims judged on a table's seeds).
+claims judged on a table's seeds); beside it, ``benchmark`` (the speed harness of
+``launch/benchmark.py``).
 """
 
 from kdjax import (

@@ -7,6 +7,13 @@ student — with one method, possibly distilling from the networks of earlier st
 ``config.teacher_dirs``). Stages are keyed by name; a stage's output lives in
 ``WORKDIR/stages/NAME`` and a finished stage is reused, not retrained.
 
+Lengths and intervals are given in steps or in epochs (passes over the dataset's train
+split, ``num_train // dataset.batch_size`` steps each): a stage's ``num_steps`` or
+``num_epochs``, the optimizer's ``warmup_steps`` or ``warmup_epochs``, ``eval_every_steps``
+or ``eval_every_epochs``, ``checkpoint_every_steps`` or ``checkpoint_every_epochs``. One of
+each pair is set, the other is 0; ``kdjax.trainer.validate`` resolves them to steps, so a
+larger batch size trains the same epochs in fewer steps.
+
 A config of your own, in any directory, for the installed ``kdjax-train`` binary (or
 ``python -m launch.train`` in a checkout)::
 
@@ -48,7 +55,8 @@ def optimizer(**overrides) -> ml_collections.ConfigDict:
       "schedule": "step",  # constant | step | cosine
       "decay_at": (0.5, 0.75),  # step: fractions of the stage where the LR is multiplied...
       "decay_factor": 0.1,  # ...by this factor each time
-      "warmup_steps": 0,  # linear warm-up from 0 before the schedule
+      "warmup_steps": 0,  # linear warm-up from 0 before the schedule, in steps...
+      "warmup_epochs": 0.0,  # ...or in epochs (at most one of the two is set)
   })
   config.update(overrides)
   return config
@@ -119,8 +127,11 @@ def loss(**overrides) -> ml_collections.ConfigDict:
 
 
 def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
-          num_steps: int = 1000, **overrides) -> ml_collections.ConfigDict:
+          num_steps: int = 0, num_epochs: float = 0.0,
+          **overrides) -> ml_collections.ConfigDict:
   """One stage of a run: the network it trains, how, and from which teachers.
+
+  Its length is ``num_steps`` or ``num_epochs``: give exactly one.
 
   Example:
     >>> kd = stage("mlp_tiny", "kd", ("teacher",), num_steps=600)
@@ -133,7 +144,8 @@ def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
       # dist | ctkd | sparse_kd | dgkd | ensemble | fitnets | attention | function_matching
       "method": method,
       "teachers": tuple(teachers),  # earlier stages (or config.teacher_dirs keys), largest first
-      "num_steps": num_steps,  # training steps of the stage
+      "num_steps": num_steps,  # training steps of the stage...
+      "num_epochs": float(num_epochs),  # ...or its length in epochs (exactly one is set)
       "init_from": "",  # stage whose best network initializes this one (Annealing-KD stage II)
       "zero_mean_head": False,  # equal-mean classifier initialization (Chen et al.)
       "cache_teacher": True,  # precompute teacher logits when augmentation is off
@@ -194,9 +206,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.stages.teacher = stage("resnet8", "scratch", num_steps=1000)
   config.stages.kd = stage("mlp", "kd", teachers=("teacher",), num_steps=1000)
   config.teacher_dirs = ml_collections.ConfigDict()  # name -> exported network directory
-  config.eval_every_steps = 500  # evaluate the student on the test split this often
+  config.eval_every_steps = 500  # evaluate the student on the test split this often...
+  config.eval_every_epochs = 0.0  # ...or every this many epochs (exactly one is set)
   config.log_every_steps = 50  # write training metrics this often
-  config.checkpoint_every_steps = 500  # save a resumable checkpoint this often
+  config.checkpoint_every_steps = 500  # save a resumable checkpoint this often...
+  config.checkpoint_every_epochs = 0.0  # ...or every this many epochs (exactly one is set)
   # NaN/Inf in teacher outputs, losses or gradients: stop (name the step and the term; no
   # checkpoint records it) | skip (leave the student as it was and count the step)
   config.nonfinite = "stop"

@@ -43,8 +43,9 @@ def learning_rate_schedule(config: Mapping[str, Any], num_steps: int) -> optax.S
 
   Raises:
     ValueError: naming the field, on a rate that is not finite and > 0, an unknown
-      schedule, ``warmup_steps`` outside ``[0, num_steps)``, ``decay_at`` fractions outside
-      (0, 1) or out of order, or a ``decay_factor`` outside (0, 1].
+      schedule, a warm-up in epochs (``warmup_epochs``, which ``kdjax.trainer.validate``
+      resolves into steps), ``warmup_steps`` outside ``[0, num_steps)``, ``decay_at``
+      fractions outside (0, 1) or out of order, or a ``decay_factor`` outside (0, 1].
 
   Example:
     >>> config = {"learning_rate": 0.1, "schedule": "step", "decay_at": (0.5, 0.75),
@@ -66,6 +67,10 @@ def learning_rate_schedule(config: Mapping[str, Any], num_steps: int) -> optax.S
     raise ValueError(f"optimizer.learning_rate={peak} must be finite and > 0.")
   if name not in LR_SCHEDULES:
     raise ValueError(f"unknown optimizer.schedule {name!r}; valid: {', '.join(LR_SCHEDULES)}.")
+  if config.get("warmup_epochs"):
+    raise ValueError(f"optimizer.warmup_epochs={config['warmup_epochs']} is in epochs: give "
+                     f"warmup_steps, or pass the run config through kdjax.trainer.validate, "
+                     f"which resolves epochs into steps.")
   if not 0 <= warmup < num_steps:
     raise ValueError(f"optimizer.warmup_steps={warmup} must lie in [0, num_steps={num_steps}).")
   decay_steps = num_steps - warmup

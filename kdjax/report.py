@@ -79,7 +79,8 @@ class Table(NamedTuple):
   Attributes:
     name: the config file and argument it came from (``configs/x.py`` or ``configs/x.py:a``).
     spec: the table's spec (see the module docstring), checked by :func:`check_spec`.
-    config: the run config whose stages and ``teacher_dirs`` the rows read.
+    config: the run config whose stages and ``teacher_dirs`` the rows read, in steps as
+      ``kdjax.trainer.validate`` returns it (what the trainer recorded).
     workdirs: the directories of the runs of ``config``, as given.
 
   Example: see :func:`load_table`.
@@ -180,11 +181,13 @@ def load_table(config_file: str, workdirs: Sequence[str]) -> Table:
     workdirs: the run directories of that config (at least one).
 
   Returns:
-    The checked :class:`Table`.
+    The checked :class:`Table`, its config in steps (``kdjax.trainer.validate``), as the
+    trainer ran and recorded it.
 
   Raises:
     FileNotFoundError: if the config file does not exist.
-    ValueError: if the file has no ``get_report``, no workdir is given, or the spec is bad.
+    ValueError: if the file has no ``get_report``, no workdir is given, the config is
+      invalid or the spec is bad.
 
   Example:
     >>> table = load_table("configs/results_cifar10_teacher.py:cifar100", ["workdir/t"])
@@ -203,7 +206,8 @@ def load_table(config_file: str, workdirs: Sequence[str]) -> Table:
   if not hasattr(module, SPEC_FUNCTION):
     raise ValueError(f"report: {path!r} defines no {SPEC_FUNCTION}() giving its table.")
   args = (arg,) if arg else ()
-  config, spec = module.get_config(*args), getattr(module, SPEC_FUNCTION)(*args)
+  config = trainer.validate(module.get_config(*args))
+  spec = getattr(module, SPEC_FUNCTION)(*args)
   spec = spec.to_dict() if isinstance(spec, ml_collections.ConfigDict) else dict(spec)
   check_spec(spec, config)
   return Table(config_file, spec, config, tuple(workdirs))

@@ -12,7 +12,7 @@ benchmark times: teacher(s) in eval mode under ``torch.no_grad``, student in tra
 loss ``(1 − α)·CE + α·T²·KL(p_t^T ‖ p_s^T)`` (batchmean), SGD with momentum.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -161,3 +161,36 @@ def make_cached_kd_step(student: nn.Module,
     return loss.detach()
 
   return step
+
+
+def benchmark_steps(teacher_names: Sequence[str], student_name: str, measure: Sequence[str], *,
+                    batch_size: int) -> dict[str, Callable[[], object]]:
+  """The benchmark's steps in PyTorch, named ``torch_<step>``, on random CIFAR-10 data.
+
+  ``torch_teacher`` (the teachers' forward under ``no_grad``), ``torch_student`` (the
+  student's CE step), ``torch_kd`` and ``torch_cached`` (the KD step on precomputed teacher
+  logits), for those of ``teacher``, ``student``, ``kd`` and ``cached`` in ``measure``.
+  """
+  torch.manual_seed(0)
+  images = torch.randn(batch_size, 3, 32, 32)
+  labels = torch.randint(0, 10, (batch_size,))
+  teachers = [get(t).eval() for t in teacher_names]
+
+  def forward():
+    with torch.no_grad():
+      return [t(images) for t in teachers]
+
+  steps = {}
+  if "teacher" in measure:
+    steps["torch_teacher"] = forward
+  if "student" in measure:
+    student_step = make_kd_step(get(student_name), [])
+    steps["torch_student"] = lambda: student_step(images, labels)
+  if "kd" in measure:
+    kd_step = make_kd_step(get(student_name), teachers)
+    steps["torch_kd"] = lambda: kd_step(images, labels)
+  if "cached" in measure:
+    cached_logits = forward()
+    cached_step = make_cached_kd_step(get(student_name))
+    steps["torch_cached"] = lambda: cached_step(images, labels, cached_logits)
+  return steps

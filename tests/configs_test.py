@@ -10,13 +10,16 @@ import official_ports as ports
 import pytest
 
 from configs import (
+    base,
     cifar10_dgkd,
     cifar10_dkd,
+    cifar10_function_matching,
     cifar10_takd,
     cifar100_mdistiller,
     cifar100_resnet8,
     cifar100_sparse_kd,
     results_cifar10,
+    results_cifar10_teacher,
 )
 from kdjax import methods, optimizers, trainer
 from kdjax.trainer import workdir
@@ -33,7 +36,7 @@ def _learning_rates_at_epoch_starts(stage, steps_per_epoch, num_epochs):
 
 @pytest.mark.parametrize("pair", list(cifar100_mdistiller.PAIRS))
 def test_cifar100_mdistiller_pairs_follow_mdistillers_recipe(pair):
-  config = cifar100_mdistiller.get_config(pair)
+  config = trainer.validate(cifar100_mdistiller.get_config(pair))
   teacher, student, beta = cifar100_mdistiller.PAIRS[pair]
   assert config.dataset.name == "cifar100" and config.dataset.augmentation == "crop_flip"
   assert config.dataset.batch_size == 64
@@ -68,7 +71,7 @@ def test_cifar100_mdistiller_betas_are_the_yaml_files():
 @pytest.mark.parametrize("lr_schedule", ["intended", "effective"])
 @pytest.mark.parametrize("module", [cifar10_takd, cifar100_resnet8])
 def test_takd_protocol(module, lr_schedule):
-  config = module.get_config(lr_schedule)
+  config = trainer.validate(module.get_config(lr_schedule))
   assert config.dataset.augmentation == "none" and config.dataset.batch_size == 128
   steps_per_epoch = CIFAR_TRAIN // 128
   assert config.eval_every_steps == steps_per_epoch
@@ -109,22 +112,21 @@ def test_cifar100_resnet8_stages():
 
 
 def test_cifar100_sparse_kd_keeps_10_classes_and_shares_the_protocols_stages():
-  config = cifar100_sparse_kd.get_config()
-  trainer.validate(config)
+  config = trainer.validate(cifar100_sparse_kd.get_config())
   assert config.dataset.name == "cifar100"
   sparse = config.stages.sparse_kd_resnet8
   assert (sparse.model, sparse.method, sparse.loss.teacher_top_k) == ("resnet8", "sparse_kd", 10)
   assert methods.get("sparse_kd").build(sparse.loss, sparse.num_steps, {}, 1).sparse_cache == (
       10, 4.0)
   # The teacher and KD stages are those of cifar100_resnet8.py: in its workdir, reused.
-  protocol = cifar100_resnet8.get_config()
+  protocol = trainer.validate(cifar100_resnet8.get_config())
   for name in ("teacher_resnet110", "kd_resnet8"):
     assert workdir.stage_record(config, name) == workdir.stage_record(protocol, name)
   assert sparse.optimizer == protocol.stages.kd_resnet8.optimizer
 
 
 def test_dgkd_config_is_the_official_defaults():
-  config = cifar10_dgkd.get_config()
+  config = trainer.validate(cifar10_dgkd.get_config())
   official = ports.DGKD_DEFAULTS
   assert config.dataset.augmentation == "none" and not official["crop"]
   assert config.dataset.batch_size == official["batch_size"]
@@ -138,9 +140,64 @@ def test_dgkd_config_is_the_official_defaults():
 
 
 def test_cifar10_dkd_is_mdistillers_recipe_and_evaluates_every_epoch():
-  config = cifar10_dkd.get_config()
+  config = trainer.validate(cifar10_dkd.get_config())
   assert config.eval_every_steps == CIFAR_TRAIN // 64
+  assert config.checkpoint_every_steps == 5 * (CIFAR_TRAIN // 64)
   assert config.stages.dkd_resnet20.loss.dkd_warmup_epochs == 20
+
+
+# The lengths these configs resolved to when they still gave them in steps (computed by running
+# them at the commit before epochs): runs of them must keep their stage records and cadence.
+_RESULTS_STEPS = {"scratch": 3900, "kd": 3900, "ta_resnet14": 3900, "takd": 3900,
+                  "annealing_1": 3900, "annealing_2": 1950, "continuation": 3900, "dkd": 3900,
+                  "kd_std": 3900}
+_PINNED = {
+    (results_cifar10, "cifar10"): {
+        **_RESULTS_STEPS, "dgkd_code": 3900, "dgkd_paper": 3900, "ctkd": 3900, "dist": 3900,
+        **{f"dkp_{v}_g{g}": 3900 for v in ("uniform", "mean", "tail") for g in ("025", "050")}},
+    (results_cifar10, "cifar100"): {**_RESULTS_STEPS, "dkp_uniform_g000": 3900,
+                                    "dkp_uniform_g050": 3900},
+    (results_cifar10_teacher, "cifar10"): {"teacher": 7800},
+    (results_cifar10_teacher, "cifar100"): {"teacher": 7800},
+}
+
+
+@pytest.mark.parametrize("module, dataset", list(_PINNED), ids=lambda v: getattr(v, "__name__", v))
+def test_results_configs_resolve_to_the_steps_their_runs_recorded(module, dataset):
+  config = trainer.validate(module.get_config(dataset))
+  assert {name: stage.num_steps for name, stage in config.stages.items()} == _PINNED[
+      module, dataset]
+  assert (config.eval_every_steps, config.checkpoint_every_steps,
+          config.log_every_steps) == (390, 390, 100)
+  assert trainer.steps_per_epoch(config.dataset) == 390  # DKD's warm-up epoch
+  for name in config.stages:  # the record holds the steps, as a stage given in steps did
+    record = workdir.stage_record(config, name)["stage"]
+    assert "num_epochs" not in record and "warmup_epochs" not in record["optimizer"]
+
+
+def test_epochs_follow_the_batch_size():
+  """A larger batch trains the same epochs in fewer steps, with the same cadence in epochs."""
+  config = results_cifar10_teacher.get_config()
+  config.dataset.batch_size = 256
+  resolved = trainer.validate(config)
+  assert resolved.stages.teacher.num_steps == 20 * (CIFAR_TRAIN // 256) == 3900
+  assert resolved.eval_every_steps == resolved.checkpoint_every_steps == 195
+  warmup = trainer.validate(cifar10_function_matching.get_config()).stages[
+      "function_matching_resnet8"].optimizer
+  assert warmup.warmup_steps == 5 * (CIFAR_TRAIN // 128)
+  assert config.stages.teacher.num_steps == 0  # the config itself is left as it was
+
+
+@pytest.mark.parametrize("num_epochs, expected_steps", [(1, 44), (2.5, 110), (0.02, 1)])
+def test_epochs_resolve_to_rounded_multiples_of_full_batches(num_epochs, expected_steps):
+  config = base.get_config()  # digits: 1437 training examples
+  config.dataset.batch_size = 32  # 44 full batches; the last 29 examples of an epoch dropped
+  config.stages.kd.num_steps, config.stages.kd.num_epochs = 0, num_epochs
+  config.eval_every_steps, config.eval_every_epochs = 0, num_epochs
+  resolved = trainer.validate(config)
+  assert resolved.stages.kd.num_steps == resolved.eval_every_steps == expected_steps
+  assert resolved.stages.teacher.num_steps == 1000  # given in steps: unchanged
+  assert list(resolved.stages) == ["teacher", "kd"]
 
 
 def test_results_budget_uses_the_measured_resnet8_step():

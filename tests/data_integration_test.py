@@ -31,6 +31,7 @@ def test_cifar10_info(shared_data_dir):
   info = data.dataset_info("cifar10", data_dir=shared_data_dir)
   assert (info.num_classes, info.image_shape) == (10, (32, 32, 3))
   assert (info.num_train, info.num_test) == (50_000, 10_000)
+  assert data.num_train("cifar10") == info.num_train  # the count read without the files
 
 
 def test_cifar10_train_batches_are_normalized(shared_data_dir):

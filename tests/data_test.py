@@ -93,6 +93,7 @@ def test_dataset_info_and_normalization_constants(data_dir):
   assert info == data.dataset_info(digits.NAME, data_dir=data_dir)
   assert (info.name, info.num_classes, info.image_shape) == ("digits", 10, (8, 8, 1))
   assert (info.num_train, info.num_test) == (NUM_TRAIN, NUM_TEST)
+  assert data.num_train("digits") == data.num_train(digits.NAME) == NUM_TRAIN
   pixels = np.stack([example["image"] for example in _source(data_dir, "train")]) / 255
   np.testing.assert_allclose(info.mean, [pixels.mean()], atol=1e-3)
   np.testing.assert_allclose(info.std, [pixels.std()], atol=1e-3)

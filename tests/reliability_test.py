@@ -33,7 +33,16 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import base
-from kdjax import checkpoints, data, losses, metric_writers, models, objective, trainer
+from kdjax import (
+    checkpoints,
+    data,
+    losses,
+    metric_writers,
+    models,
+    objective,
+    optimizers,
+    trainer,
+)
 from kdjax import state as state_lib
 from kdjax import step as step_lib
 from kdjax.trainer import context as context_lib
@@ -676,7 +685,7 @@ BAD_INPUTS = {
         _train(**{"dataset.eval_batch_size": 100}), ValueError,
         r"dataset.eval_batch_size=100 is not divisible by the 8 devices"),
     "batch size above the training split": (
-        _train(**{"dataset.batch_size": 2048}), ValueError,
+        _validate(**{"dataset.batch_size": 2048}), ValueError,
         r"dataset.batch_size=2048 exceeds the 1437 training examples of 'digits'"),
     "DKP top_k leaving no tail for the dataset's classes": (
         _validate(**{"stages.kd.method": "dkp", "stages.kd.loss.dkp_variant": "tail",
@@ -700,9 +709,31 @@ BAD_INPUTS = {
         _record_of_another_format, ValueError, r"holds a stage recorded in format 2, and this "
         r"version of kdjax reads format 3. Use a new --workdir \(pass the old run's exports to "
         r"it with config.teacher_dirs\); nothing was changed."),
-    "non-positive step count": (
+    "stage without a length": (
         _validate(**{"stages.kd.num_steps": 0}), ValueError,
-        r"stages.kd.num_steps=0 must be a positive integer"),
+        r"stages.kd.num_steps=0 and stages.kd.num_epochs=0: give the stage's length in one of "
+        r"them."),
+    "length given in steps and in epochs": (
+        _validate(**{"stages.kd.num_epochs": 2.0}), ValueError,
+        r"stages.kd.num_steps=5 and stages.kd.num_epochs=2 both give the stage's length: set "
+        r"one of them to 0."),
+    "negative step count": (
+        _validate(**{"stages.kd.num_steps": -5}), ValueError,
+        r"stages.kd.num_steps=-5 must be an integer >= 0 \(0: the stage's length is given in "
+        r"num_epochs\)."),
+    "negative or infinite epochs": (
+        _validate(**{"eval_every_steps": 0, "eval_every_epochs": float("inf")}), ValueError,
+        r"eval_every_epochs=inf must be a finite number >= 0 \(0: the evaluation interval is "
+        r"given in eval_every_steps\)."),
+    "epochs that come to less than one step": (
+        _validate(**{"stages.kd.optimizer.warmup_epochs": 0.01}), ValueError,
+        r"stages.kd.optimizer.warmup_epochs=0.01 is less than one step \(an epoch is 44 "
+        r"steps\)."),
+    "a warm-up in epochs given to kdjax.optimizers directly": (
+        lambda data_dir, tmp_path: optimizers.optimizer(
+            base.optimizer(warmup_epochs=5), num_steps=100), ValueError,
+        r"optimizer.warmup_epochs=5.0 is in epochs: give warmup_steps, or pass the run config "
+        r"through kdjax.trainer.validate, which resolves epochs into steps."),
     "loss field the stage's method does not read": (
         _validate(**{"stages.kd.loss.dkd_beta": 2.0, "stages.teacher.loss.temperature": -3.0}),
         ValueError, r"stages.teacher.loss sets temperature=-3.0, which method 'scratch' does "

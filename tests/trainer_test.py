@@ -127,7 +127,7 @@ class TestEndToEnd:
   def test_the_report_reads_its_stages_as_finished_runs_of_its_config(self, finished_run):
     config, workdir, results = finished_run
     spec = {"title": "T", "rows": [{"stage": name, "label": name} for name in config.stages]}
-    table = report.Table("t.py", spec, config, (workdir,))
+    table = report.Table("t.py", spec, trainer.validate(config), (workdir,))
     rows = report.table_rows(table)
     assert [(row["status"], row["stale"]) for row in rows] == [("finished", [])] * len(rows)
     assert [row["result"]["last_accuracy"] for row in rows] == [
@@ -497,7 +497,10 @@ class TestRefusals:
       (lambda c: setattr(c.stages.kd, "method", "distil"), r"stages.kd.method: unknown method"),
       (lambda c: setattr(c.stages.kd, "teachers", ("ghost",)), r"names 'ghost'"),
       (lambda c: setattr(c.stages.kd, "teachers", ()), "takes exactly one teacher"),
-      (lambda c: setattr(c.stages.kd, "num_steps", 0), r"stages.kd.num_steps=0"),
+      (lambda c: setattr(c.stages.kd, "num_steps", 0), r"stages.kd.num_steps=0 and"),
+      (lambda c: setattr(c.stages.kd, "num_epochs", 1.5), r"stages.kd.num_steps=5 and"),
+      (lambda c: (setattr(c, "checkpoint_every_steps", 0),
+                  setattr(c, "checkpoint_every_epochs", -1.0)), r"checkpoint_every_epochs=-1"),
       (lambda c: setattr(c.stages.kd.loss, "gamma", 1.5), "gamma"),
       (lambda c: setattr(c.stages.kd.loss, "temperature", -1.0), "temperature"),
       (lambda c: setattr(c.stages.kd.optimizer, "name", "lamb"), "unknown optimizer.name 'lamb'"),

@@ -10,6 +10,7 @@ from kdjax.data.pipeline import (
     eval_batches,
     image_shape,
     num_classes,
+    num_train,
     supported_datasets,
     train_iterator,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "eval_batches",
     "image_shape",
     "num_classes",
+    "num_train",
     "supported_datasets",
     "train_iterator",
 ]

@@ -40,6 +40,7 @@ class _Spec:
   tfds_name: str
   num_classes: int
   image_shape: tuple[int, int, int]
+  num_train: int  # Examples in the train split, as TFDS prepares it.
   mean: tuple[float, ...]  # Per channel, of pixels scaled to [0, 1].
   std: tuple[float, ...]
   crop_padding: int  # Zero padding on each side before the random crop of "crop_flip".
@@ -48,10 +49,10 @@ class _Spec:
 # CIFAR constants are the customary training-set statistics of the original release; digits'
 # are those of its train split here.
 _REGISTRY: dict[str, _Spec] = {
-    "digits": _Spec(digits.NAME, 10, (8, 8, 1), (0.3054,), (0.3760,), crop_padding=1),
-    "cifar10": _Spec("cifar10", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465),
+    "digits": _Spec(digits.NAME, 10, (8, 8, 1), 1437, (0.3054,), (0.3760,), crop_padding=1),
+    "cifar10": _Spec("cifar10", 10, (32, 32, 3), 50_000, (0.4914, 0.4822, 0.4465),
                      (0.2470, 0.2435, 0.2616), crop_padding=4),
-    "cifar100": _Spec("cifar100", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409),
+    "cifar100": _Spec("cifar100", 100, (32, 32, 3), 50_000, (0.5071, 0.4865, 0.4409),
                       (0.2673, 0.2564, 0.2762), crop_padding=4),
 }
 
@@ -169,6 +170,31 @@ def num_classes(name: str) -> int:
     (100, 10)
   """
   return _resolve(name)[1].num_classes
+
+
+def num_train(name: str) -> int:
+  """Returns the number of training examples of a supported dataset, without reading any file.
+
+  For lengths given in epochs, resolved to steps before anything is read
+  (``kdjax.trainer.validate``); :func:`dataset_info` reads the same count from the prepared
+  copy.
+
+  Args:
+    name: ``"digits"``, ``"cifar10"`` or ``"cifar100"`` (or its TFDS builder name).
+
+  Returns:
+    The size of the dataset's ``train`` split.
+
+  Raises:
+    ValueError: if ``name`` is unknown.
+
+  Example:
+    >>> num_train("cifar10"), num_train("digits")
+    (50000, 1437)
+    >>> num_train("cifar10") // 128  # full batches in an epoch
+    390
+  """
+  return _resolve(name)[1].num_train
 
 
 def _resolve(name: str) -> tuple[str, _Spec]:

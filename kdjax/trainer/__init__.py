@@ -23,10 +23,11 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
 At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every finished stage
 of the workdir (those of other configs run in it too).
 
-One job per module: ``run_config`` (``validate``), ``workdir`` (paths, the versioned stage
-record, atomic JSON, metrics rewind), ``preemption`` (signals, the stop agreed between
-processes), ``context`` (what the stages of a run share), ``stage`` (``build_stage``: a
-stage built into a value) and ``loop`` (``train_stage``, ``train_and_evaluate``).
+One job per module: ``run_config`` (``validate``, which also resolves lengths given in
+epochs into steps), ``workdir`` (paths, the versioned stage record, atomic JSON, metrics
+rewind), ``preemption`` (signals, the stop agreed between processes), ``context`` (what the
+stages of a run share), ``stage`` (``build_stage``: a stage built into a value) and
+``loop`` (``train_stage``, ``train_and_evaluate``).
 
 Reliability. A run killed at any moment (``kill -9``, a lost machine) and started again with
 the same command ends with the parameters, curves and exports of an uninterrupted run, bit
@@ -44,7 +45,7 @@ checkpoint or export records the bad state, or are skipped (``"skip"``) and coun
 
 from kdjax.trainer.loop import Progress, train_and_evaluate, train_stage
 from kdjax.trainer.preemption import Preempted
-from kdjax.trainer.run_config import NONFINITE_MODES, validate
+from kdjax.trainer.run_config import NONFINITE_MODES, steps_per_epoch, validate
 from kdjax.trainer.stage import Stage, build_stage
 from kdjax.trainer.workdir import (
     METRICS_FILE,
@@ -65,6 +66,7 @@ __all__ = [
     "build_stage",
     "export_dir",
     "stage_dir",
+    "steps_per_epoch",
     "train_and_evaluate",
     "train_stage",
     "validate",

@@ -116,13 +116,13 @@ class RunContext:
   """The state shared by the stages of one run: config, workdir, dataset, mesh.
 
   Args:
-    config: a validated run config.
+    config: a run config as ``kdjax.trainer.validate`` returns it (lengths in steps).
     workdir: the run's directory.
     input_workers_allowed: whether grain may start input worker processes (absl flags
       are parsed: the binary).
 
   Raises:
-    ValueError: if a batch size does not split over the devices, or exceeds the dataset.
+    ValueError: if a batch size does not split over the devices.
 
   Example:
     >>> from kdjax import config as base
@@ -152,10 +152,6 @@ class RunContext:
     # Batch sizes are global; each process reads its share of every batch.
     self.batch_size = ds.batch_size // jax.process_count()
     self.eval_batch_size = ds.eval_batch_size // jax.process_count()
-    per_process = self.info.num_train // jax.process_count()
-    if self.batch_size > per_process:
-      raise ValueError(f"dataset.batch_size={ds.batch_size} exceeds the {self.info.num_train} "
-                       f"training examples of {self.info.name!r}.")
 
   def report(self, message: str) -> None:
     """A line for the person at the terminal (printed above the progress bar) and the log."""

@@ -411,7 +411,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     >>> sorted(os.listdir(workdir))
     ['accuracy.png', 'stages', 'summary.md']
   """
-  run_config.validate(config)
+  config = run_config.validate(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   workdir_lib.check_writable(workdir)
   performance.enable_compilation_cache(config.compilation_cache_dir)

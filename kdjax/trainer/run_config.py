@@ -1,9 +1,12 @@
-"""Checks a run config before anything is trained: each section, then each stage.
+"""Checks a run config before anything is trained and resolves its lengths into steps.
 
-``validate`` reads every field's type and range, each stage's method, teachers (earlier
-stages or ``teacher_dirs``), ``init_from``, optimizer and objective (built once, so their
-errors surface here), and mixup against methods that read labels.
+``validate`` reads every field's type and range, resolves each length or interval given in
+epochs into steps (``steps_per_epoch``), then checks each stage's method, teachers
+(earlier stages or ``teacher_dirs``), ``init_from``, optimizer and objective (built once,
+so their errors surface here), and mixup against methods that read labels.
 """
+
+import math
 
 import ml_collections
 
@@ -14,13 +17,24 @@ from kdjax.losses import pruning, sparse
 NONFINITE_MODES = ("stop", "skip")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks a run config before anything is trained.
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks a run config and returns it with every length and interval in steps.
 
   Every field's type and range, each stage's method, teachers (earlier stages or
   ``teacher_dirs``), ``init_from``, optimizer and objective (built once, so their errors
-  surface here), and mixup against methods that read labels. ``train_and_evaluate`` calls
-  it first; call it yourself to check a config without training.
+  surface here), and mixup against methods that read labels. Lengths and intervals are
+  given in steps or in epochs, one of each pair (the other 0): a stage's ``num_steps`` or
+  ``num_epochs``, its optimizer's ``warmup_steps`` or ``warmup_epochs`` (or neither),
+  ``eval_every_steps`` or ``eval_every_epochs``, ``checkpoint_every_steps`` or
+  ``checkpoint_every_epochs``. An epoch is ``steps_per_epoch`` steps; ``E`` epochs are
+  ``round(E * steps_per_epoch)`` steps. ``train_and_evaluate`` calls it first and runs the
+  config it returns; call it yourself to check a config without training.
+
+  Returns:
+    A copy of ``config`` in steps: each ``*_epochs`` field resolved into its ``*_steps``
+    twin and removed, so that the loop, the stage records and the results see steps only
+    (a stage given in epochs records the same ``num_steps`` as one given in steps).
+    ``config`` itself is not changed.
 
   Raises:
     ValueError: naming the offending field (``stages.NAME.FIELD``) and value.
@@ -28,19 +42,42 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Example:
     >>> from kdjax import config as base
     >>> config = base.get_config()
-    >>> validate(config)
-    >>> config.stages.kd.num_steps = 0
+    >>> config.dataset.batch_size = 32  # an epoch of 1437 digits is 44 steps
+    >>> config.stages.kd.num_steps, config.stages.kd.num_epochs = 0, 10
+    >>> resolved = validate(config)
+    >>> resolved.stages.kd.num_steps, "num_epochs" in resolved.stages.kd
+    (440, False)
+    >>> config.stages.kd.num_epochs = 0
     >>> validate(config)
     Traceback (most recent call last):
     ...
-    ValueError: stages.kd.num_steps=0 must be a positive integer.
+    ValueError: stages.kd.num_steps=0 and stages.kd.num_epochs=0: give the stage's length in ...
   """
   _check_dataset(config.dataset)
-  _check_run_fields(config)
+  resolved = _in_steps(config)
+  _check_run_fields(resolved)
   earlier: list[str] = []
-  for name, stage in config.stages.items():
-    _check_stage(config, f"stages.{name}", stage, earlier)
+  for name, stage in resolved.stages.items():
+    _check_stage(resolved, f"stages.{name}", stage, earlier)
     earlier.append(name)
+  return resolved
+
+
+def steps_per_epoch(dataset: ml_collections.ConfigDict) -> int:
+  """The steps of one epoch: full batches of ``dataset.batch_size`` in its train split.
+
+  ``num_train // batch_size``: the input pipeline drops each epoch's last partial batch,
+  so an epoch never spills into the next. Lengths given in epochs are resolved with it,
+  and DKD's warm-up counts its epochs with it.
+
+  Example:
+    >>> from kdjax import config as base
+    >>> dataset = base.get_config().dataset
+    >>> dataset.name, dataset.batch_size = "cifar10", 128
+    >>> steps_per_epoch(dataset)
+    390
+  """
+  return data.num_train(dataset.name) // dataset.batch_size
 
 
 def _check_dataset(ds: ml_collections.ConfigDict) -> None:
@@ -55,14 +92,63 @@ def _check_dataset(ds: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "eval_batch_size"):
     if not (isinstance(ds[field], int) and ds[field] >= 1):
       raise ValueError(f"dataset.{field}={ds[field]!r} must be a positive integer.")
+  if ds.batch_size > data.num_train(ds.name):
+    raise ValueError(f"dataset.batch_size={ds.batch_size} exceeds the "
+                     f"{data.num_train(ds.name)} training examples of {ds.name!r}.")
   if not (isinstance(ds.worker_count, int) and ds.worker_count >= -1):
     raise ValueError(f"dataset.worker_count={ds.worker_count!r} must be an integer >= 0, or "
                      f"-1 (auto).")
 
 
+def _in_steps(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with each length or interval in steps, its epochs field removed."""
+  per_epoch = steps_per_epoch(config.dataset)
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  # Stages run in the order they were added; the copy keeps it.
+  resolved.stages = ml_collections.ConfigDict(config.stages.to_dict(), sort_keys=False)
+  _resolve_length(resolved, "", "eval_every", "the evaluation interval", per_epoch)
+  _resolve_length(resolved, "", "checkpoint_every", "the checkpoint interval", per_epoch)
+  for name, stage in resolved.stages.items():
+    _resolve_length(stage, f"stages.{name}.", "num", "the stage's length", per_epoch)
+    _resolve_length(stage.optimizer, f"stages.{name}.optimizer.", "warmup", "the warm-up",
+                    per_epoch, optional=True)
+  resolved.lock()
+  return resolved
+
+
+def _resolve_length(section: ml_collections.ConfigDict, where: str, prefix: str, what: str,
+                    per_epoch: int, optional: bool = False) -> None:
+  """Sets ``section[prefix_steps]`` from itself or ``section[prefix_epochs]``, which it removes.
+
+  Exactly one of the two is positive, the other 0 (with ``optional``, both may be 0).
+  """
+  steps_field, epochs_field = f"{prefix}_steps", f"{prefix}_epochs"
+  steps, epochs = section[steps_field], section[epochs_field]
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    raise ValueError(f"{where}{steps_field}={steps!r} must be an integer >= 0 (0: "
+                     f"{what} is given in {epochs_field}).")
+  if (isinstance(epochs, bool) or not isinstance(epochs, int | float)
+      or not (math.isfinite(epochs) and epochs >= 0)):
+    raise ValueError(f"{where}{epochs_field}={epochs!r} must be a finite number >= 0 (0: "
+                     f"{what} is given in {steps_field}).")
+  if steps and epochs:
+    raise ValueError(f"{where}{steps_field}={steps} and {where}{epochs_field}={epochs:g} both "
+                     f"give {what}: set one of them to 0.")
+  if not (steps or epochs or optional):
+    raise ValueError(f"{where}{steps_field}=0 and {where}{epochs_field}=0: give {what} in "
+                     f"one of them.")
+  if epochs:
+    steps = round(epochs * per_epoch)
+    if steps < 1:
+      raise ValueError(f"{where}{epochs_field}={epochs:g} is less than one step (an epoch is "
+                       f"{per_epoch} steps).")
+  section[steps_field] = steps
+  del section[epochs_field]
+
+
 def _check_run_fields(config: ml_collections.ConfigDict) -> None:
-  """Refuses bad run-wide fields: counts, intervals, seed, nonfinite mode, teacher_dirs."""
-  for field in ("num_seeds", "eval_every_steps", "log_every_steps", "checkpoint_every_steps"):
+  """Refuses bad run-wide fields: counts, the log interval, seed, nonfinite mode, teacher_dirs."""
+  for field in ("num_seeds", "log_every_steps"):
     if not (isinstance(config[field], int) and config[field] >= 1):
       raise ValueError(f"{field}={config[field]!r} must be a positive integer.")
   if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
@@ -88,8 +174,6 @@ def _check_stage(config: ml_collections.ConfigDict, where: str,
     method = methods.get(stage.method)
   except ValueError as error:
     raise ValueError(f"{where}.method: {error}") from error
-  if not (isinstance(stage.num_steps, int) and stage.num_steps >= 1):
-    raise ValueError(f"{where}.num_steps={stage.num_steps!r} must be a positive integer.")
   if not (isinstance(stage.num_seeds, int) and stage.num_seeds >= 0):
     raise ValueError(f"{where}.num_seeds={stage.num_seeds!r} must be >= 0 (0: the run's).")
   _check_sources(config, where, stage, method, earlier)
@@ -137,11 +221,11 @@ def _check_recipe(config: ml_collections.ConfigDict, where: str,
       raise ValueError(f"{where}.mixup: {error} 0 turns mixup off.") from error
   _check_loss_fields(where, stage, method)
   # FitNets' regressor is sized from the teacher's feature, unknown until the teacher is
-  # loaded: a stand-in shape checks the rest of its recipe here. The epoch length is known
-  # once the dataset is open; any length checks the rest here.
+  # loaded: a stand-in shape checks the rest of its recipe here.
   stand_in = {stage.loss.hint_feature: (1, 1, 1, 1)} if stage.method == "fitnets" else {}
   try:
-    recipe = method.build(stage.loss, stage.num_steps, stand_in, steps_per_epoch=1)
+    recipe = method.build(stage.loss, stage.num_steps, stand_in,
+                          steps_per_epoch(config.dataset))
   except ValueError as error:
     raise ValueError(f"{where}.loss: {error}") from error
   if all(_is_zero(t.weight) for t in recipe.objective.terms):

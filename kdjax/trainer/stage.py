@@ -33,6 +33,7 @@ from kdjax import (
 from kdjax import state as state_lib
 from kdjax import step as step_lib
 from kdjax.trainer import context as context_lib
+from kdjax.trainer import run_config
 from kdjax.trainer import workdir as workdir_lib
 
 
@@ -101,7 +102,8 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
     >>> from kdjax import config as base
     >>> config = base.get_config()
     >>> config.stages.teacher = base.stage("mlp_tiny", "scratch", num_steps=4)
-    >>> stage = build_stage(context_lib.RunContext(config, "/tmp/run"), "teacher")
+    >>> context = context_lib.RunContext(run_config.validate(config), "/tmp/run")
+    >>> stage = build_stage(context, "teacher")
     >>> stage.seeds, stage.teacher_vars is None, stage.checked[0]
     ([0], True, 'teacher_logits')
   """
@@ -117,9 +119,9 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
 
   module = _student_model(stage_config, context.info.num_classes)
   method = methods.get(stage_config.method)
-  steps_per_epoch = max(context.info.num_train // config.dataset.batch_size, 1)
   recipe = method.build(stage_config.loss, stage_config.num_steps,
-                        _teacher_feature_shapes(context, stage_config, teachers), steps_per_epoch)
+                        _teacher_feature_shapes(context, stage_config, teachers),
+                        run_config.steps_per_epoch(config.dataset))
   optimizer, learning_rate = optimizers.optimizer(stage_config.optimizer,
                                                   stage_config.num_steps)
   optimizer = recipe.optimizer_for(optimizer)
