@@ -36,8 +36,9 @@ STUDENT_EPOCHS = 10
 # devices), per seed, 3 seeds trained at once: the budget of get_report()'s notes. Measured
 # as the CIFAR-10 scratch stage's train_seconds / (steps × seeds), compilation and
 # checkpoint saves included: 2,520 s for 3,900 steps of 3 seeds, on a machine shared with
-# test runs (docs/results/runs/cifar10/stages/scratch/result.json).
-RESNET8_STEP_SECONDS = 0.072
+# test runs (docs/results/runs/cifar10/stages/scratch/result.json; a test keeps the two
+# equal).
+RESNET8_STEP_SECONDS = 0.215
 DKP_GAMMAS = (0.25, 0.5)
 DKP_VARIANTS = ("uniform", "mean", "tail")
 _DATASETS = ("cifar10", "cifar100")
@@ -183,7 +184,7 @@ def _claims(config) -> list[dict]:
   ]
   claims = [c for c in claims if set(c["stages"]) <= set(config.stages)]
   if "dkp_uniform_g000" in config.stages:
-    claims.append({"claim": "DKP with γ = 0 is KD", "kind": "equals",
-                   "stages": ["dkp_uniform_g000"], "baseline": "kd",
+    claims.append({"claim": "DKP with γ = 0 trains KD's networks", "kind": "equals",
+                   "stages": ["dkp_uniform_g000"], "baseline": "kd", "tolerance": 0.1,
                    "source": "DKP's definition"})
   return claims

@@ -16,7 +16,7 @@ next to ``get_config``, a ``get_report`` taking the same optional argument and r
              ...],
     # optional: the papers' claims this table tests (kdjax.claims says how they are judged)
     "claims": [{"claim": "DKP beats KD",  # the claim, as the paper makes it
-                "kind": "beats",  # or "equals"
+                "kind": "beats",  # or "equals", which needs "tolerance" (points, per seed)
                 "stages": ["dkp_uniform", "dkp_tail"],  # rows of this table; the best is used
                 "baseline": "kd",  # a row of this table
                 "source": "the DKP paper"},  # optional
@@ -70,7 +70,7 @@ REPORT_FILE = "results.md"
 SPEC_FUNCTION = "get_report"
 _ROW_FIELDS = {"stage", "label", "paper", "source", "protocol"}
 _SPEC_FIELDS = {"title", "notes", "rows", "claims"}
-_CLAIM_FIELDS = {"claim", "kind", "stages", "baseline", "source"}
+_CLAIM_FIELDS = {"claim", "kind", "stages", "baseline", "tolerance", "source"}
 
 
 class Table(NamedTuple):
@@ -149,14 +149,27 @@ def check_spec(spec: Mapping[str, Any], config: ml_collections.ConfigDict) -> No
     if unknown:
       raise ValueError(f"report claim {i}: unknown fields {sorted(unknown)}; valid: "
                        f"{sorted(_CLAIM_FIELDS)}.")
-    if not isinstance(claim.get("claim"), str) or not claim["claim"]:
-      raise ValueError(f"report claim {i}: claim={claim.get('claim')!r} must be a non-empty "
-                       f"string.")
-    claims.check_claim(claim.get("kind"), claim.get("stages"), claim.get("baseline"))
-    for stage in [*claim["stages"], claim["baseline"]]:
-      if stage not in shown:
-        raise ValueError(f"report claim {i} ({claim['claim']}): {stage=} is not a row of "
-                         f"the table.")
+    text = claim.get("claim")
+    if not isinstance(text, str) or not text:
+      raise ValueError(f"report claim {i}: claim={text!r} must be a non-empty string.")
+    claims.check_kind(claim.get("kind"))
+    stages, baseline = claim.get("stages"), claim.get("baseline")
+    if (isinstance(stages, str) or not isinstance(stages, Sequence) or not stages
+        or claim["kind"] == "equals" and len(stages) != 1):
+      raise ValueError(f"report claim {i} ({text}): {stages=} must list the rows compared "
+                       f"(exactly one for an equality).")
+    for stage in [*stages, baseline]:
+      if not isinstance(stage, str) or stage not in shown:
+        raise ValueError(f"report claim {i} ({text}): {stage=} is not a row of the table.")
+    if baseline in stages:
+      raise ValueError(f"report claim {i} ({text}): {baseline=} is also among its stages; "
+                       f"a row is not compared with itself.")
+    tolerance = claim.get("tolerance")
+    if (claim["kind"] == "equals") != (tolerance is not None) or tolerance is not None and (
+        isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+        or not tolerance > 0):
+      raise ValueError(f"report claim {i} ({text}): {tolerance=} must be a positive number "
+                       f"of points for an equality, and absent otherwise.")
 
 
 def load_table(config_file: str, workdirs: Sequence[str]) -> Table:
@@ -544,32 +557,46 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
 
 def _claim_line(claim: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]],
                 title: str) -> str:
-  """One claim judged on one table's rows, or the rows it waits for."""
+  """One claim judged on one table's rows, or the rows it waits for (unfinished seeds)."""
   text = f"  - {title}: "
   stages = [*claim["stages"], claim["baseline"]]
-  waiting = [rows[s]["label"] for s in stages if rows[s]["status"] != "finished"]
+  waiting = [rows[s]["label"] for s in stages
+             if rows[s]["status"] != "finished" or rows[s]["running"]
+             or len(rows[s]["result"]["seeds"]) < rows[s]["expected_seeds"]]
   if waiting:
-    return text + f"waiting for {', '.join(waiting)}."
+    return text + f"waiting for every seed of {', '.join(waiting)}."
   last = {s: rows[s]["result"]["last_accuracy"] for s in stages}
+  baseline = rows[claim["baseline"]]
   try:
-    comparison = claims.compare(claim["kind"], {s: last[s] for s in claim["stages"]},
+    if claim["kind"] == "equals":
+      (name,) = claim["stages"]
+      comparison = claims.equals(
+          name, dict(zip(rows[name]["result"]["seeds"], last[name], strict=True)),
+          dict(zip(baseline["result"]["seeds"], last[claim["baseline"]], strict=True)),
+          claim["tolerance"])
+    else:
+      comparison = claims.beats({s: last[s] for s in claim["stages"]},
                                 last[claim["baseline"]])
   except ValueError as error:
     return text + f"not judged: {error}"
-  candidate, baseline = rows[comparison.candidate], rows[claim["baseline"]]
-  best = {s: 100 * np.mean(rows[s]["result"]["best_accuracy"])
-          for s in (comparison.candidate, claim["baseline"])}
+  candidate = rows[comparison.candidate]
   text += (f"**{comparison.verdict}**. {candidate['label']} "
            f"{_mean_std(last[comparison.candidate])} % against {baseline['label']} "
-           f"{_mean_std(last[claim['baseline']])} % (last network): "
-           f"{comparison.difference:+.2f} points, standard error "
-           f"{comparison.standard_error:.2f} ({len(last[comparison.candidate])} and "
-           f"{len(last[claim['baseline']])} seeds); best epochs "
+           f"{_mean_std(last[claim['baseline']])} % (last network, "
+           f"{len(last[comparison.candidate])} and {len(last[claim['baseline']])} seeds): ")
+  if claim["kind"] == "equals":
+    return text + (f"the seeds differ by at most {comparison.difference:.2f} points, "
+                   f"against a tolerance of {comparison.threshold:g}.")
+  best = {s: 100 * np.mean(rows[s]["result"]["best_accuracy"])
+          for s in (comparison.candidate, claim["baseline"])}
+  text += (f"{comparison.difference:+.2f} points against a threshold of ±"
+           f"{comparison.threshold:.2f}; best epochs "
            f"{best[comparison.candidate] - best[claim['baseline']]:+.2f} points")
   if len(claim["stages"]) > 1:
-    text += (f". {candidate['label']} is the best of {len(claim['stages'])} rows ("
-             f"{', '.join(rows[s]['label'] for s in claim['stages'])}) by mean last "
-             f"accuracy: a selection on the test set")
+    text += (f". {candidate['label']} has the highest mean of the family's "
+             f"{len(claim['stages'])} rows ("
+             f"{', '.join(rows[s]['label'] for s in claim['stages'])}), a choice the "
+             f"threshold corrects for")
   return text + "."
 
 
@@ -587,7 +614,7 @@ def claims_markdown(tables: Sequence[Table]) -> str:
     >>> table = load_table("configs/results_cifar10.py", [tempfile.mkdtemp()])
     >>> print("\\n".join(claims_markdown([table]).splitlines()[4:6]))
     - **KD beats training from scratch** (Hinton et al., 2015)
-      - CIFAR-10, resnet8 students of a resnet20 teacher: waiting for KD, scratch.
+      - CIFAR-10, resnet8 students of a resnet20 teacher: waiting for every seed of KD, ...
   """
   judged: dict[str, list[str]] = {}  # a claim's heading → its line per table, in order
   for table in tables:
@@ -602,12 +629,14 @@ def claims_markdown(tables: Sequence[Table]) -> str:
   lines = [line for heading, found in judged.items() for line in [heading, *found]]
   return "\n".join([
       "## What the tables say", "",
-      f"Each claim is judged on the last network of every seed (no selection on the test "
-      f"set): it *holds* when the difference of the means exceeds "
-      f"{claims.STANDARD_ERRORS:g} standard errors, is *reversed* beyond that in the other "
-      f"direction, and is *not resolved* in between; a claim of equality holds within "
-      f"{claims.STANDARD_ERRORS:g} standard errors. These verdicts are about kdjax's short "
-      f"CPU protocol (see each table's notes), not the papers' schedules.", "",
+      "Each claim is judged on the last network of every seed, the accuracy that involves "
+      "no selection on the test set. *beats*: Welch's two-sided t-test at the 5 % level; it "
+      "*holds* when the difference of the means exceeds the threshold (the t quantile "
+      "times the standard error; for a family of rows, the best row at a level divided by "
+      "the family's size), is *reversed* beyond it the other way, and is *not resolved* in "
+      "between: at three seeds a gap must exceed about 2.8 standard errors. *equals*: every "
+      "seed of the two stages within the tolerance. The verdicts are about kdjax's short "
+      "CPU protocol (see each table's notes), not the papers' schedules.", "",
       *lines, ""])
 
 

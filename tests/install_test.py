@@ -63,10 +63,11 @@ def test_the_installed_binary_runs_a_config_written_outside_the_repository(tmp_p
   env.update(PYTHONPATH=str(site), JAX_PLATFORMS="cpu")
   process = subprocess.run(
       [sys.executable, "-m", "kdjax.launch.train", "--config=my_config.py",
-       f"--workdir={tmp_path / 'run'}", "--config.stages.mine.num_steps=0",
+       f"--workdir={tmp_path / 'run'}", "--config.stages.mine.num_steps=-1",
        "--config.compilation_cache_dir="],
       cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
   # The user's stage was read, validated and refused: the binary and schema came from site.
   assert process.returncode == 1, process.stderr
   assert process.stderr.strip().splitlines()[-1] == (
-      "error: stages.mine.num_steps=0 must be a positive integer."), process.stderr
+      "error: stages.mine.num_steps=-1 must be an integer >= 0 (0: the stage's length is "
+      "given in num_epochs)."), process.stderr

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from scipy import stats
 
 from kdjax import report, trainer
 from kdjax.trainer import workdir as workdir_lib
@@ -403,20 +404,13 @@ def test_a_teacher_not_exported_yet_is_said_so(runs, tmp_path):
   assert f"- Teacher `teacher`: no export in `{export}` yet." in text.splitlines()
 
 
-def test_claims_are_judged_on_the_last_networks_or_wait_for_their_rows(runs):
-  text = report.claims_markdown([report.load_table(*runs)])
-  lines = text.splitlines()
+def test_claims_wait_for_every_seed_and_open_the_report(runs):
+  lines = report.claims_markdown([report.load_table(*runs)]).splitlines()
   table = "cifar10, resnet8 students"
-  # KD (83, 85) against scratch (80, 84, 85), by hand: +1.00 points, standard error
-  # sqrt(2 / 2 + 7 / 3) = 1.83, within two standard errors. Best epochs: 85.00 - 85.00.
   i = lines.index("- **KD beats scratch** (Hinton et al.)")
-  assert lines[i + 1] == (
-      f"  - {table}: **not resolved**. KD 84.00 ± 1.41 % against scratch 83.00 ± 2.65 % "
-      f"(last network): +1.00 points, standard error 1.83 (2 and 3 seeds); best epochs "
-      f"+0.00 points.")
+  assert lines[i + 1] == f"  - {table}: waiting for every seed of KD."  # 2 of 3 seeds
   i = lines.index("- **DKP beats KD**")
-  assert lines[i + 1] == f"  - {table}: waiting for DKP."  # DKP is running
-  # The section opens the report, before the tables.
+  assert lines[i + 1] == f"  - {table}: waiting for every seed of DKP, DKD, KD."
   config_file, workdirs = runs
   path = report.write([report.load_table(config_file, workdirs)],
                       os.path.dirname(config_file) + "/docs", "x")[0]
@@ -424,33 +418,67 @@ def test_claims_are_judged_on_the_last_networks_or_wait_for_their_rows(runs):
   assert written.index("## What the tables say") < written.index("## cifar10, resnet8")
 
 
-def test_a_family_claim_compares_its_best_row_and_says_it_was_selected(runs):
+def _finish_all(runs):
+  """Gives KD, DKP and DKD all three seeds (DKD's seed 0 in workdir a, 1-2 in b)."""
   config_file, (a, b) = runs
+  config = report.load_table(config_file, [a, b]).config
   shutil.rmtree(trainer.stage_dir(a, "dkp"))
-  table = report.load_table(config_file, [a, b])
-  config = table.config
-  _finish(a, "dkp", [0, 1, 2], [0.90, 0.91, 0.92], [0.91, 0.92, 0.93],
-          record=_stage_record(config, "dkp", [0, 1, 2]))
-  lines = report.claims_markdown([table]).splitlines()
-  i = lines.index("- **DKP beats KD**")
-  # DKP (90, 91, 92) beats DKD (55, 60): the family's best row, against KD (83, 85):
-  # +7.00 points, standard error sqrt(1 / 3 + 2 / 2) = 1.15.
+  for name, last in [("kd", [0.83, 0.85, 0.84]), ("dkp", [0.90, 0.91, 0.92])]:
+    _finish(a, name, [0, 1, 2], last, last, record=_stage_record(config, name, [0, 1, 2]))
+  _finish(a, "dkd", [0], [0.58], [0.58], record=_stage_record(config, "dkd", [0]))
+
+
+def test_a_claim_is_judged_by_welchs_test_on_the_last_networks(runs):
+  _finish_all(runs)
+  lines = report.claims_markdown([report.load_table(*runs)]).splitlines()
+  i = lines.index("- **KD beats scratch** (Hinton et al.)")
+  # KD (83, 85, 84) against scratch (80, 84, 85): +1.00 points; variances 1 and 7,
+  # standard error sqrt(1 / 3 + 7 / 3) = 1.633, Welch's dof 1.633⁴ / ((1/3)² / 2 +
+  # (7/3)² / 2) = 2.56: threshold t(0.975) · 1.633.
+  se = (8 / 3) ** 0.5
+  threshold = stats.t.ppf(0.975, se ** 4 / ((1 / 3) ** 2 / 2 + (7 / 3) ** 2 / 2)) * se
   assert lines[i + 1] == (
-      "  - cifar10, resnet8 students: **holds**. DKP 91.00 ± 1.00 % against KD 84.00 ± "
-      "1.41 % (last network): +7.00 points, standard error 1.15 (3 and 2 seeds); best "
-      "epochs +7.00 points. DKP is the best of 2 rows (DKP, DKD) by mean last accuracy: a "
-      "selection on the test set.")
+      f"  - cifar10, resnet8 students: **not resolved**. KD 84.00 ± 1.00 % against scratch "
+      f"83.00 ± 2.65 % (last network, 3 and 3 seeds): +1.00 points against a threshold of "
+      f"±{threshold:.2f}; best epochs -1.00 points.")
+
+
+def test_a_family_claim_compares_its_best_row_at_a_corrected_level(runs):
+  _finish_all(runs)
+  lines = report.claims_markdown([report.load_table(*runs)]).splitlines()
+  i = lines.index("- **DKP beats KD**")
+  # DKP (90, 91, 92) is the better of DKP and DKD (58, 50, 60); against KD (83, 85, 84):
+  # +7.00 points, standard error sqrt(1/3 + 1/3), dof 4, Bonferroni over 2 rows.
+  threshold = stats.t.ppf(1 - 0.05 / 4, 4) * (2 / 3) ** 0.5
+  assert lines[i + 1] == (
+      f"  - cifar10, resnet8 students: **holds**. DKP 91.00 ± 1.00 % against KD 84.00 ± "
+      f"1.00 % (last network, 3 and 3 seeds): +7.00 points against a threshold of "
+      f"±{threshold:.2f}; best epochs +7.00 points. DKP has the highest mean of the "
+      f"family's 2 rows (DKP, DKD), a choice the threshold corrects for.")
 
 
 @pytest.mark.parametrize("claim, message", [
     ({"claim": "x", "kind": "improves", "stages": ["kd"], "baseline": "scratch"},
      "claim kind='improves' must be one of ('beats', 'equals')"),
     ({"claim": "x", "kind": "beats", "stages": ["kd"], "baseline": "kd"},
-     "baseline='kd' is also a candidate"),
+     "report claim 0 (x): baseline='kd' is also among its stages"),
     ({"claim": "x", "kind": "beats", "stages": ["kd"], "baseline": "ctkd"},
      "report claim 0 (x): stage='ctkd' is not a row of the table"),
+    ({"claim": "x", "kind": "beats", "stages": ["kd"]},
+     "report claim 0 (x): stage=None is not a row of the table"),
+    ({"claim": "x", "kind": "beats", "stages": ["kd"], "baseline": ["scratch"]},
+     "report claim 0 (x): stage=['scratch'] is not a row of the table"),
     ({"claim": "x", "kind": "beats", "stages": "kd", "baseline": "scratch"},
-     "must list at least one stage"),
+     "report claim 0 (x): stages='kd' must list the rows compared"),
+    ({"claim": "x", "kind": "equals", "stages": ["kd", "dkd"], "baseline": "scratch",
+      "tolerance": 0.1}, "(exactly one for an equality)"),
+    ({"claim": "x", "kind": "equals", "stages": ["kd"], "baseline": "scratch"},
+     "report claim 0 (x): tolerance=None must be a positive number of points"),
+    ({"claim": "x", "kind": "beats", "stages": ["kd"], "baseline": "scratch",
+      "tolerance": 0.1}, "tolerance=0.1 must be a positive number of points for an "
+                         "equality, and absent otherwise"),
+    ({"claim": "", "kind": "beats", "stages": ["kd"], "baseline": "scratch"},
+     "report claim 0: claim='' must be a non-empty string"),
     ({"claim": "x", "kind": "beats", "stages": ["kd"], "baseline": "scratch", "p": 0.05},
      "report claim 0: unknown fields ['p']"),
 ])

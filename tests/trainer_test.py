@@ -121,7 +121,7 @@ class TestEndToEnd:
       cost = r["cost"]
       assert cost["runs"] == 1
       assert cost["train_seconds"] > 0 and cost["eval_seconds"] > 0
-      assert cost["setup_seconds"] > 0
+      assert cost["setup_seconds"] > 0 and cost["checkpoint_seconds"] > 0  # saves, exports
       assert cost["hardware"] == [{"backend": "cpu", "device_kind": jax.devices()[0].device_kind,
                                    "device_count": 8, "process_count": 1,
                                    "host_cpu_count": os.cpu_count()}]
@@ -337,7 +337,7 @@ class TestResume:
     # The cost sums both runs: the first's, saved with its checkpoint, and the second's.
     cost = resumed[-1]["cost"]
     assert first_run["runs"] == 1 and cost["runs"] == 2
-    for key in ("setup_seconds", "train_seconds", "eval_seconds"):
+    for key in ("setup_seconds", "train_seconds", "eval_seconds", "checkpoint_seconds"):
       assert cost[key] > first_run[key] > 0
     assert resumed[-1]["last_accuracy"] == reference[-1]["last_accuracy"]
     assert resumed[-1]["curve"] == reference[-1]["curve"]

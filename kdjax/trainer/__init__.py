@@ -18,9 +18,9 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
 * ``metrics.jsonl`` and TensorBoard events; ``result.json`` once the stage is complete — a
   complete stage is reused, not retrained. Besides accuracies and curves it records the
   protocol (dataset with its class and train-example counts, batch size, augmentation,
-  epochs) and the cost: wall seconds of setup (teacher checks and logit cache), training
-  and evaluation summed over the stage's runs, and the hardware (backend, device kind and
-  count, host CPU count) of each.
+  epochs) and the cost: wall seconds of setup (teacher checks and logit cache), training,
+  evaluation, and checkpoint saves with network exports, summed over the stage's runs, and
+  the hardware (backend, device kind and count, host CPU count) of each.
 
 At the end, ``WORKDIR/summary.md`` and ``WORKDIR/accuracy.png`` compare every finished stage
 of the workdir (those of other configs run in it too).
@@ -28,8 +28,9 @@ of the workdir (those of other configs run in it too).
 One job per module: ``run_config`` (``validate``, which also resolves lengths given in
 epochs into steps), ``workdir`` (paths, the versioned stage record, atomic JSON, metrics
 rewind), ``preemption`` (signals, the stop agreed between processes), ``context`` (what the
-stages of a run share), ``stage`` (``build_stage``: a stage built into a value) and
-``loop`` (``train_stage``, ``train_and_evaluate``).
+stages of a run share), ``stage`` (``build_stage``: a stage built into a value), ``cost``
+(a stage's wall seconds by what they were spent on) and ``loop`` (``train_stage``,
+``train_and_evaluate``).
 
 Reliability. A run killed at any moment (``kill -9``, a lost machine) and started again with
 the same command ends with the parameters, curves and exports of an uninterrupted run, bit

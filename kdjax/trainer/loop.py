@@ -29,6 +29,7 @@ from kdjax import (
     teacher_cache,
 )
 from kdjax.trainer import context as context_lib
+from kdjax.trainer import cost as cost_lib
 from kdjax.trainer import preemption, run_config
 from kdjax.trainer import stage as stage_lib
 from kdjax.trainer import workdir as workdir_lib
@@ -43,9 +44,8 @@ class Progress:
     best_step: the step of each student's best accuracy.
     curve: ``{"step": [...], "accuracy": [[per student], ...]}``, one entry per evaluation.
     nonfinite_steps: the skipped non-finite steps of each student.
-    cost: wall seconds of setup, training and evaluation summed over the stage's runs
-      (``"setup_seconds"``, ``"train_seconds"``, ``"eval_seconds"``), their count
-      (``"runs"``) and the hardware of each (``"hardware"``, without repeats).
+    cost: what the stage's runs have cost so far (``kdjax.trainer.cost``): wall seconds of
+      setup, training, evaluation and checkpoints, the count of runs, their hardware.
 
   Example:
     >>> progress = Progress.start(num_students=2).evaluated(10, [0.5, 0.7])
@@ -63,8 +63,7 @@ class Progress:
   def start(cls, num_students: int) -> "Progress":
     """Nothing measured yet."""
     return cls((-1.0,) * num_students, (0,) * num_students, {"step": [], "accuracy": []},
-               (0,) * num_students, {"setup_seconds": 0.0, "train_seconds": 0.0,
-                                     "eval_seconds": 0.0, "runs": 0, "hardware": []})
+               (0,) * num_students, cost_lib.nothing_spent())
 
   @classmethod
   def from_json(cls, value: dict[str, Any]) -> "Progress":
@@ -95,25 +94,6 @@ class Progress:
     """The progress after ``counts`` more skipped non-finite steps per student."""
     return dataclasses.replace(self, nonfinite_steps=tuple(
         a + b for a, b in zip(self.nonfinite_steps, counts, strict=True)))
-
-
-def _charged(progress: Progress, earlier: dict[str, Any], hardware: dict[str, Any],
-             started: float, setup_seconds: float, eval_seconds: float) -> Progress:
-  """``progress`` with the cost of the earlier runs (``earlier``) plus this one's so far."""
-  train_seconds = time.perf_counter() - started - setup_seconds - eval_seconds
-  return dataclasses.replace(progress, cost={
-      "setup_seconds": earlier["setup_seconds"] + setup_seconds,
-      "train_seconds": earlier["train_seconds"] + train_seconds,
-      "eval_seconds": earlier["eval_seconds"] + eval_seconds,
-      "runs": earlier["runs"] + 1,
-      "hardware": earlier["hardware"] + [hardware] * (hardware not in earlier["hardware"])})
-
-
-def _hardware() -> dict[str, Any]:
-  """The machine a stage runs on, as its ``result.json`` records it (``cost.hardware``)."""
-  return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-          "device_count": jax.device_count(), "process_count": jax.process_count(),
-          "host_cpu_count": os.cpu_count()}
 
 
 def _finished_results(workdir: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -222,18 +202,23 @@ def _export(context: context_lib.RunContext, stage: stage_lib.Stage, kind: str, 
 
 def _evaluate(context: context_lib.RunContext, stage: stage_lib.Stage, states: Any, step: int,
               progress: Progress, writer: metric_writers.MetricWriter | None) -> Progress:
-  """Evaluates the students at ``step``, logs it, and exports each improved student's best."""
+  """Evaluates the students at ``step`` and logs it; the progress with its accuracies."""
   evaluated = context.evaluate(stage.eval_program, states, stage.test_cache)
   accuracy = [float(a) for a in evaluated["accuracy"]]
   if writer:
     writer.write(step, "eval", {k: float(np.mean(v)) for k, v in evaluated.items()})
-  new = progress.evaluated(step, accuracy)
-  for i, best_step in enumerate(new.best_step):
-    if best_step == step:
-      _export(context, stage, "best", i, states, step, accuracy[i])
   context.report(f"stage {stage.name} step {step}: test accuracy "
                  f"{', '.join(f'{a:.4f}' for a in accuracy)}")
-  return new
+  return progress.evaluated(step, accuracy)
+
+
+def _export_best(context: context_lib.RunContext, stage: stage_lib.Stage, states: Any,
+                 step: int, progress: Progress) -> None:
+  """Exports, as its best network, each student whose best accuracy is that of ``step``."""
+  for i, (best_step, accuracy) in enumerate(zip(progress.best_step, progress.best_accuracy,
+                                                strict=True)):
+    if best_step == step:
+      _export(context, stage, "best", i, states, step, accuracy)
 
 
 def _log(writer: metric_writers.MetricWriter | None, bar: tqdm.tqdm, step: int,
@@ -254,11 +239,12 @@ def _log(writer: metric_writers.MetricWriter | None, bar: tqdm.tqdm, step: int,
 
 
 def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
-           stop: preemption.StopRequests, started: float) -> tuple[Any, int, Progress]:
-  """Trains a built stage from its last checkpoint to its last step; ``(states, step, progress)``.
+           stop: preemption.StopRequests, started: float) -> Progress:
+  """Trains a built stage from its last checkpoint to its end and exports its last networks.
 
-  ``started`` is when this run of the stage began (its setup included): the cost of the
-  run (``Progress.cost``) is charged with every checkpoint and at the end.
+  Returns the stage's final progress. ``started`` is when this run of the stage began (its
+  setup included): the cost of the run (``Progress.cost``, ``kdjax.trainer.cost``) is
+  charged with every checkpoint and at the end, checkpoint saves and exports timed apart.
 
   Every ``log_every_steps``, ``eval_every_steps`` and ``checkpoint_every_steps`` steps (and
   at the last step), the host reads the non-finite guard's record before it logs,
@@ -275,19 +261,19 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
   config, num_steps = context.config, stage.config.num_steps
   ckpts = checkpoints.RunCheckpoints(os.path.join(stage.directory, "checkpoints"))
   states, step, progress, iterator, workers = _restore(context, stage, ckpts)
-  earlier, hardware = progress.cost, _hardware()
-  setup_seconds, eval_seconds = time.perf_counter() - started, 0.0
+  earlier, watch = progress.cost, cost_lib.Stopwatch(started)
   if context.primary:
     workdir_lib.rewind_metrics(stage.directory, step)
   health = context.place(finite_guard.no_bad_steps(len(stage.seeds), len(stage.checked)))
   checked_since = step
 
   def charged(progress: Progress) -> Progress:
-    return _charged(progress, earlier, hardware, started, setup_seconds, eval_seconds)
+    return dataclasses.replace(progress, cost=watch.charged(earlier))
 
   def save(step: int, progress: Progress) -> None:
-    ckpts.save(step, states, {"iterator": iterator.get_state(), "progress": progress.to_json(),
-                              "worker_count": workers})
+    with watch.timing("checkpoint_seconds"):
+      ckpts.save(step, states, {"iterator": iterator.get_state(),
+                                "progress": progress.to_json(), "worker_count": workers})
 
   writer = metric_writers.MetricWriter(stage.directory) if context.primary else None
   # smoothing=0: the ETA from the average pace since the start, evaluations included.
@@ -334,9 +320,10 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
              window_steps * images_per_step / window_seconds if window_steps else None)
         window_seconds, window_steps = 0.0, 0
       if eval_now:
-        eval_start = time.perf_counter()
-        progress = _evaluate(context, stage, states, step, progress, writer)
-        eval_seconds += time.perf_counter() - eval_start
+        with watch.timing("eval_seconds"):
+          progress = _evaluate(context, stage, states, step, progress, writer)
+        with watch.timing("checkpoint_seconds"):
+          _export_best(context, stage, states, step, progress)
       if save_now:  # the time after the last checkpoint is lost with its steps on a kill
         progress = charged(progress)
         save(step, progress)
@@ -347,7 +334,10 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
     if writer:
       writer.close()
   ckpts.close()
-  return states, step, charged(progress)
+  with watch.timing("checkpoint_seconds"):
+    for i, accuracy in enumerate(progress.curve["accuracy"][-1]):
+      _export(context, stage, "last", i, states, step, accuracy)
+  return charged(progress)
 
 
 def train_stage(context: context_lib.RunContext, name: str,
@@ -355,8 +345,9 @@ def train_stage(context: context_lib.RunContext, name: str,
   """Trains stage ``name`` of the run (or reuses it, if complete) and returns its result.
 
   The result record (``result.json``) holds the stage's curves, last and best accuracies
-  per seed, the teachers' accuracies and counts of skipped steps. The last networks are
-  exported before it is written, so a run resumed from the final checkpoint redoes them.
+  per seed, the teachers' accuracies, counts of skipped steps and the cost. The last
+  networks are exported before it is written, so a run resumed from the final checkpoint
+  redoes them.
 
   While it trains (or reuses) the stage, the run's first process holds the stage's lock
   (``workdir.StageLock``): a second run started on the same workdir is refused at that
@@ -389,16 +380,14 @@ def _train_locked(context: context_lib.RunContext, name: str,
     return complete
   started = time.perf_counter()
   stage = stage_lib.build_stage(context, name)
-  states, step, progress = _train(context, stage, stop, started)
+  progress = _train(context, stage, stop, started)
   info, batch_size = context.info, context.config.dataset.batch_size
-  last_accuracy = progress.curve["accuracy"][-1]
-  for i, accuracy in enumerate(last_accuracy):
-    _export(context, stage, "last", i, states, step, accuracy)
   result = {
       "stage": name, "model": stage.config.model, "method": stage.config.method,
       "teachers": list(stage.config.teachers), "seeds": stage.seeds,
-      "last_accuracy": last_accuracy, "best_accuracy": list(progress.best_accuracy),
-      "best_step": list(progress.best_step), "curve": progress.curve,
+      "last_accuracy": progress.curve["accuracy"][-1],
+      "best_accuracy": list(progress.best_accuracy), "best_step": list(progress.best_step),
+      "curve": progress.curve,
       "teacher_accuracy": stage.teacher_accuracy, "num_steps": stage.config.num_steps,
       "teacher_cache": stage.train_cache is not None,
       "nonfinite_steps": list(progress.nonfinite_steps),
@@ -407,8 +396,7 @@ def _train_locked(context: context_lib.RunContext, name: str,
                   "num_train": info.num_train, "num_test": info.num_test,
                   "batch_size": batch_size, "augmentation": context.config.dataset.augmentation},
       "epochs": stage.config.num_steps * batch_size / info.num_train,
-      # Wall time in seconds, summed over the runs of the stage (a resumed stage's included).
-      "cost": progress.cost,
+      "cost": progress.cost,  # summed over the stage's runs (kdjax.trainer.cost)
   }
   if context.primary:
     workdir_lib.write_json(os.path.join(stage.directory, workdir_lib.RESULT_FILE), result)

@@ -1,341 +1,30 @@
-r"""Distillation objectives: weighted sums of named, registered loss terms.
+r"""Objectives assembled from registered terms: ``term`` declares one, ``Objective`` sums them.
 
 .. math::
    L(n) = \sum_j w_j(n)\ \frac{\sum_i m_i\,\ell_j(s_i, t_i;\ \theta_j(n))}{\sum_i m_i}
 
-where each term :math:`\ell_j` is a per-example loss of ``kdjax.losses``, its weight
-:math:`w_j` and its moving hyperparameters :math:`\theta_j` (temperature, :math:`\Phi`,
-:math:`\gamma`, ...) are scalars or ``optax.Schedule`` s of the step :math:`n`, and
-:math:`m` is the batch's ``"mask"``. Reduction happens in one place,
-``kdjax.losses.reduce_mean``.
-
-Terms are named through an explicit registry (``TERMS``); a miss lists the valid names. Each
-term's value, weight and hyperparameters at every step are reported as metrics named
-``"loss/<label>"``, ``"weight/<label>"`` and ``"<label>/<hyperparameter>"``, where the label
-is the term's name unless given. An objective may also declare hyperparameters that no term
-reads, for the output transformation of the step (e.g. DKP's ``"dkp/gamma"`` for
-``kdjax.transforms.dkp``); they are scheduled, overridden and reported the same way.
+A ``Term`` names an entry of ``kdjax.objective.registry.TERMS`` with its weight and
+arguments, checked and completed with the entry's defaults; an ``Objective`` range-checks
+every weight and hyperparameter over the training length, reports them as metrics, and
+computes the weighted, masked batch mean of its terms.
 
 Example:
-  >>> hinton = Objective((term("ce", 0.1), term("kd", 0.9, temperature=4.0)))
-  >>> sorted(hinton.schedule_values(0))
-  ['kd/temperature', 'weight/ce', 'weight/kd']
+  >>> obj = Objective((term("ce", 0.1), term("kd", 0.9, temperature=4.0)))
+  >>> [t.label for t in obj.terms], obj.hyperparameter_names
+  (['ce', 'kd'], ('weight/ce', 'weight/kd', 'kd/temperature'))
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from kdjax import losses, networks, schedules
-from kdjax.losses import curriculum_temperature, multi_teacher, pruning, validation
-
-_REQUIRED = object()
-_POSITIVE = {"low": 0.0, "low_open": True}
-_NON_NEGATIVE = {"low": 0.0}
-_UNIT = {"low": 0.0, "high": 1.0}
-_STANDARDIZATION = "logit_standardization"
-
-
-class TermInputs(NamedTuple):
-  """What a term sees at one step.
-
-  ``Objective.loss`` builds one per term and passes it to the term's ``TermDefinition.fn``;
-  build one yourself to call a term function directly.
-
-  Attributes:
-    student: the student's outputs: ``"logits"`` ``[B, K]`` and named features.
-    teacher: ``"logits"`` ``[n, B, K]`` (the teacher, then its assistants) and the first
-      teacher's named features; ``None`` when no teacher is consulted.
-    labels: integer labels ``[B]`` or ``None``.
-    key: a PRNG key for this term and step.
-    mask: boolean ``[B]`` (False marks padding) or ``None``; read by batch losses (DIST's
-      intra-class relation), whose value depends on which examples are real.
-
-  Example:
-    >>> inputs = TermInputs(student={"logits": jnp.zeros((4, 10))},
-    ...                     teacher={"logits": jnp.ones((3, 4, 10))},  # teacher + 2 assistants
-    ...                     labels=None, key=jax.random.key(0))
-    >>> inputs.student_logits.shape, inputs.teacher_logits.shape, inputs.all_teacher_logits.shape
-    ((4, 10), (4, 10), (3, 4, 10))
-  """
-
-  student: Mapping[str, jax.Array]
-  teacher: Mapping[str, jax.Array] | None
-  labels: jax.Array | None
-  key: jax.Array
-  mask: jax.Array | None = None
-
-  @property
-  def student_logits(self) -> jax.Array:
-    """The student's logits ``[B, K]``."""
-    return self.student[networks.LOGITS]
-
-  @property
-  def teacher_logits(self) -> jax.Array:
-    """The (first) teacher's logits ``[B, K]``."""
-    return self.teacher[networks.LOGITS][0]
-
-  @property
-  def all_teacher_logits(self) -> jax.Array:
-    """Every teacher's logits ``[n, B, K]``."""
-    return self.teacher[networks.LOGITS]
-
-
-@dataclasses.dataclass(frozen=True)
-class TermDefinition:
-  """A registered loss term.
-
-  The entries of ``TERMS``, which :func:`term` and :class:`Objective` read: what a term
-  computes, which of its arguments may follow a schedule and within which bounds, and what
-  it needs from the batch, the teachers and the PRNG.
-
-  Attributes:
-    fn: ``(inputs: TermInputs, hyperparameters) -> per-example values [B]``; the mapping
-      holds the resolved schedulable hyperparameters and the static options.
-    hyperparameters: schedulable hyperparameters: name → (default or required, the keyword
-      arguments of ``kdjax.schedules.check_range`` that bound it).
-    options: static options: name → default (or required).
-    teacher: ``"none"``, ``"one"`` (the first teacher) or ``"many"`` (the stacked teachers,
-      one or more), the vocabulary of ``Method.teachers``.
-    needs_labels: ``options -> bool``.
-    needs_key: whether the term is stochastic.
-    student_features: ``options -> names`` of student outputs the term reads.
-    teacher_features: ``options -> names`` of teacher features the term reads.
-    check: ``options -> None``, raising ``ValueError`` on a bad option.
-    standardizable: whether the term takes the ``logit_standardization`` option (a softmax
-      term): when True, every logit it reads is z-scored first
-      (``kdjax.losses.standardize_logits``, Sun et al., CVPR 2024).
-
-  Example:
-    >>> kd = TERMS["kd"]
-    >>> kd.teacher, kd.hyperparameters["temperature"], kd.options
-    ('one', (4.0, {'low': 0.0, 'low_open': True}), {'class_reduction': 'sum'})
-    >>> inputs = TermInputs({"logits": jnp.zeros((2, 3))}, {"logits": jnp.zeros((1, 2, 3))},
-    ...                     None, jax.random.key(0))
-    >>> kd.fn(inputs, {"temperature": 4.0, "class_reduction": "sum"}).tolist()  # [B]
-    [0.0, 0.0]
-  """
-
-  fn: Callable[[TermInputs, Mapping[str, Any]], jax.Array]
-  hyperparameters: Mapping[str, tuple[Any, Mapping[str, Any]]]
-  options: Mapping[str, Any]
-  teacher: str
-  needs_labels: Callable[[Mapping[str, Any]], bool] = lambda options: False
-  needs_key: bool = False
-  student_features: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
-  teacher_features: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
-  check: Callable[[Mapping[str, Any]], None] = lambda options: None
-  standardizable: bool = False
-
-
-def _check_class_reduction(options):
-  validation.check_choice("class_reduction", options["class_reduction"],
-                           validation.CLASS_REDUCTIONS)
-
-
-def _check_ce(options):
-  smoothing = options["label_smoothing"]
-  if not 0.0 <= smoothing < 1.0:
-    raise ValueError(f"label_smoothing={smoothing} must lie in [0, 1).")
-
-
-def _check_dkp(options):
-  pruning.check_arguments(1.0, 0.0, options["variant"], options["top_k"])
-  _check_class_reduction(options)
-
-
-def _check_dgkd(options):
-  _check_class_reduction(options)
-  mode, drop_num = options["mode"], options["drop_num"]
-  validation.check_choice("DGKD drop mode", mode, multi_teacher.DROP_MODES)
-  if mode == "paper":
-    validation.check_in_range("keep_prob", options["keep_prob"], 0.0, 1.0, low_open=True)
-  # drop_num's upper bound, the number of teaching networks, is checked at the first call.
-  if mode == "code" and (isinstance(drop_num, bool) or not isinstance(drop_num, int)
-                         or drop_num < 0):
-    raise ValueError(f"drop_num={drop_num!r} must be a non-negative integer.")
-  if not isinstance(options["keep_teacher"], bool | np.bool_):
-    raise ValueError(f"keep_teacher={options['keep_teacher']!r} must be True or False.")
-  if options["keep_teacher"] and mode != "paper":
-    effect = "may drop the teacher like any network" if mode == "code" else "drops none"
-    raise ValueError(f"keep_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
-
-
-def _check_names(what: str, names) -> None:
-  if isinstance(names, str):
-    names = (names,)
-  if not names or not all(isinstance(n, str) and n for n in names):
-    raise ValueError(f"{what}={names!r} must be one or more non-empty feature names.")
-
-
-def _check_hint(options):
-  _check_names("student_feature", options["student_feature"])
-  _check_names("teacher_feature", options["teacher_feature"])
-
-
-def _attention_names(options) -> tuple[tuple[str, ...], tuple[str, ...]]:
-  student = tuple(options["student_features"])
-  teacher = tuple(options["teacher_features"] or student)
-  return student, teacher
-
-
-def _check_attention(options):
-  if isinstance(options["student_features"], str):
-    raise ValueError("attention's student_features must be a sequence of stage names, e.g. "
-                     "('stage1', 'stage2', 'stage3').")
-  student, teacher = _attention_names(options)
-  _check_names("student_features", student)
-  _check_names("teacher_features", teacher)
-  if len(student) != len(teacher):
-    raise ValueError(f"attention pairs stages one to one; got student_features={student} and "
-                     f"teacher_features={teacher}.")
-
-
-def _dkp(x: TermInputs, h) -> jax.Array:
-  labels = x.labels if h["variant"] == "tail" else None
-  scale = validation.class_reduction_scale(h["class_reduction"], x.student_logits.shape[-1])
-  return scale * losses.dkp(x.student_logits, x.teacher_logits, h["temperature"], h["gamma"],
-                            h["variant"], labels=labels, top_k=h["top_k"])
-
-
-def _dgkd(x: TermInputs, h) -> jax.Array:
-  return losses.dgkd(x.student_logits, x.all_teacher_logits, x.key, h["temperature"],
-                     mode=h["mode"], keep_prob=h["keep_prob"], drop_num=h["drop_num"],
-                     keep_teacher=h["keep_teacher"], class_reduction=h["class_reduction"])
-
-
-def _dist(x: TermInputs, h) -> jax.Array:
-  # The intra-class relation couples the batch: one value, spread over the examples so that
-  # the objective's masked batch mean is the DIST loss of the batch.
-  intra = losses.dist_intra_class(x.student_logits, x.teacher_logits, h["temperature"],
-                                  where=x.mask)
-  inter = losses.dist_inter_class(x.student_logits, x.teacher_logits, h["temperature"])
-  return h["beta"] * inter + h["gamma"] * intra
-
-
-def _divergence(name: str) -> Callable[[TermInputs, Mapping[str, Any]], jax.Array]:
-  divergence = getattr(losses, name)
-  return lambda x, h: divergence(x.student_logits, x.teacher_logits,
-                                 temperature=h["temperature"])
-
-
-def _check_ctkd(options):
-  curriculum_temperature.check_temperature_range(options["t_start"], options["t_range"])
-  _check_names("temperature_feature", options["temperature_feature"])
-
-
-def _ctkd(x: TermInputs, h) -> jax.Array:
-  return losses.ctkd(x.student_logits, x.teacher_logits, x.student[h["temperature_feature"]],
-                     t_start=h["t_start"], t_range=h["t_range"])
-
-
-def _check_sparse_kd(options):
-  top_k = options["top_k"]
-  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-    raise ValueError(f"top_k={top_k!r} must be a positive integer (at most the class count).")
-
-
-def _sparse_kd(x: TermInputs, h) -> jax.Array:
-  targets = losses.sparse_targets(x.teacher_logits, h["top_k"], h["temperature"])
-  return losses.sparse_kd(x.student_logits, targets, h["temperature"])
-
-
-def _attention(x: TermInputs, h) -> jax.Array:
-  student, teacher = _attention_names(h)
-  return losses.attention_transfer([x.student[f] for f in student],
-                                   [x.teacher[f] for f in teacher])
-
-
-TERMS: Mapping[str, TermDefinition] = {
-    "ce": TermDefinition(
-        fn=lambda x, h: losses.cross_entropy(x.student_logits, x.labels,
-                                             label_smoothing=h["label_smoothing"]),
-        hyperparameters={}, options={"label_smoothing": 0.0}, teacher="none",
-        needs_labels=lambda options: True, check=_check_ce),
-    "kd": TermDefinition(
-        fn=lambda x, h: losses.kd(x.student_logits, x.teacher_logits, h["temperature"],
-                                  class_reduction=h["class_reduction"]),
-        hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={"class_reduction": "sum"}, teacher="one", check=_check_class_reduction,
-        standardizable=True),
-    "logits_matching": TermDefinition(
-        fn=lambda x, h: losses.logits_matching(x.student_logits, x.teacher_logits,
-                                               centered=h["centered"]),
-        hyperparameters={}, options={"centered": False}, teacher="one"),
-    "annealing": TermDefinition(
-        fn=lambda x, h: losses.annealing(x.student_logits, x.teacher_logits, h["phi"]),
-        hyperparameters={"phi": (_REQUIRED, {"low": 0.0, "low_open": True, "high": 1.0})},
-        options={}, teacher="one"),
-    "continuation": TermDefinition(
-        fn=lambda x, h: losses.continuation(x.student_logits, x.teacher_logits, h["phi"],
-                                            h["margin"], class_reduction=h["class_reduction"]),
-        hyperparameters={"phi": (_REQUIRED, {"low": 0.0, "low_open": True, "high": 1.0}),
-                         "margin": (0.0, _NON_NEGATIVE)},
-        options={"class_reduction": "mean"}, teacher="one", check=_check_class_reduction),
-    "dkp": TermDefinition(
-        fn=_dkp,
-        hyperparameters={"temperature": (4.0, _POSITIVE), "gamma": (_REQUIRED, _UNIT)},
-        options={"variant": "uniform", "top_k": None, "class_reduction": "sum"},
-        teacher="one", needs_labels=lambda options: options["variant"] == "tail",
-        check=_check_dkp, standardizable=True),
-    "dkd": TermDefinition(
-        fn=lambda x, h: losses.dkd(x.student_logits, x.teacher_logits, x.labels, h["alpha"],
-                                   h["beta"], h["temperature"]),
-        hyperparameters={"alpha": (1.0, _NON_NEGATIVE), "beta": (8.0, _NON_NEGATIVE),
-                         "temperature": (4.0, _POSITIVE)},
-        options={}, teacher="one", needs_labels=lambda options: True, standardizable=True),
-    "reverse_kl": TermDefinition(
-        fn=_divergence("reverse_kl"), hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={}, teacher="one", standardizable=True),
-    "jensen_shannon": TermDefinition(
-        fn=lambda x, h: losses.jensen_shannon(x.student_logits, x.teacher_logits, h["beta"],
-                                              h["temperature"]),
-        hyperparameters={"beta": (0.5, _UNIT), "temperature": (4.0, _POSITIVE)}, options={},
-        teacher="one", standardizable=True),
-    "total_variation": TermDefinition(
-        fn=_divergence("total_variation"), hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={}, teacher="one", standardizable=True),
-    "dist": TermDefinition(
-        fn=_dist,
-        hyperparameters={"temperature": (4.0, _POSITIVE), "beta": (2.0, _NON_NEGATIVE),
-                         "gamma": (2.0, _NON_NEGATIVE)},
-        options={}, teacher="one", standardizable=True),
-    "ctkd": TermDefinition(
-        fn=_ctkd, hyperparameters={},
-        options={"t_start": 1.0, "t_range": 20.0, "temperature_feature": _REQUIRED},
-        teacher="one", student_features=lambda options: (options["temperature_feature"],),
-        check=_check_ctkd),
-    "sparse_kd": TermDefinition(
-        fn=_sparse_kd, hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={"top_k": _REQUIRED}, teacher="one", check=_check_sparse_kd),
-    "hint": TermDefinition(
-        fn=lambda x, h: losses.hint(x.student[h["student_feature"]],
-                                    x.teacher[h["teacher_feature"]]),
-        hyperparameters={}, options={"student_feature": _REQUIRED, "teacher_feature": _REQUIRED},
-        teacher="one", student_features=lambda options: (options["student_feature"],),
-        teacher_features=lambda options: (options["teacher_feature"],), check=_check_hint),
-    "attention": TermDefinition(
-        fn=_attention, hyperparameters={},
-        options={"student_features": _REQUIRED, "teacher_features": None}, teacher="one",
-        student_features=lambda options: _attention_names(options)[0],
-        teacher_features=lambda options: _attention_names(options)[1], check=_check_attention),
-    "dgkd": TermDefinition(
-        fn=_dgkd, hyperparameters={"temperature": (5.0, _POSITIVE)},
-        options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "keep_teacher": False,
-                 "class_reduction": "sum"},
-        teacher="many", needs_key=True, check=_check_dgkd, standardizable=True),
-    "ensemble": TermDefinition(
-        fn=lambda x, h: losses.ensemble_kd(x.student_logits, x.all_teacher_logits,
-                                           h["temperature"],
-                                           class_reduction=h["class_reduction"]),
-        hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={"class_reduction": "sum"}, teacher="many", check=_check_class_reduction,
-        standardizable=True),
-}
+from kdjax.losses import multi_teacher
+from kdjax.objective.registry import NON_NEGATIVE, REQUIRED, STANDARDIZATION, TERMS, TermInputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -442,7 +131,7 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   definition = TERMS[name]
   options = dict(definition.options)
   if definition.standardizable:
-    options[_STANDARDIZATION] = False
+    options[STANDARDIZATION] = False
   known = {**definition.hyperparameters, **options}
   unknown = sorted(set(arguments) - set(known))
   if unknown:
@@ -451,11 +140,11 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   resolved = {k: v[0] for k, v in definition.hyperparameters.items()}
   resolved |= options
   resolved |= arguments
-  missing = sorted(k for k, v in resolved.items() if v is _REQUIRED)
+  missing = sorted(k for k, v in resolved.items() if v is REQUIRED)
   if missing:
     raise ValueError(f"loss term {name!r} needs argument(s) {missing}.")
-  if definition.standardizable and not isinstance(resolved[_STANDARDIZATION], bool | np.bool_):
-    raise ValueError(f"{_STANDARDIZATION}={resolved[_STANDARDIZATION]!r} must be True or "
+  if definition.standardizable and not isinstance(resolved[STANDARDIZATION], bool | np.bool_):
+    raise ValueError(f"{STANDARDIZATION}={resolved[STANDARDIZATION]!r} must be True or "
                      f"False.")
   definition.check(resolved)
   label = name if label is None else label
@@ -554,7 +243,7 @@ class Objective:
     """The terms' weights and hyperparameters by metric name, with their bounds."""
     out = {}
     for t in self.terms:
-      out[f"weight/{t.label}"] = (t.weight, _NON_NEGATIVE)
+      out[f"weight/{t.label}"] = (t.weight, NON_NEGATIVE)
       for h, (_, bounds) in TERMS[t.name].hyperparameters.items():
         out[f"{t.label}/{h}"] = (t.arguments[h], bounds)
     return out
@@ -782,7 +471,7 @@ class Objective:
       for h in definition.hyperparameters:
         arguments[h] = values[f"{t.label}/{h}"]
       inputs = TermInputs(student, teacher, labels, jax.random.fold_in(key, i), mask)
-      if arguments.get(_STANDARDIZATION, False):
+      if arguments.get(STANDARDIZATION, False):
         inputs = _standardized(inputs)
       value = losses.reduce_mean(definition.fn(inputs, arguments), mask=mask)
       per_term[f"loss/{t.label}"] = value
