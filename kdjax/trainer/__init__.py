@@ -47,8 +47,9 @@ every step on the device and stop training (``config.nonfinite = "stop"``) befor
 checkpoint or export records the bad state, or are skipped (``"skip"``) and counted.
 """
 
-from kdjax.trainer.loop import Progress, train_and_evaluate, train_stage
+from kdjax.trainer.loop import train_and_evaluate, train_stage
 from kdjax.trainer.preemption import Preempted
+from kdjax.trainer.progress import Progress
 from kdjax.trainer.run_config import NONFINITE_MODES, steps_per_epoch, validate
 from kdjax.trainer.stage import Stage, build_stage
 from kdjax.trainer.workdir import (
