@@ -1,10 +1,11 @@
 """CIFAR-10: Annealing-KD, resnet110 → resnet8 in two stages.
 
 Stage I regresses the student's logits onto Φ·teacher logits, Φ = 1/10, 2/10, …, 1 over
-equal shares of the stage (no labels); stage II fine-tunes the best stage-I network on hard
-labels with a fresh optimizer and LR schedule. Official settings: T_max = 10, 200 + 200
-epochs, SGD lr 0.1 momentum 0.9 wd 1e-4, batch 128, LR ×0.1 at 50 % and ×0.01 at 75 % of
-each stage, crop + flip. As in the official code, stage I is a mean squared error and
+equal shares of the stage (no labels); stage II fine-tunes the best stage-I network
+(``earlier_export="best"``, as the official code loads it) on hard labels with a fresh
+optimizer and LR schedule. Official settings: T_max = 10, 200 + 200 epochs, SGD lr 0.1
+momentum 0.9 wd 1e-4, batch 128, LR ×0.1 at 50 % and ×0.01 at 75 % of each stage, crop +
+flip. As in the official code, stage I is a mean squared error and
 stage II a cross-entropy: neither has a KL term.
 
   python -m launch.train --config=configs/cifar10_annealing.py --workdir=workdir/cifar10
@@ -25,5 +26,5 @@ def get_config():
       optimizer=c10.sgd(), loss=base.loss(max_temperature=10))
   config.stages.annealing_2_resnet8 = base.stage(
       "resnet8", "scratch", num_epochs=200, init_from="annealing_1_resnet8",
-      optimizer=c10.sgd())
+      optimizer=c10.sgd(), earlier_export="best")
   return config

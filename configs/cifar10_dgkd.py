@@ -8,7 +8,9 @@ PyTorch KLDivLoss()'s 'mean' reduction, no augmentation (``--crop`` False: teach
 are cached, one student forward and backward per step). ``dgkd_mode`` "code" removes one of
 the n+1 terms per batch (``--drop-num`` 1); set
 ``--config.stages.dgkd_resnet8.loss.dgkd_mode=paper`` for the paper's Bernoulli(0.75) per
-network, the teacher included.
+network, the teacher included. Teachers are read at their best evaluation
+(``earlier_export="best"``): the code saves a network only when its test accuracy improves
+and loads the teacher and assistants from those files.
 
   python -m launch.train --config=configs/cifar10_dgkd.py --workdir=workdir/cifar10_noaug
 
@@ -35,9 +37,11 @@ def get_config():
   for model in ("resnet20", "resnet14"):
     name = f"ta_{model}"
     config.stages[name] = base.stage(model, "dgkd", tuple(chain), num_epochs=EPOCHS, num_seeds=1,
-                                     optimizer=c10.sgd(), loss=_dgkd_loss())
+                                     optimizer=c10.sgd(), loss=_dgkd_loss(),
+                                     earlier_export="best")
     config.stages[name].loss.dgkd_mode = "none"  # assistants learn from all larger networks
     chain.append(name)
   config.stages.dgkd_resnet8 = base.stage("resnet8", "dgkd", tuple(chain), num_epochs=EPOCHS,
-                                          optimizer=c10.sgd(), loss=_dgkd_loss())
+                                          optimizer=c10.sgd(), loss=_dgkd_loss(),
+                                          earlier_export="best")
   return config

@@ -8,6 +8,9 @@ The official code (imirzadeh/Teacher-Assistant-Knowledge-Distillation, ``train.p
 ``search_space.json`` (T ∈ {1, 2, 5, 10, 15, 20}, λ ∈ {0.05, 0.10, …, 1.0}); the tuned
 values are not published, and this config uses T = 10, λ = 0.5, a point of that space.
 
+Teachers are read at their best evaluation (``earlier_export="best"``): the code saves a
+network only when its test accuracy improves, and a teacher is loaded from that file.
+
 Learning rate, two options (the part after the colon):
 
 - ``intended`` (default): 0.1, ×0.1 at 50 % and ×0.01 at 75 %, what the code means to do
@@ -63,7 +66,9 @@ def get_config(lr_schedule: str = "intended"):
                                                num_seeds=1, optimizer=sgd(lr_schedule))
   config.stages.ta_resnet20 = base.stage("resnet20", "kd", ("teacher_resnet110",),
                                          num_epochs=EPOCHS, num_seeds=1,
-                                         optimizer=sgd(lr_schedule), loss=loss())
+                                         optimizer=sgd(lr_schedule), loss=loss(),
+                                         earlier_export="best")
   config.stages.takd_resnet8 = base.stage("resnet8", "kd", ("ta_resnet20",), num_epochs=EPOCHS,
-                                          optimizer=sgd(lr_schedule), loss=loss())
+                                          optimizer=sgd(lr_schedule), loss=loss(),
+                                          earlier_export="best")
   return config

@@ -23,8 +23,9 @@ decay 5e-4, ×0.1 at 50 % and ×0.01 at 75 %), batch 128, evaluated every epoch,
 trained at once. KD, TAKD, DGKD and DKP use Hinton's setting, T = 4 with weights 0.1 · CE +
 0.9 · T²·KL, so that they differ only in who teaches and in DKP's term; the other methods use
 their official settings (stated at their stages). The teacher assistant of
-TAKD and DGKD is a resnet14 distilled from the teacher (one seed). Annealing-KD's stage II
-(labels only, from stage I's best network) adds half the epochs, as in its paper's recipe.
+TAKD and DGKD is a resnet14 distilled from the teacher (one seed), read at its best
+evaluation as the TAKD and DGKD code read it. Annealing-KD's stage II (labels only, from
+stage I's best network, as the official code) adds half the epochs, as in its paper's recipe.
 """
 
 from configs import base
@@ -79,6 +80,9 @@ def get_config(dataset: str = "cifar10"):
   stages.annealing_1 = _student("annealing", max_temperature=10)
   stages.annealing_2 = _student("scratch", teachers=(), epochs=STUDENT_EPOCHS / 2)
   stages.annealing_2.init_from = "annealing_1"
+  for name in ("takd", "dgkd_code", "dgkd_paper", "annealing_2"):
+    if name in stages:  # each paper's code reads the earlier network at its best evaluation
+      stages[name].earlier_export = "best"
   stages.continuation = _student("continuation", continuation_max_temperature=20,
                                  continuation_anneal_fraction=0.5,
                                  continuation_ramp_fraction=0.75, continuation_margin=1.0)

@@ -146,7 +146,13 @@ def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
       "teachers": tuple(teachers),  # earlier stages (or config.teacher_dirs keys), largest first
       "num_steps": num_steps,  # training steps of the stage...
       "num_epochs": float(num_epochs),  # ...or its length in epochs (exactly one is set)
-      "init_from": "",  # stage whose best network initializes this one (Annealing-KD stage II)
+      # stage whose network (earlier_export) initializes this one (Annealing-KD stage II)
+      "init_from": "",
+      # the export of an earlier stage this one reads, as a teacher or through init_from:
+      # last (its network at the end of training, as RepDistiller loads teachers) | best (its
+      # best evaluation, as TAKD's, DGKD's and Annealing-KD's code load theirs: a network
+      # chosen on the test split). Teachers of config.teacher_dirs are read as given.
+      "earlier_export": "last",
       "zero_mean_head": False,  # equal-mean classifier initialization (Chen et al.)
       "cache_teacher": True,  # precompute teacher logits when augmentation is off
       # mixup of the images in the train step, teacher and student on the same mixed view:

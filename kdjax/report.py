@@ -259,15 +259,14 @@ def _config_changes(record: Mapping[str, Any], config: ml_collections.ConfigDict
   changes = _changed_paths(_protocol_record(record), workdir_lib.stage_protocol(config, name))
   stage = config.stages[name]
   for teacher, recorded in _teacher_hashes(record).items():
-    directory = (trainer.export_dir(workdir, teacher) if teacher in config.stages else
-                 config.teacher_dirs[teacher].directory if teacher in config.teacher_dirs
-                 else None)
+    directory = (workdir_lib.teacher_source(config, workdir, name, teacher)[1]
+                 if teacher in config.stages or teacher in config.teacher_dirs else None)
     current = directory and _current_hash(directory)
     if current is not None and current != recorded:
       changes.append(f"teacher {teacher}")
   inits = (record.get("inputs") or {}).get("init_from") or []
   if stage.init_from and any(
-      _current_hash(trainer.export_dir(workdir, stage.init_from, i)) not in (None, recorded)
+      _current_hash(workdir_lib.init_source(config, workdir, name, i)) not in (None, recorded)
       for i, recorded in enumerate(inits)):
     changes.append(f"init_from {stage.init_from}")
   return changes

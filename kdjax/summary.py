@@ -22,6 +22,19 @@ def _mean_std(values: Sequence[float]) -> str:
   return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
 
 
+def _learns_from(result: dict[str, Any]) -> str:
+  """The stage's teachers and ``init_from``, each earlier stage with the export it read."""
+  exports = result.get("earlier_exports", {})
+
+  def named(stage: str) -> str:
+    return f"{stage} ({exports[stage]})" if stage in exports else stage
+
+  sources = [named(t) for t in result["teachers"]]
+  if result.get("init_from"):
+    sources.append(f"init {named(result['init_from'])}")
+  return ", ".join(sources) or "—"
+
+
 def table(results: Sequence[dict[str, Any]]) -> str:
   r"""A Markdown table, one row per stage: accuracy in %, mean ± std over seeds.
 
@@ -33,10 +46,15 @@ def table(results: Sequence[dict[str, Any]]) -> str:
      \bar a = \frac1S \sum_s a_s, \qquad
      \mathrm{std} = \sqrt{\frac{1}{S - 1} \sum_s (a_s - \bar a)^2}
 
+  The "learns from" column lists the stage's teachers and the stage it starts from
+  (``init_from``); an earlier stage of the run shows the export it was read at ("last" or
+  "best", the stage's ``earlier_export``), a teacher of ``teacher_dirs`` its name alone.
+
   Args:
     results: per-stage records with ``stage``, ``model``, ``method``, ``teachers`` (names,
       possibly none), ``last_accuracy`` and ``best_accuracy`` (lists ``[S]`` over seeds,
-      in [0, 1]).
+      in [0, 1]), and optionally ``init_from`` and ``earlier_exports`` (earlier stage ->
+      export read).
 
   Returns:
     The Markdown table, ending with a newline.
@@ -46,17 +64,16 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 
   Example:
     >>> print(table([{"stage": "student", "model": "mlp_tiny", "method": "kd",
-    ...               "teachers": ["teacher"], "last_accuracy": [0.90, 0.92],
-    ...               "best_accuracy": [0.91, 0.93]}]))
-    | stage | model | method | teachers | seeds | last acc. (%) | best acc. (%) |
+    ...               "teachers": ["teacher"], "earlier_exports": {"teacher": "last"},
+    ...               "last_accuracy": [0.90, 0.92], "best_accuracy": [0.91, 0.93]}]))
+    | stage | model | method | learns from | seeds | last acc. (%) | best acc. (%) |
     |---|---|---|---|---|---|---|
-    | student | mlp_tiny | kd | teacher | 2 | 91.00 ± 1.41 | 92.00 ± 1.41 |
+    | student | mlp_tiny | kd | teacher (last) | 2 | 91.00 ± 1.41 | 92.00 ± 1.41 |
   """
-  lines = ["| stage | model | method | teachers | seeds | last acc. (%) | best acc. (%) |",
+  lines = ["| stage | model | method | learns from | seeds | last acc. (%) | best acc. (%) |",
            "|---|---|---|---|---|---|---|"]
   for r in results:
-    teachers = ", ".join(r["teachers"]) or "—"
-    lines.append(f"| {r['stage']} | {r['model']} | {r['method']} | {teachers} | "
+    lines.append(f"| {r['stage']} | {r['model']} | {r['method']} | {_learns_from(r)} | "
                  f"{len(r['last_accuracy'])} | {_mean_std(r['last_accuracy'])} | "
                  f"{_mean_std(r['best_accuracy'])} |")
   return "\n".join(lines) + "\n"

@@ -892,6 +892,13 @@ BAD_INPUTS = {
     "init_from a stage that is not earlier": (
         _validate(**{"stages.kd.init_from": "kd"}), ValueError,
         r"stages.kd.init_from='kd' must be an earlier stage; earlier: \['teacher'\]"),
+    "unknown earlier_export": (
+        _validate(**{"stages.kd.earlier_export": "final"}), ValueError,
+        r"stages.kd.earlier_export='final' must be one of last, best\."),
+    "earlier_export set on a stage that reads no earlier stage": (
+        _validate(**{"stages.teacher.earlier_export": "best"}), ValueError,
+        r"stages.teacher.earlier_export='best', but the stage reads no earlier stage \(no "
+        r"teacher among the stages, no init_from\); remove it\."),
     "learning rate of zero": (
         _validate(**{"stages.kd.optimizer.learning_rate": 0.0}), ValueError,
         r"stages.kd: optimizer.learning_rate=0.0 must be finite and > 0"),

@@ -83,9 +83,9 @@ class TestEndToEnd:
     _, _, results = finished_run
     by_stage = {r["stage"]: r for r in results}
     teacher_accuracy = by_stage["teacher"]["last_accuracy"][0]
-    # The sanity check re-evaluates the exported best network of the teacher stage.
+    # The sanity check re-evaluates the export of the teacher stage that is read: the last.
     assert by_stage["dkp"]["teacher_accuracy"]["teacher"] == pytest.approx(
-        by_stage["teacher"]["best_accuracy"][0], abs=1e-6)
+        by_stage["teacher"]["last_accuracy"][0], abs=1e-6)
     assert teacher_accuracy <= by_stage["teacher"]["best_accuracy"][0]
     assert set(by_stage["dgkd"]["teacher_accuracy"]) == {"teacher", "assistant"}
     assert by_stage["dkp"]["teacher_cache"]  # augmentation is off: logits precomputed
@@ -164,10 +164,13 @@ class TestEndToEnd:
                     "dkp"]
 
   def test_annealing_stage_two_starts_from_each_seeds_stage_one(self, finished_run):
-    _, workdir, _ = finished_run
-    hashes = [checkpoints.read_provenance(trainer.export_dir(workdir, "annealing_1", i))[
+    config, workdir, _ = finished_run
+    hashes = [checkpoints.read_provenance(trainer.export_dir(workdir, "annealing_1", i, "last"))[
         "parameter_hash"] for i in range(2)]
     assert hashes[0] != hashes[1]
+    with open(os.path.join(trainer.stage_dir(workdir, "annealing_2"),
+                           trainer.STAGE_CONFIG_FILE)) as f:
+      assert json.load(f)["inputs"]["init_from"] == hashes
 
   def test_rerun_reuses_complete_stages(self, finished_run):
     config, workdir, results = finished_run
@@ -275,6 +278,38 @@ def test_sparse_kd_trains_from_a_sparse_cache_and_as_kd_when_it_keeps_every_clas
   assert abs(results["all"]["last_accuracy"][0] - results["kd"]["last_accuracy"][0]) <= 2 / 360
   assert "loss/sparse_kd" in train_records("top3")[0]
   assert np.abs(losses["top3"] / losses["kd"] - 1).max() > 1e-3
+
+
+def test_a_later_stage_reads_the_export_its_earlier_export_names(tmp_path, data_dir):
+  """The teacher's best export is replaced by its last network halved: the two differ."""
+  config = _tiny_config(data_dir)
+  config.num_seeds = 1
+  config.stages = base.stages()
+  config.stages.teacher = _tiny_config(data_dir).stages.teacher
+  workdir = str(tmp_path)
+  trainer.train_and_evaluate(config, workdir)
+  last = trainer.export_dir(workdir, "teacher", 0, "last")
+  template = models.get("mlp", 10).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)),
+                                        train=False)
+  provenance = checkpoints.read_provenance(last)
+  variables = checkpoints.load_network(last, template, {"model": "mlp"})
+  checkpoints.export_network(trainer.export_dir(workdir, "teacher", 0, "best"),
+                             jax.tree.map(lambda x: x / 2, variables),
+                             {k: v for k, v in provenance.items() if k != "parameter_hash"})
+
+  config.stages.kd_last = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=5)
+  config.stages.kd_best = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=5,
+                                     earlier_export="best")
+  trainer.train_and_evaluate(config, workdir)
+  for kind in ("last", "best"):
+    with open(os.path.join(trainer.stage_dir(workdir, f"kd_{kind}"),
+                           trainer.STAGE_CONFIG_FILE)) as f:
+      read = json.load(f)["inputs"]["teachers"]["teacher"]["parameter_hash"]
+    assert read == checkpoints.read_provenance(
+        trainer.export_dir(workdir, "teacher", 0, kind))["parameter_hash"]
+    assert f"| kd_{kind} | mlp_tiny | kd | teacher ({kind}) | 1 |" in open(
+        os.path.join(workdir, "summary.md")).read()
+  assert read != provenance["parameter_hash"]
 
 
 class TestResume:

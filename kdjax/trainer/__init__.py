@@ -11,8 +11,10 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
 * ``checkpoints/`` — orbax checkpoints of the train state and the input iterator, from
   which an interrupted stage resumes exactly where it stopped;
 * ``export/seed<i>/best`` and ``export/seed<i>/last`` — each student's network with a
-  provenance record; later stages load seed 0's best as a teacher, and seed i's best as the
-  initialization of their own seed i (``init_from``);
+  provenance record (best: at its best evaluation on the test split; last: at the end).
+  A later stage loads seed 0's export as a teacher, and seed i's as the initialization of
+  its own seed i (``init_from``), at the export its ``earlier_export`` names: "last" by
+  default, "best" where a reproduced paper's code reads that one;
 * ``lock`` — held by the run training the stage (released when it exits, however it
   exits); another run reaching the stage meanwhile is refused with the holder's name;
 * ``metrics.jsonl`` and TensorBoard events; ``result.json`` once the stage is complete — a

@@ -189,9 +189,9 @@ class RunContext:
     """What an export of ``model`` trained here records (and a loader of it expects)."""
     return {"model": model, "num_classes": self.info.num_classes, "dataset": self.info.name}
 
-  def load_teacher(self, name: str) -> Teacher:
-    """Teacher ``name``'s exported network, refused if any of its values is not finite."""
-    model, directory = workdir_lib.teacher_source(self.config, self.workdir, name)
+  def load_teacher(self, stage: str, name: str) -> Teacher:
+    """Teacher ``name`` of ``stage``: its export, refused if any of its values is not finite."""
+    model, directory = workdir_lib.teacher_source(self.config, self.workdir, stage, name)
     module = models.get(model, self.info.num_classes)
     variables = checkpoints.load_network(
         directory, abstract_variables(module, self.sample), self.provenance(model))

@@ -332,6 +332,10 @@ def _train_locked(context: context_lib.RunContext, name: str,
       "teacher_cache": stage.train_cache is not None,
       "nonfinite_steps": list(progress.nonfinite_steps),
       "init_from": stage.config.init_from, "mixup": stage.config.mixup,
+      # The export read of each earlier stage the stage learnt from (teachers, init_from).
+      "earlier_exports": {earlier: stage.config.earlier_export
+                          for earlier in (*stage.config.teachers, stage.config.init_from)
+                          if earlier in context.config.stages},
       "dataset": {"name": info.name, "num_classes": info.num_classes,
                   "num_train": info.num_train, "num_test": info.num_test,
                   "batch_size": batch_size, "augmentation": context.config.dataset.augmentation},

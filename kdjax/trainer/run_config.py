@@ -14,6 +14,7 @@ import ml_collections
 from kdjax import config as config_schema
 from kdjax import data, methods, mixup, models, optimizers
 from kdjax.losses import pruning, sparse
+from kdjax.trainer import workdir as workdir_lib
 
 NONFINITE_MODES = ("stop", "skip")
 
@@ -232,6 +233,13 @@ def _check_sources(config: ml_collections.ConfigDict, where: str,
     if (stage.num_seeds or config.num_seeds) > (source.num_seeds or config.num_seeds):
       raise ValueError(f"{where} trains more seeds than init_from={stage.init_from!r} did: "
                        f"each seed starts from the same seed of that stage.")
+  if stage.earlier_export not in workdir_lib.EXPORT_KINDS:
+    raise ValueError(f"{where}.earlier_export={stage.earlier_export!r} must be one of "
+                     f"{', '.join(workdir_lib.EXPORT_KINDS)}.")
+  if stage.earlier_export != "last" and not (
+      stage.init_from or any(t in earlier for t in teachers)):
+    raise ValueError(f"{where}.earlier_export={stage.earlier_export!r}, but the stage reads no "
+                     f"earlier stage (no teacher among the stages, no init_from); remove it.")
 
 
 def _check_recipe(config: ml_collections.ConfigDict, where: str,

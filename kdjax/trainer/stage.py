@@ -110,7 +110,7 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
     ([0], True, 'teacher_logits')
   """
   config, stage_config = context.config, context.config.stages[name]
-  teachers = [context.load_teacher(t) for t in stage_config.teachers]
+  teachers = [context.load_teacher(name, t) for t in stage_config.teachers]
   teacher_accuracy = {}
   for teacher in teachers:
     teacher_accuracy[teacher.name] = _teacher_accuracy(context, teacher)
@@ -130,7 +130,7 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
   optimizer = recipe.optimizer_for(optimizer)
   seeds = [config.seed + i for i in range(stage_config.num_seeds or config.num_seeds)]
   states = sweep.stack_states([
-      _initial_state(context, stage_config, module, optimizer, recipe, seed, i)
+      _initial_state(context, name, module, optimizer, recipe, seed, i)
       for i, seed in enumerate(seeds)])
 
   cache = None
@@ -190,14 +190,15 @@ def _teacher_feature_shapes(context: context_lib.RunContext,
   return {k: v[0].shape for k, v in captured["intermediates"].items()}
 
 
-def _initial_state(context: context_lib.RunContext, stage_config: ml_collections.ConfigDict,
-                   module: Any, optimizer: optax.GradientTransformation,
-                   recipe: methods.Recipe, seed: int, index: int) -> state_lib.TrainState:
+def _initial_state(context: context_lib.RunContext, name: str, module: Any,
+                   optimizer: optax.GradientTransformation, recipe: methods.Recipe, seed: int,
+                   index: int) -> state_lib.TrainState:
   """Seed ``seed``'s initial train state: fresh, or ``init_from``'s export of that seed."""
+  stage_config = context.config.stages[name]
   key = jax.random.key(seed)
   if stage_config.init_from:
     variables = checkpoints.load_network(
-        workdir_lib.export_dir(context.workdir, stage_config.init_from, index),
+        workdir_lib.init_source(context.config, context.workdir, name, index),
         context_lib.abstract_variables(module, context.sample),
         context.provenance(stage_config.model))
   else:

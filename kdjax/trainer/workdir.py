@@ -32,6 +32,7 @@ STAGE_CONFIG_FILE = "stage_config.json"
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = "lock"
+EXPORT_KINDS = ("last", "best")  # the networks a stage exports per seed
 RECORD_FORMAT = 3
 INPUTS = "inputs"  # the record's entry for the networks a stage reads
 
@@ -168,18 +169,37 @@ def export_dir(workdir: str, name: str, seed_index: int = 0, kind: str = "best")
   return os.path.join(stage_dir(workdir, name), "export", f"seed{seed_index}", kind)
 
 
-def teacher_source(config: ml_collections.ConfigDict, workdir: str,
-                   name: str) -> tuple[str, str]:
-  """``(model, export directory)`` of teacher ``name``: a stage of this run or a teacher_dir.
+def teacher_source(config: ml_collections.ConfigDict, workdir: str, name: str,
+                   teacher: str) -> tuple[str, str]:
+  """``(model, export directory)`` of teacher ``teacher`` of stage ``name``.
+
+  A stage of the run is read at the export ``config.stages[name].earlier_export`` names; a
+  ``teacher_dirs`` entry at its directory.
 
   Example:
     >>> from kdjax import config as base
-    >>> teacher_source(base.get_config(), "/runs/r", "teacher")
-    ('resnet8', '/runs/r/stages/teacher/export/seed0/best')
+    >>> teacher_source(base.get_config(), "/runs/r", "kd", "teacher")
+    ('resnet8', '/runs/r/stages/teacher/export/seed0/last')
   """
-  if name in config.stages:
-    return config.stages[name].model, export_dir(workdir, name)
-  return config.teacher_dirs[name].model, config.teacher_dirs[name].directory
+  if teacher in config.stages:
+    return config.stages[teacher].model, export_dir(workdir, teacher, 0,
+                                                    config.stages[name].earlier_export)
+  return config.teacher_dirs[teacher].model, config.teacher_dirs[teacher].directory
+
+
+def init_source(config: ml_collections.ConfigDict, workdir: str, name: str,
+                seed_index: int) -> str:
+  """The export that initializes seed ``seed_index`` of stage ``name`` (its ``init_from``).
+
+  Example:
+    >>> from kdjax import config as base
+    >>> config = base.get_config()
+    >>> config.stages.kd.update({"init_from": "teacher", "earlier_export": "best"})
+    >>> init_source(config, "/runs/r", "kd", 2)
+    '/runs/r/stages/teacher/export/seed2/best'
+  """
+  stage = config.stages[name]
+  return export_dir(workdir, stage.init_from, seed_index, stage.earlier_export)
 
 
 def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
@@ -203,7 +223,7 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
   stage = config.stages[name]
   inputs: dict[str, Any] = {"teachers": {}}
   for teacher in stage.teachers:
-    model, directory = teacher_source(config, workdir, teacher)
+    model, directory = teacher_source(config, workdir, name, teacher)
     try:
       provenance = checkpoints.read_provenance(directory)
     except ValueError as error:
@@ -212,7 +232,7 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
                                    "parameter_hash": provenance["parameter_hash"]}
   if stage.init_from:
     inputs["init_from"] = [
-        checkpoints.read_provenance(export_dir(workdir, stage.init_from, i))["parameter_hash"]
+        checkpoints.read_provenance(init_source(config, workdir, name, i))["parameter_hash"]
         for i in range(stage.num_seeds or config.num_seeds)]
   return inputs
 
