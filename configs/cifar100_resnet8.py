@@ -13,6 +13,9 @@ then 0.001 from 75 %: what the code runs). Where a paper used another setting:
 - Annealing-KD: T_max = 10, stage I then stage II of 160 epochs each (the paper: 200 + 200
   with crop + flip).
 
+Every stage learns from the earlier networks at their best evaluation
+(``earlier_export="best"``), as TAKD's code loads its teachers.
+
   python -m launch.train --config=configs/cifar100_resnet8.py --workdir=workdir/cifar100_noaug
   python -m launch.train --config=configs/cifar100_resnet8.py:effective \\
       --workdir=workdir/cifar100_noaug_effective_lr
@@ -57,4 +60,7 @@ def get_config(lr_schedule: str = "intended"):
       loss=base.loss(max_temperature=10))
   config.stages.annealing_2_resnet8 = base.stage(
       "resnet8", "scratch", num_epochs=takd.EPOCHS, init_from="annealing_1_resnet8", optimizer=sgd)
+  for stage in config.stages.values():
+    if stage.teachers or stage.init_from:  # TAKD's code reads each network at its best epoch
+      stage.earlier_export = "best"
   return config
