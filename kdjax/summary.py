@@ -15,7 +15,21 @@ SUMMARY_FILE = "summary.md"
 PLOT_FILE = "accuracy.png"
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
+  """Accuracies in [0, 1] as a percentage: ``"mean ± std"`` over seeds, the value alone for one.
+
+  The std is the sample one (``ddof=1``), as :func:`table` says; both with two decimals.
+
+  Args:
+    values: one accuracy per seed (at least one), in [0, 1].
+
+  Returns:
+    The text, e.g. ``"83.00 ± 2.65"``.
+
+  Example:
+    >>> mean_std([0.80, 0.84, 0.85]), mean_std([0.9])
+    ('83.00 ± 2.65', '90.00')
+  """
   values = 100.0 * np.asarray(values, np.float64)
   if len(values) == 1:
     return f"{values[0]:.2f}"
@@ -57,8 +71,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
   for r in results:
     teachers = ", ".join(r["teachers"]) or "—"
     lines.append(f"| {r['stage']} | {r['model']} | {r['method']} | {teachers} | "
-                 f"{len(r['last_accuracy'])} | {_mean_std(r['last_accuracy'])} | "
-                 f"{_mean_std(r['best_accuracy'])} |")
+                 f"{len(r['last_accuracy'])} | {mean_std(r['last_accuracy'])} | "
+                 f"{mean_std(r['best_accuracy'])} |")
   return "\n".join(lines) + "\n"
 
 
