@@ -5,6 +5,7 @@ from typing import Any
 import ml_collections
 
 from configs import base
+from kdjax import methods
 
 
 def digits_config(data_dir: str, **fields: Any) -> ml_collections.ConfigDict:
@@ -35,6 +36,6 @@ def override(config: ml_collections.ConfigDict, **fields: Any) -> ml_collections
     for parent in parents:
       target = target[parent]
     target[field] = value
-    if parents[:1] == ["stages"] and field == "method":
+    if parents[:1] == ["stages"] and field == "method" and value in methods.METHODS:
       target.loss = base.loss_config(value)
   return config
