@@ -508,8 +508,13 @@ class TestRefusals:
       (lambda c: setattr(c.dataset, "augmentation", "mixup"), "augmentation='mixup'"),
       (lambda c: setattr(c.dataset, "batch_size", 0), "batch_size=0"),
       (lambda c: setattr(c.dataset, "worker_count", -2), r"worker_count=-2 .* -1 \(auto\)"),
-      (lambda c: (setattr(c.stages.kd, "method", "fitnets"), setattr(c.stages.kd, "mixup", 1.0)),
+      (lambda c: (setattr(c.stages.kd, "method", "fitnets"), setattr(c.stages.kd, "mixup", 1.0),
+                  setattr(c.stages.kd, "loss", base.loss_config("fitnets"))),
        r"stages.kd.mixup=1.0: .* method 'fitnets' reads labels \(in ce\)"),
+      (lambda c: setattr(c.stages.kd, "method", "fitnets"),  # DKP's own fields are left over
+       r"stages.kd.loss sets form='transform', gamma=0.5, top_k=2, variant='uniform', which "
+       r"method 'fitnets' does not read \(its fields: label_smoothing, logit_standardization, "
+       r"weight, feature\)"),
       (lambda c: setattr(c.stages.kd, "init_from", "kd"), "init_from='kd'"),
   ])
   def test_invalid_config_values_name_the_field(self, data_dir, edit, match):
