@@ -15,7 +15,21 @@ SUMMARY_FILE = "summary.md"
 PLOT_FILE = "accuracy.png"
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
+  """Accuracies in [0, 1] as a percentage: ``"mean ± std"`` over seeds, the value alone for one.
+
+  The std is the sample one (``ddof=1``), as :func:`table` says; both with two decimals.
+
+  Args:
+    values: one accuracy per seed (at least one), in [0, 1].
+
+  Returns:
+    The text, e.g. ``"83.00 ± 2.65"``.
+
+  Example:
+    >>> mean_std([0.80, 0.84, 0.85]), mean_std([0.9])
+    ('83.00 ± 2.65', '90.00')
+  """
   values = 100.0 * np.asarray(values, np.float64)
   if len(values) == 1:
     return f"{values[0]:.2f}"
@@ -74,8 +88,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
            "|---|---|---|---|---|---|---|"]
   for r in results:
     lines.append(f"| {r['stage']} | {r['model']} | {r['method']} | {_learns_from(r)} | "
-                 f"{len(r['last_accuracy'])} | {_mean_std(r['last_accuracy'])} | "
-                 f"{_mean_std(r['best_accuracy'])} |")
+                 f"{len(r['last_accuracy'])} | {mean_std(r['last_accuracy'])} | "
+                 f"{mean_std(r['best_accuracy'])} |")
   return "\n".join(lines) + "\n"
 
 
@@ -92,13 +106,14 @@ class Line(NamedTuple):
 
 
 class Panel(NamedTuple):
-  """One axes of the plot: its title, its curves and the y range it shows (in %).
+  """One axes of the plot: its title, its curves and the ranges it shows.
 
   Example: see :func:`panels`.
   """
   title: str
   lines: list[Line]
-  ylim: tuple[float, float]
+  xlim: tuple[float, float] | None  # steps; None: every step
+  ylim: tuple[float, float]  # accuracy, in %
 
 
 def _offsets(results: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -120,21 +135,32 @@ def _offsets(results: Sequence[dict[str, Any]]) -> dict[str, int]:
   return offsets
 
 
-def _zoom(lines: Sequence[Line]) -> tuple[float, float]:
-  """A y range covering the second half of every curve (where methods separate), padded."""
-  low, high = [], []
+def _zoom(lines: Sequence[Line]) -> tuple[tuple[float, float], tuple[float, float]]:
+  """``(xlim, ylim)`` covering the second half of every curve (where methods separate).
+
+  The x range starts at the earliest second half and ends at the last step, padded by 3 %
+  of its span; the y range covers the means ± std there, padded by a tenth (0.5 at least).
+  """
+  start, end, low, high = [], [], [], []
   for line in lines:
     keep = line.x >= line.x.min() + (line.x.max() - line.x.min()) / 2
     spread = line.std[keep] if line.std is not None else 0.0
+    start.append(line.x[keep].min())
+    end.append(line.x.max())
     low.append(np.min(line.mean[keep] - spread))
     high.append(np.max(line.mean[keep] + spread))
+  x_pad = 0.03 * max(1.0, float(max(end) - min(start)))
   low_value, high_value = min(low), max(high)
-  pad = max(0.5, 0.1 * (high_value - low_value))
-  return max(0.0, low_value - pad), min(100.0, high_value + pad)
+  y_pad = max(0.5, 0.1 * (high_value - low_value))
+  return ((float(min(start)) - x_pad, float(max(end)) + x_pad),
+          (max(0.0, low_value - y_pad), min(100.0, high_value + y_pad)))
 
 
 def panels(results: Sequence[dict[str, Any]]) -> list[Panel]:
   """The layout of :func:`plot`: every stage at full scale, then one zoomed panel per group.
+
+  A zoomed panel shows the second half of its curves, where methods separate, in the x and
+  y ranges they span there.
 
   Groups: the stages other stages of ``results`` learn from (teachers and assistants), then
   the others by model, so that the methods training one student share a panel. A stage
@@ -148,7 +174,7 @@ def panels(results: Sequence[dict[str, Any]]) -> list[Panel]:
       when absent).
 
   Returns:
-    The panels, the full-scale one first (with the y range 0-100).
+    The panels, the full-scale one first (every step, with the y range 0-100).
 
   Raises:
     KeyError: naming a field missing from a record.
@@ -169,6 +195,8 @@ def panels(results: Sequence[dict[str, Any]]) -> list[Panel]:
      ('mlp_tiny', ['one (annealing)', 'two (scratch)'])]
     >>> layout[2].lines[1].x.tolist()  # stage two continues stage one
     [15, 20]
+    >>> layout[2].xlim  # from the second halves on (10 for stage one), padded
+    (9.7, 20.3)
   """
   offsets = _offsets(results)
   learnt_from = {t for r in results for t in r["teachers"]}
@@ -184,16 +212,17 @@ def panels(results: Sequence[dict[str, Any]]) -> list[Panel]:
     groups.setdefault(group, []).append(line)
   if "teachers" in groups:  # first, as the other groups learn from them
     groups = {"teachers": groups.pop("teachers"), **groups}
-  return ([Panel("all stages", lines, (0.0, 100.0))] +
-          [Panel(group, members, _zoom(members)) for group, members in groups.items()])
+  return ([Panel("all stages", lines, None, (0.0, 100.0))] +
+          [Panel(group, members, *_zoom(members)) for group, members in groups.items()])
 
 
 def figure(results: Sequence[dict[str, Any]], title: str,
            num_classes: int | None = None) -> Figure:
   """Draws test accuracy against step, mean over seeds (shaded ± std), in :func:`panels`.
 
-  Use :func:`plot` to save it. Each panel's legend sits below it, never over the curves;
-  the full-scale panel draws the chance level ``100 / num_classes`` %.
+  Use :func:`plot` to save it. Each panel's legend sits below it, never over the curves,
+  and a zoomed panel's legend gives each curve's last mean; the full-scale panel draws the
+  chance level ``100 / num_classes`` %.
 
   Args:
     results: per-stage records with the fields :func:`panels` reads.
@@ -222,14 +251,20 @@ def figure(results: Sequence[dict[str, Any]], title: str,
                            dpi=100, squeeze=False)
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   for ax, panel in zip(axes[0], layout, strict=True):
+    zoomed = panel is not layout[0]
+    shade = 0.2 if len(panel.lines) <= 3 else 0.1  # many overlapping bands: lighter
     for line in panel.lines:
       color = colors[line.color % len(colors)]
-      ax.plot(line.x, line.mean, marker="o", markersize=3, color=color, label=line.label)
+      # A zoomed panel's legend gives each curve's last value: the ranking at a glance.
+      label = f"{line.label}: {line.mean[-1]:.2f} %" if zoomed else line.label
+      ax.plot(line.x, line.mean, marker="o", markersize=3, color=color, label=label)
       if line.std is not None:
         ax.fill_between(line.x, line.mean - line.std, line.mean + line.std, color=color,
-                        alpha=0.2)
+                        alpha=shade)
+    if panel.xlim is not None:
+      ax.set_xlim(*panel.xlim)
     ax.set_ylim(*panel.ylim)
-    ax.set_title(panel.title if panel is layout[0] else f"{panel.title} (zoomed)")
+    ax.set_title(f"{panel.title} (zoomed)" if zoomed else panel.title)
     ax.set_xlabel("step")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -237,7 +272,7 @@ def figure(results: Sequence[dict[str, Any]], title: str,
     # panel's colours are explained by the zoomed panels' legends.
     legend = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (0.0, -0.14),
               "borderaxespad": 0.0}
-    if panel is not layout[0]:
+    if zoomed:
       ax.legend(**legend)
     elif num_classes:
       chance = ax.axhline(100.0 / num_classes, color="black", linestyle="--", linewidth=1,

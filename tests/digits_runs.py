@@ -6,6 +6,7 @@ from typing import Any
 import ml_collections
 
 from configs import base
+from kdjax import methods
 
 
 def digits_config(data_dir: str, **fields: Any) -> ml_collections.ConfigDict:
@@ -28,11 +29,17 @@ def digits_config(data_dir: str, **fields: Any) -> ml_collections.ConfigDict:
 
 
 def override(config: ml_collections.ConfigDict, **fields: Any) -> ml_collections.ConfigDict:
-  """Sets each dotted field path of ``config`` (e.g. ``"stages.kd.loss.gamma"``) in place."""
+  """Sets each dotted field path of ``config`` (e.g. ``"stages.kd.loss.gamma"``) in place.
+
+  A stage's ``method`` set this way gets that method's ``loss`` fields at their defaults
+  (as ``base.stage`` would give it), which later paths may override.
+  """
   for path, value in fields.items():
     *parents, field = path.split(".")
     target = config
     for parent in parents:
       target = target[parent]
     target[field] = value
+    if parents[:1] == ["stages"] and field == "method" and value in methods.METHODS:
+      target.loss = base.loss_config(value)
   return config

@@ -673,12 +673,12 @@ BAD_INPUTS = {
         _validate(**{"stages.kd.loss.gamma": 1.5}), ValueError,
         r"stages.kd.loss: dkp/gamma must lie in \[0.0, 1.0\]; it is 1.5 at step 0"),
     "unknown DKP variant": (
-        _validate(**{"stages.kd.loss.dkp_variant": "median"}), ValueError,
+        _validate(**{"stages.kd.loss.variant": "median"}), ValueError,
         r"stages.kd.loss: unknown DKP variant 'median'; valid: 'uniform', 'mean', 'tail'"),
     "Continuation-KD margin < 0": (
         _validate(**{"stages.kd.method": "continuation",
-                     "stages.kd.loss.continuation_max_temperature": 2,
-                     "stages.kd.loss.continuation_margin": -1.0}), ValueError,
+                     "stages.kd.loss.max_temperature": 2,
+                     "stages.kd.loss.margin": -1.0}), ValueError,
         r"stages.kd.loss: continuation/margin must lie in \[0.0, inf\); it is -1.0 at step 0"),
     "logit standardization for a method without softmax terms": (
         _validate(**{"stages.kd.method": "annealing",
@@ -687,14 +687,14 @@ BAD_INPUTS = {
         r"logit regression"),
     "Continuation-KD ψ or Φ fraction outside (0, 1]": (
         _validate(**{"stages.kd.method": "continuation",
-                     "stages.kd.loss.continuation_ramp_fraction": 0.0}), ValueError,
-        r"stages.kd.loss: loss.continuation_ramp_fraction=0.0 must lie in \(0, 1\]"),
+                     "stages.kd.loss.ramp_fraction": 0.0}), ValueError,
+        r"stages.kd.loss: loss.ramp_fraction=0.0 must lie in \(0, 1\]"),
     "logit standardization with fewer than 2 classes": (
         lambda *_: losses.standardize_logits(jnp.zeros((2, 1))), ValueError,
         r"logit standardization needs K >= 2 classes; got logits of shape \(2, 1\)"),
     "Jensen–Shannon β outside [0, 1]": (
         _validate(**{"stages.kd.method": "divergence", "stages.kd.loss.divergence":
-                     "jensen_shannon", "stages.kd.loss.jsd_beta": 1.5}), ValueError,
+                     "jensen_shannon", "stages.kd.loss.beta": 1.5}), ValueError,
         r"stages.kd.loss: jensen_shannon/beta must lie in \[0.0, 1.0\]; it is 1.5 at step 0"),
     "unknown divergence": (
         _validate(**{"stages.kd.method": "divergence",
@@ -702,25 +702,26 @@ BAD_INPUTS = {
         r"stages.kd.loss: unknown loss.divergence 'hellinger'; valid: 'reverse_kl', "
         r"'jensen_shannon', 'total_variation'"),
     "DIST weight < 0": (
-        _validate(**{"stages.kd.method": "dist", "stages.kd.loss.dist_gamma": -2.0}),
+        _validate(**{"stages.kd.method": "dist", "stages.kd.loss.gamma": -2.0}),
         ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\); it is -2.0 at step 0"),
     "sparse teacher targets with k outside [1, K]": (
         lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
         r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),
-    "sparse KD with teacher_top_k outside [1, K]": (
-        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.teacher_top_k": 11}),
-        ValueError, r"stages.kd.loss.teacher_top_k: k=11 must be an integer in \[1, K\] = "
+    "sparse KD with top_k outside [1, K]": (
+        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.top_k": 11}),
+        ValueError, r"stages.kd.loss: k=11 must be an integer in \[1, K\] = "
         r"\[1, 10\]"),
-    "sparse KD with teacher_top_k below 1": (
-        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.teacher_top_k": 0}),
-        ValueError, r"stages.kd.loss: loss.teacher_top_k=0 must be an integer in \[1, K\]"),
+    "sparse KD with top_k below 1": (
+        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.top_k": 0}),
+        ValueError, r"stages.kd.loss: k=0 must be an integer in \[1, K\], K the number of "
+        r"classes"),
     "CTKD temperature range that is empty": (
-        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_t_range": 0.0}),
+        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.t_range": 0.0}),
         ValueError, r"stages.kd.loss: t_range=0.0 must be finite and > 0: the temperature "
         r"range \(1.0, 1.0\) is empty"),
     "CTKD reversal weight outside [0, 1]": (
-        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_lambda_max": -1.0}),
-        ValueError, r"stages.kd.loss: loss.ctkd_lambda_max=-1.0 must lie in \[0.0, 1.0\]"),
+        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.lambda_max": -1.0}),
+        ValueError, r"stages.kd.loss: loss.lambda_max=-1.0 must lie in \[0.0, 1.0\]"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),
@@ -831,9 +832,9 @@ BAD_INPUTS = {
         _validate(**{"dataset.batch_size": 2048}), ValueError,
         r"dataset.batch_size=2048 exceeds the 1437 training examples of 'digits'"),
     "DKP top_k leaving no tail for the dataset's classes": (
-        _validate(**{"stages.kd.method": "dkp", "stages.kd.loss.dkp_variant": "tail",
-                     "stages.kd.loss.dkp_top_k": 9}), ValueError,
-        r"stages.kd.loss.dkp_top_k: top_k=9 leaves no tail with K=10 classes"),
+        _validate(**{"stages.kd.method": "dkp", "stages.kd.loss.variant": "tail",
+                     "stages.kd.loss.top_k": 9}), ValueError,
+        r"stages.kd.loss: top_k=9 leaves no tail with K=10 classes"),
     "misspelled config key": (
         _BINARY, SystemExit,
         r"error: --config.stages.kd.loss.temprature: no such config field 'temprature' "
@@ -878,10 +879,15 @@ BAD_INPUTS = {
         r"optimizer.warmup_epochs=5.0 is in epochs: give warmup_steps, or pass the run config "
         r"through kdjax.trainer.validate, which resolves epochs into steps."),
     "loss field the stage's method does not read": (
-        _validate(**{"stages.kd.loss.dkd_beta": 2.0, "stages.teacher.loss.temperature": -3.0}),
+        _validate(**{"stages.kd.loss.beta": 2.0, "stages.teacher.loss.temperature": -3.0}),
         ValueError, r"stages.teacher.loss sets temperature=-3.0, which method 'scratch' does "
-        r"not read \(it reads label_smoothing, logit_standardization\); remove them, or "
+        r"not read \(its fields: label_smoothing, logit_standardization\); remove them, or "
         r"choose the method that reads them."),
+    "loss field of another method given to kdjax.config.stage": (
+        lambda *_: base.stage("mlp_tiny", "dkd", ("teacher",), num_steps=5,
+                              loss={"dkd_alpha": 2.0}), ValueError,
+        r"loss field\(s\) \['dkd_alpha'\] are not read by method 'dkd'; its fields: "
+        r"label_smoothing, temperature, logit_standardization, alpha, beta, warmup_epochs."),
     "every loss weight 0": (
         _validate(**{"stages.kd.loss.ce_weight": 0.0, "stages.kd.loss.kd_weight": 0.0}),
         ValueError, r"stages.kd.loss: every term of method 'dkp' has weight 0 \(ce, kd\), so "
@@ -906,7 +912,7 @@ BAD_INPUTS = {
         _validate(**{"stages.kd.mixup": -1.0}), ValueError,
         r"stages.kd.mixup: mixup concentration=-1.0 must be a finite number > 0"),
     "mixup for a method that reads labels": (
-        _validate(**{"stages.kd.mixup": 1.0, "stages.kd.loss.dkp_variant": "tail"}), ValueError,
+        _validate(**{"stages.kd.mixup": 1.0, "stages.kd.loss.variant": "tail"}), ValueError,
         r"stages.kd.mixup=1.0: mixup blends images, so the labels no longer describe them, but "
         r"method 'dkp' reads labels \(in ce, output_tx\); use a label-free method "
         r"\(function_matching, annealing\)"),

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from scipy import stats
 
-from kdjax import report, trainer
+from kdjax import report, summary, trainer
 from kdjax.trainer import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -234,7 +234,7 @@ def test_the_wall_time_counts_checkpoints_and_the_legend_says_what_it_holds(runs
 
 def test_annealing_stage_two_is_plotted_after_stage_one(runs):
   _, plotted = report.table_markdown(report.load_table(*runs))
-  lines = {line.label: line for line in report.summary.panels(plotted)[0].lines}
+  lines = {line.label: line for line in summary.panels(plotted)[0].lines}
   assert lines["Annealing-KD I"].x.tolist() == [50, 100]
   assert lines["Annealing-KD II"].x.tolist() == [125, 150]
 

@@ -51,9 +51,14 @@ def test_panels_full_scale_then_teachers_then_one_per_student_model():
                       "takd"]),
       ("teachers", ["teacher", "assistant"]),
       ("mlp_tiny", ["scratch", "kd", "annealing_1", "annealing_2", "takd"])]
-  assert layout[0].ylim == (0.0, 100.0)
-  # Zoomed: the second halves of the student curves are at 70 %, padded by 0.5.
+  assert layout[0].xlim is None and layout[0].ylim == (0.0, 100.0)
+  # Zoomed: the second halves of the student curves are at 70 %, padded by 0.5 ...
   assert layout[2].ylim == pytest.approx((69.5, 70.5))
+  # ... from step 100 (the second halves of the 50-100 curves; stage II's is 150) to 150,
+  # padded by 3 % of those 50 steps.
+  assert layout[2].xlim == pytest.approx((98.5, 151.5))
+  # The teachers' second halves: the assistant's from step 500, the teacher's from 1000.
+  assert layout[1].xlim == pytest.approx((500 - 15, 1000 + 15))
   # A stage keeps its colour in every panel.
   assert [line.color for line in layout[1].lines] == [0, 1]
 
@@ -70,9 +75,11 @@ def test_figure_has_a_title_a_chance_line_and_legends_off_the_curves():
     legend, axes_box = ax.get_legend(), ax.get_window_extent(renderer)
     assert legend is not None
     assert not legend.get_window_extent(renderer).overlaps(axes_box), ax.get_title()
+  # The zoomed panels' legends give each curve's last mean (70 % for every student).
   assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == [
-      "scratch (scratch)", "kd (kd)", "annealing_1 (annealing)", "annealing_2 (scratch)",
-      "takd (kd)"]
+      "scratch (scratch): 70.00 %", "kd (kd): 70.00 %", "annealing_1 (annealing): 70.00 %",
+      "annealing_2 (scratch): 70.00 %", "takd (kd): 70.00 %"]
+  assert fig.axes[2].get_xlim() == pytest.approx((98.5, 151.5))
   summary.plt.close(fig)
 
 

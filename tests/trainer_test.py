@@ -48,7 +48,7 @@ def _tiny_config(data_dir: str) -> ml_collections.ConfigDict:
   config.stages.assistant = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=10,
                                        num_seeds=1, optimizer=adam)
   config.stages.dkp = base.stage("mlp_tiny", "dkp", ("teacher",), num_steps=10, optimizer=adam)
-  config.stages.dkp.loss.dkp_variant = "tail"
+  config.stages.dkp.loss.variant = "tail"
   config.stages.annealing_1 = base.stage("mlp_tiny", "annealing", ("teacher",), num_steps=10,
                                          optimizer=adam)
   config.stages.annealing_2 = base.stage("mlp_tiny", "scratch", num_steps=10,
@@ -187,10 +187,10 @@ def test_every_other_method_trains(tmp_path, data_dir):
   config.stages.teacher = base.stage("resnet8", "scratch", num_steps=4)
   for method in ("fitnets", "attention"):
     config.stages[method] = base.stage("resnet8", method, ("teacher",), num_steps=4)
-  config.stages.attention.loss.at_features = ("stage2", "stage3")
+  config.stages.attention.loss.features = ("stage2", "stage3")
   for method in ("dkd", "ensemble", "logits_matching", "function_matching"):
     config.stages[method] = base.stage("mlp_tiny", method, ("teacher",), num_steps=4)
-  config.stages.dkd.loss.dkd_warmup_epochs = 2
+  config.stages.dkd.loss.warmup_epochs = 2
   config.stages.function_matching.mixup = 1.0
   results = trainer.train_and_evaluate(config, str(tmp_path))
   assert [r["stage"] for r in results] == list(config.stages)
@@ -263,7 +263,7 @@ def test_sparse_kd_trains_from_a_sparse_cache_and_as_kd_when_it_keeps_every_clas
   config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=10, optimizer=adam)
   for name, top_k in (("all", 10), ("top3", 3)):
     config.stages[name] = base.stage("mlp_tiny", "sparse_kd", ("external",), num_steps=10,
-                                     optimizer=adam, loss=base.loss(teacher_top_k=top_k))
+                                     optimizer=adam, loss={"top_k": top_k})
   results = {r["stage"]: r for r in trainer.train_and_evaluate(config, str(tmp_path))}
   assert all(r["teacher_cache"] for r in results.values())
   assert "stage top3: kept the teachers' top 3 of 10 logits per example" in capsys.readouterr().out
@@ -458,7 +458,7 @@ class TestStageRecord:
     workdir_lib.claim_stage_dir(str(tmp_path), workdir_lib.stage_record(config, "assistant"))
     # Fields the stage does not read: another method's loss field, the evaluation batch.
     config.stages.assistant.loss.gamma = 0.9
-    config.stages.assistant.loss.dkd_beta = 2.0
+    config.stages.assistant.loss.beta = 2.0
     config.dataset.eval_batch_size = 7
     workdir_lib.claim_stage_dir(str(tmp_path), workdir_lib.stage_record(config, "assistant"))
     config.stages.assistant.loss.temperature = 2.5
@@ -587,8 +587,13 @@ class TestRefusals:
       (lambda c: setattr(c.dataset, "augmentation", "mixup"), "augmentation='mixup'"),
       (lambda c: setattr(c.dataset, "batch_size", 0), "batch_size=0"),
       (lambda c: setattr(c.dataset, "worker_count", -2), r"worker_count=-2 .* -1 \(auto\)"),
-      (lambda c: (setattr(c.stages.kd, "method", "fitnets"), setattr(c.stages.kd, "mixup", 1.0)),
+      (lambda c: (setattr(c.stages.kd, "method", "fitnets"), setattr(c.stages.kd, "mixup", 1.0),
+                  setattr(c.stages.kd, "loss", base.loss_config("fitnets"))),
        r"stages.kd.mixup=1.0: .* method 'fitnets' reads labels \(in ce\)"),
+      (lambda c: setattr(c.stages.kd, "method", "fitnets"),  # DKP's own fields are left over
+       r"stages.kd.loss sets form='transform', gamma=0.5, top_k=2, variant='uniform', which "
+       r"method 'fitnets' does not read \(its fields: label_smoothing, logit_standardization, "
+       r"weight, feature\)"),
       (lambda c: setattr(c.stages.kd, "init_from", "kd"), "init_from='kd'"),
   ])
   def test_invalid_config_values_name_the_field(self, data_dir, edit, match):

@@ -123,7 +123,7 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
   module = _student_model(stage_config, context.info.num_classes)
   method = methods.get(stage_config.method)
   recipe = method.build(stage_config.loss, stage_config.num_steps,
-                        _teacher_feature_shapes(context, stage_config, teachers),
+                        _teacher_feature_shapes(context, teachers),
                         run_config.steps_per_epoch(config.dataset))
   optimizer, learning_rate = optimizers.optimizer(stage_config.optimizer,
                                                   stage_config.num_steps)
@@ -178,16 +178,18 @@ def _student_model(stage_config: ml_collections.ConfigDict, num_classes: int) ->
 
 
 def _teacher_feature_shapes(context: context_lib.RunContext,
-                            stage_config: ml_collections.ConfigDict,
                             teachers: list[context_lib.Teacher]) -> dict[str, tuple[int, ...]]:
-  """The shapes of the first teacher's features, which size FitNets' regressor."""
-  if not teachers or stage_config.method != "fitnets":
+  """The shapes of the first teacher's features, which size a method's heads (FitNets').
+
+  Shapes only (``jax.eval_shape``): nothing is computed.
+  """
+  if not teachers:
     return {}
   _, captured = jax.eval_shape(
       lambda variables: teachers[0].module.apply(variables, context.sample, train=False,
                                                  mutable=["intermediates"]),
       teachers[0].variables)
-  return {k: v[0].shape for k, v in captured["intermediates"].items()}
+  return {k: v[0].shape for k, v in captured.get("intermediates", {}).items()}
 
 
 def _initial_state(context: context_lib.RunContext, name: str, module: Any,
@@ -251,7 +253,7 @@ def _sparse_cache(context: context_lib.RunContext, name: str, cache: np.ndarray,
   ``cache`` is ``[N, 1, K]``: the logits of the one teacher a sparse method reads.
   """
   sparse = teacher_cache.SparseCache(teacher_cache.sparsify(cache[:, 0], k, temperature),
-                                     num_classes=cache.shape[-1])
+                                     num_classes=cache.shape[-1], temperature=temperature)
   size = sum(field.nbytes for field in sparse.targets)
   context.report(f"stage {name}: kept the teachers' top {k} of {cache.shape[-1]} logits per "
                  f"example, {size / 2**20:.1f} MiB of {cache.nbytes / 2**20:.1f} MiB")
