@@ -535,7 +535,7 @@ class TestRefusals:
     config, workdir, _ = finished_run
     copy = str(tmp_path / "run")
     shutil.copytree(workdir, copy)
-    teacher = trainer.export_dir(copy, "teacher")
+    teacher = trainer.export_dir(copy, "teacher", kind="last")  # what the assistant read
     record = checkpoints.read_provenance(teacher)
     provenance = {k: v for k, v in record.items() if k != "parameter_hash"}
     variables = checkpoints.load_network(teacher, None, {})
