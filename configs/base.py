@@ -10,6 +10,6 @@ Run the defaults (a teacher and a KD student on the bundled digits data):
   python -m launch.train --config=configs/base.py --workdir=workdir/base
 """
 
-from kdjax.config import get_config, loss, optimizer, stage, stages
+from kdjax.config import get_config, loss_config, optimizer, stage, stages
 
-__all__ = ["get_config", "loss", "optimizer", "stage", "stages"]
+__all__ = ["get_config", "loss_config", "optimizer", "stage", "stages"]

@@ -56,8 +56,8 @@ def get_config(pair: str = "res32x4_res8x4"):
                                             optimizer=sgd())
   config.stages[f"kd_{student}"] = base.stage(
       student, "kd", (teacher_stage,), num_epochs=EPOCHS, optimizer=sgd(),
-      loss=base.loss(temperature=4.0, ce_weight=0.1, kd_weight=0.9))
+      loss=dict(temperature=4.0, ce_weight=0.1, kd_weight=0.9))
   config.stages[f"dkd_{student}"] = base.stage(
       student, "dkd", (teacher_stage,), num_epochs=EPOCHS, optimizer=sgd(),
-      loss=base.loss(dkd_alpha=1.0, dkd_beta=beta, temperature=4.0, dkd_warmup_epochs=20))
+      loss=dict(alpha=1.0, beta=beta, temperature=4.0, warmup_epochs=20))
   return config

@@ -51,10 +51,10 @@ def get_config(lr_schedule: str = "intended"):
                                           optimizer=sgd, loss=takd.loss())
   config.stages.dkp_uniform_resnet8 = base.stage(
       "resnet8", "dkp", ("teacher_resnet110",), num_epochs=takd.EPOCHS, optimizer=sgd,
-      loss=base.loss(gamma=0.5, dkp_variant="uniform"))
+      loss=dict(gamma=0.5, variant="uniform"))
   config.stages.annealing_1_resnet8 = base.stage(
       "resnet8", "annealing", ("teacher_resnet110",), num_epochs=takd.EPOCHS, optimizer=sgd,
-      loss=base.loss(max_temperature=10))
+      loss=dict(max_temperature=10))
   config.stages.annealing_2_resnet8 = base.stage(
       "resnet8", "scratch", num_epochs=takd.EPOCHS, init_from="annealing_1_resnet8", optimizer=sgd)
   return config

@@ -26,5 +26,5 @@ def get_config(lr_schedule: str = "intended"):
   config.stages.kd_resnet8 = protocol.kd_resnet8
   config.stages.sparse_kd_resnet8 = base.stage(
       "resnet8", "sparse_kd", ("teacher_resnet110",), num_epochs=protocol.kd_resnet8.num_epochs,
-      optimizer=protocol.kd_resnet8.optimizer, loss=base.loss(teacher_top_k=TOP_K))
+      optimizer=protocol.kd_resnet8.optimizer, loss=dict(top_k=TOP_K))
   return config

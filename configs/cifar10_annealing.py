@@ -22,7 +22,7 @@ def get_config():
   config.stages.teacher_resnet110 = c10.teacher_stage("resnet110")
   config.stages.annealing_1_resnet8 = base.stage(
       "resnet8", "annealing", ("teacher_resnet110",), num_epochs=200,
-      optimizer=c10.sgd(), loss=base.loss(max_temperature=10))
+      optimizer=c10.sgd(), loss=dict(max_temperature=10))
   config.stages.annealing_2_resnet8 = base.stage(
       "resnet8", "scratch", num_epochs=200, init_from="annealing_1_resnet8",
       optimizer=c10.sgd())

@@ -12,5 +12,5 @@ def get_config():
   config.stages.attention_resnet20 = base.stage(
       "resnet20", "attention", ("teacher_resnet56",), num_epochs=recipe.EPOCHS,
       optimizer=recipe.repdistiller_sgd(),
-      loss=base.loss(at_weight=1000.0, at_features=("stage1", "stage2", "stage3")))
+      loss=dict(weight=1000.0, features=("stage1", "stage2", "stage3")))
   return config

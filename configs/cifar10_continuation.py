@@ -22,6 +22,6 @@ def get_config():
   config.stages.continuation_resnet8 = base.stage(
       "resnet8", "continuation", ("teacher_resnet110",), num_epochs=200,
       optimizer=c10.sgd(),
-      loss=base.loss(continuation_max_temperature=20, continuation_anneal_fraction=0.5,
-                     continuation_ramp_fraction=150 / 200, continuation_margin=1.0))
+      loss=dict(max_temperature=20, anneal_fraction=0.5,
+                ramp_fraction=150 / 200, margin=1.0))
   return config

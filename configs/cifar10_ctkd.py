@@ -22,6 +22,6 @@ def get_config():
   config.stages.ctkd_resnet20 = base.stage(
       "resnet20", "ctkd", ("teacher_resnet56",), num_epochs=dkd.EPOCHS,
       optimizer=dkd.repdistiller_sgd(),
-      loss=base.loss(ctkd_mode="global", ctkd_t_start=1.0, ctkd_t_range=20.0,
-                     ctkd_lambda_max=1.0, ctkd_ramp_fraction=10 / 240))
+      loss=dict(mode="global", t_start=1.0, t_range=20.0,
+                lambda_max=1.0, ramp_fraction=10 / 240))
   return config

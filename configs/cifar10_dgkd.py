@@ -5,9 +5,9 @@ random per batch. The official code's defaults (wonchulSon/DGKD ``train.py``): T
 160 epochs, batch 128, SGD lr 0.1 (×0.1 at 50 %, ×0.01 at 75 %) momentum 0.9 weight decay
 1e-4, ``--lamb`` 1, i.e. λ·T²·ΣKL with no cross-entropy (the loss is (1 − λ)·CE + λ·…),
 PyTorch KLDivLoss()'s 'mean' reduction, no augmentation (``--crop`` False: teacher logits
-are cached, one student forward and backward per step). ``dgkd_mode`` "code" removes one of
+are cached, one student forward and backward per step). ``mode`` "code" removes one of
 the n+1 terms per batch (``--drop-num`` 1); set
-``--config.stages.dgkd_resnet8.loss.dgkd_mode=paper`` for the paper's Bernoulli(0.75) per
+``--config.stages.dgkd_resnet8.loss.mode=paper`` for the paper's Bernoulli(0.75) per
 network, the teacher included.
 
   python -m launch.train --config=configs/cifar10_dgkd.py --workdir=workdir/cifar10_noaug
@@ -22,7 +22,7 @@ EPOCHS = 160
 
 
 def _dgkd_loss():
-  return base.loss(temperature=5.0, ce_weight=0.0, kd_weight=1.0, class_reduction="mean")
+  return dict(temperature=5.0, ce_weight=0.0, kd_weight=1.0, class_reduction="mean")
 
 
 def get_config():
@@ -36,7 +36,7 @@ def get_config():
     name = f"ta_{model}"
     config.stages[name] = base.stage(model, "dgkd", tuple(chain), num_epochs=EPOCHS, num_seeds=1,
                                      optimizer=c10.sgd(), loss=_dgkd_loss())
-    config.stages[name].loss.dgkd_mode = "none"  # assistants learn from all larger networks
+    config.stages[name].loss.mode = "none"  # assistants learn from all larger networks
     chain.append(name)
   config.stages.dgkd_resnet8 = base.stage("resnet8", "dgkd", tuple(chain), num_epochs=EPOCHS,
                                           optimizer=c10.sgd(), loss=_dgkd_loss())

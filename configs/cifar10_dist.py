@@ -22,6 +22,6 @@ def get_config():
   config.stages.dist_resnet20 = base.stage(
       "resnet20", "dist", ("teacher_resnet56",), num_epochs=dkd.EPOCHS,
       optimizer=dkd.repdistiller_sgd(),
-      loss=base.loss(ce_weight=1.0, kd_weight=1.0, temperature=4.0, dist_beta=2.0,
-                     dist_gamma=2.0))
+      loss=dict(ce_weight=1.0, kd_weight=1.0, temperature=4.0, beta=2.0,
+                gamma=2.0))
   return config

@@ -21,5 +21,5 @@ def get_config():
   for divergence in ("reverse_kl", "jensen_shannon", "total_variation"):
     config.stages[f"{divergence}_resnet8"] = base.stage(
         "resnet8", "divergence", ("teacher_resnet110",), num_epochs=200,
-        optimizer=c10.sgd(), loss=base.loss(divergence=divergence, jsd_beta=0.5))
+        optimizer=c10.sgd(), loss=dict(divergence=divergence, beta=0.5))
   return config

@@ -35,6 +35,6 @@ def get_config():
   config = repdistiller_config()
   config.stages.dkd_resnet20 = base.stage(
       "resnet20", "dkd", ("teacher_resnet56",), num_epochs=EPOCHS, optimizer=repdistiller_sgd(),
-      loss=base.loss(dkd_alpha=1.0, dkd_beta=2.0, temperature=4.0,
-                     dkd_warmup_epochs=20))
+      loss=dict(alpha=1.0, beta=2.0, temperature=4.0,
+                warmup_epochs=20))
   return config

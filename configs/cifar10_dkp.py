@@ -20,5 +20,5 @@ def get_config(variant: str = "uniform"):
   config.stages.teacher_resnet110 = c10.teacher_stage("resnet110")
   config.stages[f"dkp_{variant}_resnet8"] = base.stage(
       "resnet8", "dkp", ("teacher_resnet110",), num_epochs=200, optimizer=c10.sgd(),
-      loss=base.loss(gamma=0.5, dkp_variant=variant, dkp_top_k=3))
+      loss=dict(gamma=0.5, variant=variant, top_k=3))
   return config

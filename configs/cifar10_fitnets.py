@@ -13,6 +13,6 @@ def get_config():
   config = recipe.repdistiller_config()
   config.stages.fitnets_resnet20 = base.stage(
       "resnet20", "fitnets", ("teacher_resnet56",), num_epochs=recipe.EPOCHS,
-      optimizer=recipe.repdistiller_sgd(), loss=base.loss(hint_weight=100.0,
-                                                          hint_feature="stage2"))
+      optimizer=recipe.repdistiller_sgd(), loss=dict(weight=100.0,
+                                                     feature="stage2"))
   return config

@@ -21,5 +21,5 @@ def get_config():
       "resnet8", "function_matching", ("teacher_resnet56",), num_epochs=1000,
       optimizer=base.optimizer(learning_rate=0.1, weight_decay=5e-4, schedule="cosine",
                                warmup_epochs=5),
-      loss=base.loss(temperature=1.0, kd_weight=1.0), mixup=1.0)
+      loss=dict(temperature=1.0, kd_weight=1.0), mixup=1.0)
   return config

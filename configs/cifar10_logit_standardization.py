@@ -24,10 +24,10 @@ def get_config():
   config.stages.teacher_resnet110 = c10.teacher_stage("resnet110")
   config.stages.kd_std_resnet8 = base.stage(
       "resnet8", "kd", ("teacher_resnet110",), num_epochs=200, optimizer=c10.sgd(),
-      loss=base.loss(logit_standardization=True, temperature=2.0, ce_weight=0.1,
-                     kd_weight=9.0))
+      loss=dict(logit_standardization=True, temperature=2.0, ce_weight=0.1,
+                kd_weight=9.0))
   config.stages.dkd_std_resnet8 = base.stage(
       "resnet8", "dkd", ("teacher_resnet110",), num_epochs=200, optimizer=c10.sgd(),
-      loss=base.loss(logit_standardization=True, temperature=4.0, dkd_alpha=9.0,
-                     dkd_beta=81.0, dkd_warmup_epochs=20))
+      loss=dict(logit_standardization=True, temperature=4.0, alpha=9.0,
+                beta=81.0, warmup_epochs=20))
   return config

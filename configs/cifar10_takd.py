@@ -43,10 +43,10 @@ def sgd(lr_schedule: str) -> ml_collections.ConfigDict:
   return config
 
 
-def loss(temperature: float = TEMPERATURE, lambda_: float = LAMBDA) -> ml_collections.ConfigDict:
+def loss(temperature: float = TEMPERATURE, lambda_: float = LAMBDA) -> dict[str, float | str]:
   """(1 − λ)·CE + λ·T²·KL / K, the official loss."""
-  return base.loss(temperature=temperature, ce_weight=1.0 - lambda_, kd_weight=lambda_,
-                   class_reduction="mean")
+  return dict(temperature=temperature, ce_weight=1.0 - lambda_, kd_weight=lambda_,
+              class_reduction="mean")
 
 
 def official_protocol(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

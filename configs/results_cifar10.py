@@ -52,7 +52,7 @@ def _sgd():
 def _student(method: str, teachers: tuple[str, ...] = ("teacher",), model: str = "resnet8",
              epochs: float = STUDENT_EPOCHS, **loss):
   return base.stage(model, method, teachers, num_epochs=epochs,
-                    optimizer=_sgd(), loss=base.loss(**loss))
+                    optimizer=_sgd(), loss=dict(**loss))
 
 
 def get_config(dataset: str = "cifar10"):
@@ -73,28 +73,28 @@ def get_config(dataset: str = "cifar10"):
   # The official logit-standardization setting for KD (T 2, KD weight 9).
   stages.kd_std = _student("kd", logit_standardization=True, temperature=2.0, kd_weight=9.0)
   if dataset == "cifar10":
-    stages.dgkd_code = _student("dgkd", teachers=("teacher", "ta_resnet14"), dgkd_mode="code")
+    stages.dgkd_code = _student("dgkd", teachers=("teacher", "ta_resnet14"), mode="code")
     stages.dgkd_paper = _student("dgkd", teachers=("teacher", "ta_resnet14"),
-                                 dgkd_mode="paper")
+                                 mode="paper")
   stages.annealing_1 = _student("annealing", max_temperature=10)
   stages.annealing_2 = _student("scratch", teachers=(), epochs=STUDENT_EPOCHS / 2)
   stages.annealing_2.init_from = "annealing_1"
-  stages.continuation = _student("continuation", continuation_max_temperature=20,
-                                 continuation_anneal_fraction=0.5,
-                                 continuation_ramp_fraction=0.75, continuation_margin=1.0)
+  stages.continuation = _student("continuation", max_temperature=20,
+                                 anneal_fraction=0.5,
+                                 ramp_fraction=0.75, margin=1.0)
   # CIFAR-10 runs the grid of readings and gammas; CIFAR-100 gamma = 0 (which must equal KD)
   # and the grid's default reading until the CIFAR-10 grid has chosen one.
   grid = ([(v, g) for v in DKP_VARIANTS for g in DKP_GAMMAS] if dataset == "cifar10"
           else [("uniform", 0.0), ("uniform", 0.5)])
   for variant, gamma in grid:
-    stages[_dkp_stage(variant, gamma)] = _student("dkp", gamma=gamma, dkp_variant=variant,
-                                                  dkp_top_k=3)
+    stages[_dkp_stage(variant, gamma)] = _student("dkp", gamma=gamma, variant=variant,
+                                                  top_k=3)
   # mdistiller's CIFAR recipe (alpha 1, beta 8, T 4) with its 20-of-240-epoch warm-up scaled
   # to the short schedule (one epoch).
-  stages.dkd = _student("dkd", dkd_alpha=1.0, dkd_beta=8.0, dkd_warmup_epochs=1)
+  stages.dkd = _student("dkd", alpha=1.0, beta=8.0, warmup_epochs=1)
   if dataset == "cifar10":
-    stages.ctkd = _student("ctkd", ctkd_mode="global")
-    stages.dist = _student("dist", ce_weight=1.0, kd_weight=1.0, dist_beta=2.0, dist_gamma=2.0)
+    stages.ctkd = _student("ctkd", mode="global")
+    stages.dist = _student("dist", ce_weight=1.0, kd_weight=1.0, beta=2.0, gamma=2.0)
   return config
 
 

@@ -5,7 +5,9 @@ Keys, as ``kdjax.data`` produces them::
     {"image": float [B, ...], "label": int [B], "index": int [B], "mask": bool [B]}
 
 plus, for training from a teacher-output cache, ``"teacher_logits"``: float ``[B, K]`` for
-one teacher or ``[B, n, K]`` for a teacher and its assistants. Only ``"image"`` is always
+one teacher or ``[B, n, K]`` for a teacher and its assistants, and from a sparse cache
+(``kdjax.teacher_cache.SparseCache``) ``"teacher_temperature"``: float ``[B]``, the
+temperature its targets were kept at. Only ``"image"`` is always
 required; ``"label"`` only by objectives with supervised terms; ``"mask"`` (False marks
 padding) is optional everywhere and honoured by every reduction.
 """
@@ -20,6 +22,7 @@ LABEL = "label"
 MASK = "mask"
 INDEX = "index"
 TEACHER_LOGITS = "teacher_logits"
+TEACHER_TEMPERATURE = "teacher_temperature"
 
 Batch = Mapping[str, jax.typing.ArrayLike]
 

@@ -12,7 +12,10 @@ Two kinds of files, kept apart on purpose:
 Crash safety: a process killed at any moment leaves either the previous complete checkpoint
 or export, or the new one, never a half-written file that passes for complete. Orbax writes
 each checkpoint to ``<step>.orbax-checkpoint-tmp`` and renames it when complete; leftovers of
-a killed save are removed when the next ``RunCheckpoints`` opens the directory. An export
+a killed save are removed when the next ``RunCheckpoints`` opens the directory. Old
+checkpoints are retired the same way: renamed into ``<directory>/deleted`` (orbax's
+``todelete_subdir``), then removed from there, so an interrupted removal leaves nothing a
+resumed run has to read past. An export
 removes its ``provenance.json`` first and writes it back last, so a half-written export
 reads as missing. A checkpoint damaged after it was written (a truncated or corrupted file)
 is detected on restore — it fails to load, or its state does not hash to the value saved
@@ -37,6 +40,7 @@ from kdjax import multihost
 
 PROVENANCE_FILE = "provenance.json"
 UNREADABLE_SUFFIX = ".unreadable"
+DELETED_DIR = "deleted"  # where old checkpoints are renamed before they are removed
 _VARIABLES_DIR = "variables"
 _ORBAX_TMP = "*.orbax-checkpoint-tmp*"
 _STATE_HASH = "state_sha256"
@@ -107,8 +111,9 @@ class RunCheckpoints:
         self._directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
-            cleanup_tmp_directories=True),
+            cleanup_tmp_directories=True, todelete_subdir=DELETED_DIR),
         item_names=("state", "data"))
+    self._remove_deleted()
 
   @property
   def unreadable_directory(self) -> str:
@@ -155,6 +160,12 @@ class RunCheckpoints:
                                 data=ocp.args.JsonSave(record)),
         force=True)
     self._manager.wait_until_finished()
+    self._remove_deleted()
+
+  def _remove_deleted(self) -> None:
+    """Removes the checkpoints that orbax retired (renamed, atomically) into ``deleted/``."""
+    if jax.process_index() == 0:
+      shutil.rmtree(os.path.join(self._directory, DELETED_DIR), ignore_errors=True)
 
   def steps(self) -> list[int]:
     """Returns the steps of the checkpoints in the directory, oldest first.
@@ -386,6 +397,7 @@ def read_provenance(directory: str) -> dict[str, Any]:
 
   Raises:
     FileNotFoundError: naming the directory, if it holds no complete export.
+    ValueError: naming the file, if its provenance record is not JSON.
 
   Example:
     >>> import tempfile
@@ -402,10 +414,15 @@ def read_provenance(directory: str) -> dict[str, Any]:
   path = os.path.join(os.path.abspath(directory), PROVENANCE_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f"no exported network in {directory!r} (missing {PROVENANCE_FILE}); train it first "
-        f"or point to the directory of a finished stage.")
+        f"no exported network in {directory!r} (missing {PROVENANCE_FILE}); train it first, "
+        f"or point to an export of a finished stage: WORKDIR/stages/NAME/export/seed0/last "
+        f"(or .../best).")
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path} is not a provenance record ({error}); export the network "
+                       f"again, or restore the file.") from error
 
 
 def load_network(directory: str, template: Any, expected: dict[str, Any]) -> Any:

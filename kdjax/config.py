@@ -32,11 +32,21 @@ Example:
   >>> config = get_config()
   >>> config.dataset.name, list(config.stages), config.stages.kd.teachers
   ('digits', ['teacher', 'kd'], ('teacher',))
-  >>> stage("mlp_tiny", "dkp", ("teacher",), loss=loss(gamma=0.3)).loss.gamma
+  >>> stage("mlp_tiny", "dkp", ("teacher",), loss={"gamma": 0.3}).loss.gamma
   0.3
+
+A stage's ``loss`` holds the fields of its method and no other, each at its default unless
+overridden: ``kdjax.methods.describe("dkd")`` lists DKD's (``alpha``, ``beta``,
+``warmup_epochs`` and the shared ones), and a field the method does not read is refused
+with the list (``--config.stages.dkd.loss.alpha=2`` on the command line).
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 import ml_collections
+
+from kdjax import methods
 
 
 def optimizer(**overrides) -> ml_collections.ConfigDict:
@@ -62,81 +72,30 @@ def optimizer(**overrides) -> ml_collections.ConfigDict:
   return config
 
 
-def loss(**overrides) -> ml_collections.ConfigDict:
-  """Loss hyperparameters of a stage; each method reads the fields it needs.
-
-  Example:
-    >>> loss(temperature=8.0).temperature, loss().kd_weight
-    (8.0, 0.9)
-  """
-  config = ml_collections.ConfigDict({
-      "temperature": 4.0,  # softmax temperature T of KD-style terms
-      "ce_weight": 0.1,  # weight of cross-entropy with labels in KD-style methods
-      "kd_weight": 0.9,  # weight of the distillation term
-      "class_reduction": "sum",  # sum (batchmean KL) | mean (PyTorch KLDivLoss() default)
-      "label_smoothing": 0.0,  # of the cross-entropy term
-      # z-score the student's and teachers' logits before the temperature (Sun et al., CVPR
-      # 2024): kd | dkd | dgkd | ensemble | function_matching | divergence | dist | dkp with
-      # dkp_form=loss
-      "logit_standardization": False,
-      "gamma": 0.5,  # dkp: strength of Dark Knowledge Pruning, in [0, 1]
-      "dkp_variant": "uniform",  # dkp: uniform | mean | tail
-      "dkp_top_k": 2,  # dkp tail: the teacher's leading non-target classes kept whole
-      "dkp_form": "transform",  # dkp: transform (optax output transform) | loss (loss term)
-      # annealing: T_max; Phi steps 1/T_max, ..., 1, each level an equal share of the stage
-      # (within a step), ending at 1; the stage needs num_steps >= max_temperature
-      "max_temperature": 10,
-      # continuation: Phi's T_max; Phi climbs 1/T_max, ..., 1 over the first
-      # continuation_anneal_fraction of the stage
-      "continuation_max_temperature": 20,
-      "continuation_anneal_fraction": 0.5,
-      # continuation: psi ramps CE's weight 0 -> 1 (the hinge's 1 -> 0) over this fraction
-      "continuation_ramp_fraction": 0.75,
-      "continuation_margin": 1.0,  # continuation: hinge margin m (on the mean squared error)
-      "divergence": "reverse_kl",  # divergence: reverse_kl | jensen_shannon | total_variation
-      # divergence jensen_shannon: interpolation beta in [0, 1] (0: forward KL, 1: reverse KL)
-      "jsd_beta": 0.5,
-      "dist_beta": 2.0,  # dist: weight of the inter-class relation
-      "dist_gamma": 2.0,  # dist: weight of the intra-class relation (couples the batch)
-      # sparse_kd: the teacher classes kept per example, in [1, K]; the rest share one tail
-      # bucket (a teacher cache keeps k of the K logits)
-      "teacher_top_k": 10,
-      "ctkd_mode": "global",  # ctkd: global (one learnable temperature) | instance (an MLP)
-      "ctkd_t_start": 1.0,  # ctkd: the lowest temperature T_0
-      "ctkd_t_range": 20.0,  # ctkd: T lies in (T_0, T_0 + t_range)
-      # ctkd: the temperature's gradient-reversal weight rises 0 -> ctkd_lambda_max in [0, 1]
-      # on a cosine over this fraction of the stage; 1 is the paper's and the code's
-      "ctkd_lambda_max": 1.0,
-      "ctkd_ramp_fraction": 10 / 240,
-      "dkd_alpha": 1.0,  # dkd: TCKD weight
-      "dkd_beta": 8.0,  # dkd: NCKD weight
-      "dkd_warmup_epochs": 0,  # dkd: weight min(epoch / this, 1), epochs from 1 (0: none)
-      "dgkd_mode": "code",  # dgkd: code (drop drop_num terms) | paper (Bernoulli) | none
-      "dgkd_keep_prob": 0.75,  # dgkd paper mode: keep probability of each teaching network
-      "dgkd_drop_num": 1,  # dgkd code mode: terms removed per batch
-      # dgkd paper mode: keep the teacher (the first teaching network) in every batch and
-      # drop assistants only; False drops any network, as the paper does
-      "dgkd_keep_teacher": False,
-      "hint_weight": 100.0,  # fitnets: weight of the hint loss
-      "hint_feature": "stage2",  # fitnets: the guided student / hint teacher feature
-      "at_weight": 1000.0,  # attention transfer: weight
-      "at_features": ("stage1", "stage2", "stage3"),  # attention transfer: stages compared
-  })
-  config.update(overrides)
-  return config
-
-
 def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
-          num_steps: int = 0, num_epochs: float = 0.0,
+          num_steps: int = 0, num_epochs: float = 0.0, loss: Mapping[str, Any] | None = None,
           **overrides) -> ml_collections.ConfigDict:
   """One stage of a run: the network it trains, how, and from which teachers.
 
-  Its length is ``num_steps`` or ``num_epochs``: give exactly one.
+  Its length is ``num_steps`` or ``num_epochs``: give exactly one. Its ``loss`` holds the
+  fields of ``method`` (``kdjax.methods.describe(method)``) at their defaults, with the
+  values of ``loss`` in place of theirs.
+
+  Raises:
+    ValueError: for an unknown method, or a ``loss`` field that ``method`` does not read
+      (naming its fields).
 
   Example:
     >>> kd = stage("mlp_tiny", "kd", ("teacher",), num_steps=600)
     >>> kd.method, kd.teachers, kd.num_steps, kd.optimizer.name
     ('kd', ('teacher',), 600, 'sgd')
+    >>> dkd = stage("mlp_tiny", "dkd", ("teacher",), num_steps=600, loss={"alpha": 2.0})
+    >>> dkd.loss.alpha, dkd.loss.beta, "ce_weight" in dkd.loss
+    (2.0, 8.0, False)
+    >>> stage("mlp_tiny", "dkd", ("teacher",), num_steps=600, loss={"dkd_alpha": 2.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: loss field(s) ['dkd_alpha'] are not read by method 'dkd'; its fields: ...
   """
   config = ml_collections.ConfigDict({
       "model": model,  # a kdjax.models name
@@ -155,8 +114,28 @@ def stage(model: str, method: str = "scratch", teachers: tuple[str, ...] = (),
       # students trained at once (vmapped), all on the same batches; 0: config.num_seeds
       "num_seeds": 0,
       "optimizer": optimizer(),
-      "loss": loss(),
+      "loss": loss_config(method, **(loss or {})),
   })
+  config.update(overrides)
+  return config
+
+
+def loss_config(method: str, **overrides) -> ml_collections.ConfigDict:
+  """The ``loss`` of a ``method`` stage: its fields at their defaults, then ``overrides``.
+
+  Raises:
+    ValueError: for an unknown method, or an override that is not one of its fields.
+
+  Example:
+    >>> loss_config("sparse_kd", top_k=5).top_k
+    5
+  """
+  entry = methods.get(method)
+  unknown = entry.unknown(overrides)
+  if unknown:
+    raise ValueError(f"loss field(s) {unknown} are not read by method {method!r}; its "
+                     f"fields: {', '.join(entry.loss_fields)}.")
+  config = ml_collections.ConfigDict(entry.defaults())
   config.update(overrides)
   return config
 
@@ -205,7 +184,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.stages = stages()
   config.stages.teacher = stage("resnet8", "scratch", num_steps=1000)
   config.stages.kd = stage("mlp", "kd", teachers=("teacher",), num_steps=1000)
-  config.teacher_dirs = ml_collections.ConfigDict()  # name -> exported network directory
+  # Teachers trained elsewhere, by name (a stage's teachers may name them):
+  # config.teacher_dirs.NAME = ml_collections.ConfigDict({"directory": EXPORT, "model": MODEL}),
+  # EXPORT an export_network directory (e.g. OTHER_WORKDIR/stages/teacher/export/seed0/last),
+  # MODEL the kdjax.models name it was trained as
+  config.teacher_dirs = ml_collections.ConfigDict()
+  # Refuse a teacher whose test accuracy is below this multiple of chance (1 / classes): it
+  # would teach noise. 0 turns the check off; not part of a stage's record.
+  config.min_teacher_accuracy_over_chance = 2.0
   config.eval_every_steps = 500  # evaluate the student on the test split this often...
   config.eval_every_epochs = 0.0  # ...or every this many epochs (exactly one is set)
   config.log_every_steps = 50  # write training metrics this often

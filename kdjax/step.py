@@ -217,6 +217,8 @@ def make_student_update(student: networks.Network | nn.Module,
                       jax.eval_shape(optimizer.init, state.trainables))
     _check_state_fits("output_tx", state.output_tx_state,
                       jax.eval_shape(output_tx.init, None))
+    if batch_lib.TEACHER_TEMPERATURE in batch:  # the teacher's targets come from a sparse cache
+      objective.check_cache_overrides(state.hparams)
     images = jnp.asarray(batch[batch_lib.IMAGE])
     labels, mask = _labels_and_mask(batch)
     key = jax.random.fold_in(state.rng, state.step)

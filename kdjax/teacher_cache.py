@@ -132,20 +132,29 @@ class SparseCache(NamedTuple):
   What a ``sparse_kd`` stage (``kdjax.methods``) trains from: k/K of the dense cache's
   logits, plus the class indices.
 
+  Its targets hold at one temperature only, the one :func:`sparsify` kept the tail at: the
+completed logits give the cached targets back at that temperature and at no other. So a
+batch it fills carries that temperature (``"teacher_temperature"``), and a train step
+refuses a per-student override of a term's temperature that must equal it
+(``Objective.check_cache_overrides``; ``sparse_kd/temperature``).
+
   Attributes:
     targets: from :func:`sparsify`, ``[N, k]`` and ``[N]`` fields.
     num_classes: K, the width of the logits :func:`complete_logits` rebuilds.
+    temperature: the T given to :func:`sparsify`.
 
   Example:
     >>> cache = np.random.default_rng(0).normal(size=(6, 100)).astype(np.float32)
-    >>> sparse = SparseCache(sparsify(cache, k=10, temperature=4.0), num_classes=100)
+    >>> sparse = SparseCache(sparsify(cache, k=10, temperature=4.0), num_classes=100,
+    ...                      temperature=4.0)
     >>> batch = add_teacher_logits({"index": np.array([4, -1])}, sparse)
-    >>> batch["teacher_logits"].shape
-    (2, 100)
+    >>> batch["teacher_logits"].shape, batch["teacher_temperature"].tolist()
+    ((2, 100), [4.0, 4.0])
   """
 
   targets: losses.SparseTargets
   num_classes: int
+  temperature: float
 
 
 def add_teacher_logits(batch: batch_lib.Batch,
@@ -155,7 +164,7 @@ def add_teacher_logits(batch: batch_lib.Batch,
   Apply it to every batch given to a step built with ``teacher=None``, which then reads the
   cached logits instead of running a teacher. Padding entries (index -1) get row 0; their
   mask keeps them out of every loss. A :class:`SparseCache` gives each example's
-  :func:`complete_logits`.
+  :func:`complete_logits`, and its temperature as ``"teacher_temperature"`` ``[B]``.
 
   Args:
     batch: a batch with ``"index"`` ``[B]``; its other entries are kept.
@@ -184,10 +193,11 @@ def add_teacher_logits(batch: batch_lib.Batch,
   index = np.asarray(batch[batch_lib.INDEX])
   if isinstance(cache, SparseCache):
     logits = complete_logits(sparse_rows(cache.targets, index), cache.num_classes)
-  else:
-    _check_index(index, len(cache))
-    logits = cache[np.maximum(index, 0)]
-  return {**batch, batch_lib.TEACHER_LOGITS: logits}
+    temperature = np.full(index.shape, cache.temperature, np.float32)
+    return {**batch, batch_lib.TEACHER_LOGITS: logits,
+            batch_lib.TEACHER_TEMPERATURE: temperature}
+  _check_index(index, len(cache))
+  return {**batch, batch_lib.TEACHER_LOGITS: cache[np.maximum(index, 0)]}
 
 
 def _check_index(index: np.ndarray, num_examples: int) -> None:

@@ -11,10 +11,12 @@ Intentionally kept short: it parses flags, validates the config and calls the tr
 Exit codes: 0 when every stage is complete; 1 with a one-line ``error: ...`` on bad input
 or a numerical failure (docs/errors.md lists them; ``--verbosity=0`` also logs the
 traceback); 128 + the signal's number (143 for SIGTERM, 130 for SIGINT) when a signal
-stopped training after saving a checkpoint: the same command resumes it.
+stopped training after saving a checkpoint: the same command resumes it. A second Ctrl-C
+stops at once (exit 130) without saving; the same command resumes from the last checkpoint.
 """
 
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -42,7 +44,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 
 # kdjax's own refusals: reported in one line, without a traceback.
 _USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError,
-                checkpoints.UnreadableCheckpointsError)
+                checkpoints.UnreadableCheckpointsError, trainer.StageBusyError)
 
 
 def _one_line(text: str) -> str:
@@ -56,6 +58,12 @@ def _load_error(error: OSError) -> str:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with the errors of ``--config`` and its overrides in one line."""
+  positional = [a for a in argv[1:] if re.fullmatch(r"[^-].*\.py(:.*)?", a)]  # config files
+  if positional and not any(a.startswith(("--config=", "-config=")) or a in ("--config",
+                                                                              "-config")
+                            for a in argv[1:]):
+    sys.exit(f"error: --config is required, and {positional[0]!r} was given as a positional "
+             f"argument; write --config={positional[0]}.")
   try:
     return app.parse_flags_with_usage(argv)
   except OSError as error:  # an override of a config file that failed to load
@@ -88,12 +96,20 @@ def main(argv):
   num_processes = _NUM_PROCESSES.value if _DISTRIBUTED.value else 1
   logging.info("performance settings: %s", performance.configure_run(config, num_processes))
   if _DISTRIBUTED.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    try:
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except (ValueError, RuntimeError) as error:
+      sys.exit(f"error: --distributed: {_one_line(error)} (JAX finds the processes on TPU "
+               f"pods, SLURM and Open MPI; elsewhere pass --coordinator_address, "
+               f"--num_processes and --process_id).")
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value, input_workers_allowed=True)
   except trainer.Preempted as stopped:
     print(f"stopped: {stopped}", file=sys.stderr, flush=True)
     return 128 + stopped.signum
+  except KeyboardInterrupt as stopped:  # a second Ctrl-C
+    print(f"stopped: {stopped}", file=sys.stderr, flush=True)
+    return 128 + signal.SIGINT
   except _USER_ERRORS as error:
     logging.info("the error's traceback:", exc_info=True)
     sys.exit(f"error: {error}")

@@ -53,7 +53,7 @@ def test_cifar100_mdistiller_pairs_follow_mdistillers_recipe(pair):
   assert (kd.temperature, kd.ce_weight, kd.kd_weight, kd.class_reduction) == (4.0, 0.1, 0.9,
                                                                               "sum")
   dkd = config.stages[f"dkd_{student}"]
-  assert (dkd.loss.dkd_alpha, dkd.loss.dkd_beta, dkd.loss.temperature) == (1.0, beta, 4.0)
+  assert (dkd.loss.alpha, dkd.loss.beta, dkd.loss.temperature) == (1.0, beta, 4.0)
   recipe = methods.get("dkd").build(dkd.loss, dkd.num_steps, {}, steps_per_epoch)
   ce, dkd_term = recipe.objective.terms
   assert ce.weight == 1.0
@@ -115,7 +115,7 @@ def test_cifar100_sparse_kd_keeps_10_classes_and_shares_the_protocols_stages():
   config = trainer.validate(cifar100_sparse_kd.get_config())
   assert config.dataset.name == "cifar100"
   sparse = config.stages.sparse_kd_resnet8
-  assert (sparse.model, sparse.method, sparse.loss.teacher_top_k) == ("resnet8", "sparse_kd", 10)
+  assert (sparse.model, sparse.method, sparse.loss.top_k) == ("resnet8", "sparse_kd", 10)
   assert methods.get("sparse_kd").build(sparse.loss, sparse.num_steps, {}, 1).sparse_cache == (
       10, 4.0)
   # The teacher and KD stages are those of cifar100_resnet8.py: in its workdir, reused.
@@ -134,7 +134,7 @@ def test_dgkd_config_is_the_official_defaults():
   assert student.num_steps == official["epochs"] * (CIFAR_TRAIN // 128)
   assert student.loss.temperature == official["T"]
   assert student.loss.kd_weight == official["lamb"] and student.loss.ce_weight == 0.0
-  assert student.loss.dgkd_mode == "code" and student.loss.dgkd_drop_num == official["drop_num"]
+  assert student.loss.mode == "code" and student.loss.drop_num == official["drop_num"]
   assert student.optimizer.learning_rate == official["learning_rate"]
   assert student.optimizer.weight_decay == official["weight_decay"]
 
@@ -143,7 +143,7 @@ def test_cifar10_dkd_is_mdistillers_recipe_and_evaluates_every_epoch():
   config = trainer.validate(cifar10_dkd.get_config())
   assert config.eval_every_steps == CIFAR_TRAIN // 64
   assert config.checkpoint_every_steps == 5 * (CIFAR_TRAIN // 64)
-  assert config.stages.dkd_resnet20.loss.dkd_warmup_epochs == 20
+  assert config.stages.dkd_resnet20.loss.warmup_epochs == 20
 
 
 # The lengths these configs resolved to when they still gave them in steps (computed by running

@@ -71,8 +71,8 @@ def test_psi_is_a_capped_ramp():
 
 
 def test_method_mixes_ce_and_hinge_by_psi_with_annealed_phi():
-  loss = base.loss(continuation_max_temperature=4, continuation_anneal_fraction=0.5,
-                   continuation_ramp_fraction=0.75, continuation_margin=2.0)
+  loss = base.loss_config("continuation", max_temperature=4, anneal_fraction=0.5,
+                   ramp_fraction=0.75, margin=2.0)
   objective = methods.get("continuation").build(loss, 100, {}, 10).objective
   assert [t.label for t in objective.terms] == ["ce", "continuation"]
   for step, psi, phi in [(0, 0.0, 0.25), (30, 0.4, 0.75), (60, 0.8, 1.0), (99, 1.0, 1.0)]:
@@ -84,14 +84,15 @@ def test_method_mixes_ce_and_hinge_by_psi_with_annealed_phi():
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("continuation_margin", -1.0, r"continuation/margin must lie in \[0.0, inf\); it is -1.0"),
-    ("continuation_ramp_fraction", 0.0, r"continuation_ramp_fraction=0.0 must lie in \(0, 1\]"),
-    ("continuation_anneal_fraction", 1.5,
-     r"continuation_anneal_fraction=1.5 must lie in \(0, 1\]"),
-    ("continuation_max_temperature", 0, r"max_temperature=0 must be an integer >= 1"),
+    ("margin", -1.0, r"continuation/margin must lie in \[0.0, inf\); it is -1.0"),
+    ("ramp_fraction", 0.0, r"ramp_fraction=0.0 must lie in \(0, 1\]"),
+    ("anneal_fraction", 1.5,
+     r"anneal_fraction=1.5 must lie in \(0, 1\]"),
+    ("max_temperature", 0, r"max_temperature=0 must be an integer >= 1"),
     ("logit_standardization", True, r"logit_standardization=True has no effect on "
      r"Continuation-KD"),
 ])
 def test_bad_config_values_are_refused(field, value, match):
   with pytest.raises(ValueError, match=match):
-    methods.get("continuation").build(base.loss(**{field: value}), 100, {}, 10)
+    methods.get("continuation").build(base.loss_config("continuation", **{field: value}), 100,
+                                      {}, 10)

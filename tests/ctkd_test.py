@@ -103,7 +103,7 @@ def test_reverse_gradients_touches_only_the_masked_parameters():
 
 def _raw_temperature_after(lambda_max: float, mode: str = "global", num_steps: int = 20,
                            reversed_update: bool = True):
-  loss = base.loss(ctkd_mode=mode, ctkd_lambda_max=lambda_max, ctkd_ramp_fraction=0.1,
+  loss = base.loss_config("ctkd", mode=mode, lambda_max=lambda_max, ramp_fraction=0.1,
                    kd_weight=1.0, ce_weight=0.1)
   recipe = methods.get("ctkd").build(loss, num_steps, {}, 10)
   if not reversed_update:
@@ -151,14 +151,14 @@ def test_term_reads_the_temperature_head():
      r"t_range=0.0 must be finite and > 0: the temperature range \(1.0, 1.0\) is empty"),
     (lambda: losses.ctkd(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0, t_start=-1.0),
      "t_start=-1.0"),
-    (lambda: methods.get("ctkd").build(base.loss(ctkd_t_range=-5.0), 100, {}, 10),
+    (lambda: methods.get("ctkd").build(base.loss_config("ctkd", t_range=-5.0), 100, {}, 10),
      r"t_range=-5.0 must be finite and > 0"),
-    (lambda: methods.get("ctkd").build(base.loss(ctkd_mode="local"), 100, {}, 10),
-     "unknown loss.ctkd_mode 'local'; valid: 'global', 'instance'"),
-    (lambda: methods.get("ctkd").build(base.loss(ctkd_lambda_max=2.0), 100, {}, 10),
-     r"loss.ctkd_lambda_max=2.0 must lie in \[0.0, 1.0\]"),
-    (lambda: methods.get("ctkd").build(base.loss(ctkd_lambda_max=-1.0), 100, {}, 10),
-     r"loss.ctkd_lambda_max=-1.0 must lie in \[0.0, 1.0\]"),
+    (lambda: methods.get("ctkd").build(base.loss_config("ctkd", mode="local"), 100, {}, 10),
+     "unknown loss.mode 'local'; valid: 'global', 'instance'"),
+    (lambda: methods.get("ctkd").build(base.loss_config("ctkd", lambda_max=2.0), 100, {}, 10),
+     r"loss.lambda_max=2.0 must lie in \[0.0, 1.0\]"),
+    (lambda: methods.get("ctkd").build(base.loss_config("ctkd", lambda_max=-1.0), 100, {}, 10),
+     r"loss.lambda_max=-1.0 must lie in \[0.0, 1.0\]"),
 ])
 def test_bad_input_is_refused(call, match):
   with pytest.raises(ValueError, match=match):

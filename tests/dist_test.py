@@ -103,7 +103,7 @@ def test_batch_of_one_is_finite():
 
 
 def test_the_method_reads_its_fields():
-  loss = base.loss(dist_beta=1.0, dist_gamma=3.0, temperature=4.0, ce_weight=1.0,
+  loss = base.loss_config("dist", beta=1.0, gamma=3.0, temperature=4.0, ce_weight=1.0,
                    kd_weight=1.0)
   obj = methods.get("dist").build(loss, 10, {}, 1).objective
   values = obj.schedule_values(0)
@@ -117,7 +117,7 @@ def test_the_method_reads_its_fields():
     (lambda: losses.dist(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0), "temperature=0.0"),
     (lambda: losses.dist_intra_class(jnp.zeros((2, 3)), jnp.zeros((2, 3)), where=jnp.ones(3)),
      r"where shape \(3,\)"),
-    (lambda: methods.get("dist").build(base.loss(dist_gamma=-2.0), 10, {}, 1),
+    (lambda: methods.get("dist").build(base.loss_config("dist", gamma=-2.0), 10, {}, 1),
      r"dist/gamma must lie in \[0.0, inf\); it is -2.0"),
 ])
 def test_bad_input_is_refused(call, match):

@@ -115,7 +115,7 @@ def test_traced_beta_picks_the_same_branches():
 
 @pytest.mark.parametrize("name", ["reverse_kl", "jensen_shannon", "total_variation"])
 def test_the_divergence_method_builds_each(name):
-  loss = base.loss(divergence=name, jsd_beta=0.25, temperature=2.0)
+  loss = base.loss_config("divergence", divergence=name, beta=0.25, temperature=2.0)
   objective = methods.get("divergence").build(loss, 10, {}, 1).objective
   assert [t.name for t in objective.terms] == ["ce", name]
   values = objective.schedule_values(0)
@@ -131,10 +131,11 @@ def test_the_divergence_method_builds_each(name):
     (lambda: losses.reverse_kl(jnp.zeros((2, 3)), jnp.zeros((2, 3)), 0.0), "temperature=0.0"),
     (lambda: losses.total_variation(jnp.zeros((2, 3)), jnp.zeros((2, 4))),
      r"\(2, 3\) and \(2, 4\)"),
-    (lambda: methods.get("divergence").build(base.loss(divergence="hellinger"), 10, {}, 1),
+    (lambda: methods.get("divergence").build(
+        base.loss_config("divergence", divergence="hellinger"), 10, {}, 1),
      "unknown loss.divergence 'hellinger'; valid: 'reverse_kl'"),
     (lambda: methods.get("divergence").build(
-        base.loss(divergence="jensen_shannon", jsd_beta=2.0), 10, {}, 1),
+        base.loss_config("divergence", divergence="jensen_shannon", beta=2.0), 10, {}, 1),
      r"jensen_shannon/beta must lie in \[0.0, 1.0\]; it is 2.0"),
 ])
 def test_bad_input_is_refused(call, match):

@@ -147,17 +147,18 @@ def test_every_teacher_is_standardized():
 
 @pytest.mark.parametrize("method", ["kd", "dkd", "dgkd", "ensemble", "function_matching"])
 def test_the_config_field_reaches_every_softmax_method(method):
-  recipe = methods.get(method).build(base.loss(logit_standardization=True), 100, {}, 10)
+  recipe = methods.get(method).build(base.loss_config(method, logit_standardization=True), 100,
+                                     {}, 10)
   softmax_terms = [t for t in recipe.objective.terms if t.name != "ce"]
   assert softmax_terms and all(t.arguments["logit_standardization"] for t in softmax_terms)
 
 
 def test_dkp_loss_form_takes_it_and_the_transform_form_refuses_it():
-  loss = base.loss(logit_standardization=True, dkp_form="loss")
+  loss = base.loss_config("dkp", logit_standardization=True, form="loss")
   terms = methods.get("dkp").build(loss, 100, {}, 10).objective.terms
   assert all(t.arguments["logit_standardization"] for t in terms if t.name != "ce")
   with pytest.raises(ValueError, match="logit_standardization=True has no effect on the DKP"):
-    methods.get("dkp").build(base.loss(logit_standardization=True), 100, {}, 10)
+    methods.get("dkp").build(base.loss_config("dkp", logit_standardization=True), 100, {}, 10)
 
 
 @pytest.mark.parametrize("call, match", [

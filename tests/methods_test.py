@@ -9,11 +9,12 @@ import pytest
 
 from configs import base
 from kdjax import methods, models, state, step, teacher_cache
+from kdjax.trainer import run_config
 
 
 def _annealing_phi_values(num_steps: int, max_temperature: int = 10) -> np.ndarray:
-  recipe = methods.get("annealing").build(base.loss(max_temperature=max_temperature),
-                                          num_steps, {}, 10)
+  recipe = methods.get("annealing").build(
+      base.loss_config("annealing", max_temperature=max_temperature), num_steps, {}, 10)
   (term,) = recipe.objective.terms
   return np.asarray(jax.vmap(term.arguments["phi"])(jnp.arange(num_steps)))
 
@@ -41,7 +42,7 @@ class TestAnnealing:
 
   def test_stage_shorter_than_max_temperature_is_refused(self):
     with pytest.raises(ValueError, match="num_steps=7 is less than max_temperature=10"):
-      methods.get("annealing").build(base.loss(max_temperature=10), 7, {}, 1)
+      methods.get("annealing").build(base.loss_config("annealing", max_temperature=10), 7, {}, 1)
 
   def test_max_temperature_one_is_plain_logits_matching(self):
     np.testing.assert_array_equal(_annealing_phi_values(5, max_temperature=1), np.ones(5))
@@ -51,7 +52,7 @@ class TestDgkd:
 
   def _teacher_dropped(self, keep_teacher: bool, keys: int = 64) -> np.ndarray:
     """Per key, whether the teacher's KL term was left out of the DGKD loss."""
-    loss = base.loss(dgkd_mode="paper", dgkd_keep_prob=0.05, dgkd_keep_teacher=keep_teacher)
+    loss = base.loss_config("dgkd", mode="paper", keep_prob=0.05, keep_teacher=keep_teacher)
     objective = methods.get("dgkd").build(loss, 100, {}, 10).objective
     student = {"logits": jnp.zeros((2, 4))}
     # The teacher disagrees with the student, the assistant agrees: the DGKD term is > 0
@@ -68,10 +69,10 @@ class TestDgkd:
 
   def test_config_reaches_the_term(self):
     for keep_teacher in (False, True):
-      loss = base.loss(dgkd_mode="paper", dgkd_keep_teacher=keep_teacher)
+      loss = base.loss_config("dgkd", mode="paper", keep_teacher=keep_teacher)
       (_, dgkd) = methods.get("dgkd").build(loss, 100, {}, 10).objective.terms
       assert dgkd.arguments["keep_teacher"] is keep_teacher
-    assert base.loss().dgkd_keep_teacher is False
+    assert base.loss_config("dgkd").keep_teacher is False
 
   def test_paper_mode_drops_the_teacher_unless_asked_to_keep_it(self):
     dropped = self._teacher_dropped(keep_teacher=False)
@@ -84,7 +85,7 @@ class TestDkd:
   def test_warmup_is_mdistillers_epoch_counter(self):
     """mdistiller passes epoch = 1, 2, ... to DKD, whose loss weight is min(epoch / 20, 1)."""
     steps_per_epoch, num_epochs = 7, 24
-    loss = base.loss(dkd_warmup_epochs=20)
+    loss = base.loss_config("dkd", warmup_epochs=20)
     recipe = methods.get("dkd").build(loss, steps_per_epoch * num_epochs, {}, steps_per_epoch)
     (_, dkd) = recipe.objective.terms
     steps = jnp.arange(steps_per_epoch * num_epochs)
@@ -98,7 +99,7 @@ class TestDkd:
     s = np.random.default_rng(0).normal(size=(6, 10))
     t = np.random.default_rng(1).normal(size=(6, 10))
     labels = np.arange(6)
-    loss = base.loss(dkd_warmup_epochs=20, dkd_beta=2.0)
+    loss = base.loss_config("dkd", warmup_epochs=20, beta=2.0)
     objective = methods.get("dkd").build(loss, 1000, {}, 50).objective
     for epoch in (1, 3, 20, 21):
       values = objective.schedule_values((epoch - 1) * 50 + 17)
@@ -111,8 +112,8 @@ class TestDkd:
       np.testing.assert_allclose(values["weight/dkd"] * per_term["loss/dkd"], loss_kd, rtol=1e-5)
 
   def test_negative_warmup_is_refused(self):
-    with pytest.raises(ValueError, match="dkd_warmup_epochs=-1 must be an integer >= 0"):
-      methods.get("dkd").build(base.loss(dkd_warmup_epochs=-1), 100, {}, 10)
+    with pytest.raises(ValueError, match="warmup_epochs=-1 must be an integer >= 0"):
+      methods.get("dkd").build(base.loss_config("dkd", warmup_epochs=-1), 100, {}, 10)
 
 
 class TestNotPlainCrossEntropyOrKd:
@@ -124,9 +125,10 @@ class TestNotPlainCrossEntropyOrKd:
   became a no-op, or whose schedules stuck at an end, fails.
   """
 
-  LOSS = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0,
-          "continuation_max_temperature": 4, "continuation_anneal_fraction": 0.5,
-          "continuation_ramp_fraction": 0.8, "ctkd_ramp_fraction": 0.2}
+  LOSS = {"scratch": {}, "kd": {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0},
+          "continuation": {"max_temperature": 4, "anneal_fraction": 0.5, "ramp_fraction": 0.8,
+                           "margin": 1.0},
+          "ctkd": {"ce_weight": 0.1, "kd_weight": 0.9, "ramp_fraction": 0.2}}
 
   @staticmethod
   def _log_softmax(z):
@@ -137,8 +139,8 @@ class TestNotPlainCrossEntropyOrKd:
     return -self._log_softmax(s)[np.arange(len(labels)), labels]
 
   def _objective_loss(self, method, student, t, labels, at_step, **loss):
-    objective = methods.get(method).build(base.loss(**self.LOSS, **loss), 100, {},
-                                          10).objective
+    objective = methods.get(method).build(
+        base.loss_config(method, **{**self.LOSS[method], **loss}), 100, {}, 10).objective
     value, _ = objective.loss(student, {"logits": jnp.asarray(t[None], jnp.float32)},
                               jnp.asarray(labels), None, objective.schedule_values(at_step),
                               jax.random.key(0))
@@ -155,7 +157,7 @@ class TestNotPlainCrossEntropyOrKd:
     assert 0 < np.count_nonzero(hinge) < len(hinge)
     expected = np.mean(psi * self._ce(s, labels) + (1 - psi) * hinge)
     value = self._objective_loss("continuation", {"logits": jnp.asarray(s, jnp.float32)}, t,
-                                 labels, at_step, continuation_margin=margin)
+                                 labels, at_step, margin=margin)
     np.testing.assert_allclose(value, expected, rtol=1e-5)
 
   def test_ctkd_objective_is_its_formula(self):
@@ -172,8 +174,8 @@ class TestNotPlainCrossEntropyOrKd:
     np.testing.assert_allclose(value, expected, rtol=1e-5)
 
   def _params_after(self, method, num_steps=4):
-    recipe = methods.get(method).build(base.loss(**self.LOSS, continuation_margin=1.0), 10,
-                                       {}, 10)
+    recipe = methods.get(method).build(base.loss_config(method, **self.LOSS[method]), 10, {},
+                                       10)
     module = models.get("mlp_tiny", 10)
     images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
     variables = module.init(jax.random.key(1), images, train=False)
@@ -206,13 +208,14 @@ class TestSparseKd:
 
   def _steps(self, method, teacher_logits, num_steps=3, **loss):
     """Losses and final params of a few train steps from a teacher cache of the method's kind."""
-    recipe = methods.get(method).build(base.loss(temperature=self.T, **loss), 10, {}, 10)
+    recipe = methods.get(method).build(base.loss_config(method, temperature=self.T, **loss),
+                                       10, {}, 10)
     if recipe.sparse_cache is None:
       cache = teacher_logits
     else:
       k, temperature = recipe.sparse_cache
       cache = teacher_cache.SparseCache(teacher_cache.sparsify(teacher_logits, k, temperature),
-                                        self.K)
+                                        self.K, temperature)
     module = models.get("mlp_tiny", self.K)
     images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
     optimizer = optax.sgd(0.1, momentum=0.9)
@@ -232,7 +235,7 @@ class TestSparseKd:
     teacher_logits = 3.0 * np.random.default_rng(0).normal(size=(16, self.K)).astype(np.float32)
     kd_losses, kd_params = self._steps("kd", teacher_logits)
     sparse_losses, sparse_params = self._steps("sparse_kd", teacher_logits,
-                                               teacher_top_k=self.K)
+                                               top_k=self.K)
     np.testing.assert_allclose(sparse_losses, kd_losses, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  sparse_params, kd_params)
@@ -261,15 +264,15 @@ class TestSparseKd:
     log_softmax = s - np.log(np.exp(s).sum(-1, keepdims=True))
     ce = -log_softmax[np.arange(16), labels]
     expected = np.mean(0.1 * ce + 0.9 * np.array(bucket_kl))
-    sparse_losses, _ = self._steps("sparse_kd", teacher_logits, num_steps=1, teacher_top_k=3)
+    sparse_losses, _ = self._steps("sparse_kd", teacher_logits, num_steps=1, top_k=3)
     kd_losses, _ = self._steps("kd", teacher_logits, num_steps=1)
     np.testing.assert_allclose(sparse_losses[0], expected, rtol=1e-5)
     assert sparse_losses[0] < kd_losses[0] - 1e-3  # the tail's shape is not matched
 
   @pytest.mark.parametrize("top_k", [0, -1, 2.5, True])
   def test_bad_top_k_is_refused(self, top_k):
-    with pytest.raises(ValueError, match=f"loss.teacher_top_k={top_k!r} must be an integer"):
-      methods.get("sparse_kd").build({**base.loss().to_dict(), "teacher_top_k": top_k}, 100,
+    with pytest.raises(ValueError, match=f"k={top_k!r} must be an integer in"):
+      methods.get("sparse_kd").build({**methods.get("sparse_kd").defaults(), "top_k": top_k}, 100,
                                      {}, 10)
 
 
@@ -287,7 +290,7 @@ class _ReadRecorder(dict):
 
 # Field values that take every branch of a build that reads a field conditionally.
 _BRANCHES = {
-    "dkp": [{}, {"dkp_variant": "tail"}, {"dkp_form": "loss"}],
+    "dkp": [{}, {"variant": "tail"}, {"form": "loss"}],
     "divergence": [{}, {"divergence": "jensen_shannon"}],
 }
 
@@ -299,9 +302,56 @@ def test_loss_fields_are_exactly_what_the_build_reads(name):
   method = methods.get(name)
   read = set()
   for overrides in _BRANCHES.get(name, [{}]):
-    config = base.loss(**overrides)
+    config = base.loss_config(name, **overrides)
     loss = _ReadRecorder(config.to_dict())
-    method.build(loss, 1000, {config.hint_feature: (2, 8, 8, 16)}, 10)
+    method.build(loss, 1000, {config.get("feature", "stage2"): (2, 8, 8, 16)}, 10)
     read |= loss.read
   assert sorted(read) == sorted(method.loss_fields)
   assert len(set(method.loss_fields)) == len(method.loss_fields)
+
+
+class TestLossFields:
+  """A stage's loss holds its method's fields (declared once, in the registry), no other."""
+
+  @pytest.mark.parametrize("name", list(methods.METHODS))
+  def test_a_stage_gets_its_methods_fields_at_their_defaults(self, name):
+    loss = base.stage("mlp_tiny", name, num_steps=10).loss
+    assert loss.to_dict() == methods.get(name).defaults()
+    assert list(methods.get(name).fields) == list(methods.get(name).loss_fields)
+
+  def test_method_specific_fields_have_no_prefix_and_shared_ones_one_meaning(self):
+    for name, method in methods.METHODS.items():
+      for field, spec in method.fields.items():
+        if field in methods.SHARED_FIELDS:
+          assert spec == methods.SHARED_FIELDS[field], (name, field)
+        else:
+          assert not field.startswith(f"{name}_"), (name, field)
+        assert spec.meaning and "\n" not in spec.meaning
+
+  def test_overrides_reach_the_stage_and_unknown_ones_are_refused(self):
+    dkd = base.stage("mlp_tiny", "dkd", ("teacher",), num_steps=10, loss={"alpha": 2})
+    assert (dkd.loss.alpha, dkd.loss.beta) == (2.0, 8.0)
+    with pytest.raises(ValueError, match=r"\['dkd_alpha'\] are not read by method 'dkd'; its "
+                                         r"fields: label_smoothing, temperature, "):
+      base.stage("mlp_tiny", "dkd", ("teacher",), num_steps=10, loss={"dkd_alpha": 2.0})
+    dkd.lock()  # as config flags see it: a field outside the method's is no field at all
+    dkd.loss.alpha = 3.0
+    with pytest.raises(AttributeError, match="dkd_alpha"):
+      dkd.loss.dkd_alpha = 3.0
+
+  def test_validation_completes_a_changed_methods_fields_and_refuses_unread_ones(self):
+    config = base.get_config()
+    config.stages.kd.method = "dkd"  # built as kd: its shared fields at their defaults
+    resolved = run_config.validate(config)
+    assert resolved.stages.kd.loss.to_dict() == methods.get("dkd").defaults()
+    config.stages.kd.loss.kd_weight = 0.5  # read by kd, not by dkd
+    with pytest.raises(ValueError, match=r"stages.kd.loss sets kd_weight=0.5, which method "
+                                         r"'dkd' does not read \(its fields: label_smoothing, "):
+      run_config.validate(config)
+
+  def test_describe_lists_each_field_with_its_default_and_meaning(self):
+    lines = methods.describe("dgkd").splitlines()
+    assert lines[0] == "dgkd: " + methods.get("dgkd").description
+    assert [line.split("=")[0].strip() for line in lines[1:]] == list(
+        methods.get("dgkd").loss_fields)
+    assert "  keep_prob=0.75  paper mode: keep probability of each teaching network" in lines

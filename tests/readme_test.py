@@ -115,7 +115,8 @@ def test_output_transforms_are_not_documented_as_chaining_with_the_optimizer():
 
 
 def test_the_config_written_outside_the_repository_is_valid_for_the_installed_binary():
-  (block,) = [b for b in _blocks("python") if "from kdjax import config as base" in b]
+  (block,) = [b for b in _blocks("python")
+              if "from kdjax import config as base" in b and "def get_config" in b]
   namespace = {}
   exec(compile(block, "README.md config example", "exec"), namespace)
   trainer.validate(namespace["get_config"]())

@@ -20,6 +20,7 @@ def get_config():
   config.log_every_steps = 1
   config.checkpoint_every_steps = 5
   config.progress_bar = False
+  config.min_teacher_accuracy_over_chance = 0.0  # a 30-step teacher: plumbing, not teaching
   adam = base.optimizer(name="adam", learning_rate=3e-3, weight_decay=0.0, schedule="cosine")
   config.stages = base.stages()
   config.stages.teacher = base.stage("mlp_tiny", "scratch", num_steps=30, optimizer=adam)

@@ -24,6 +24,7 @@ import tempfile
 import time
 
 import digits_runs
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -46,6 +47,7 @@ from kdjax import (
 from kdjax import state as state_lib
 from kdjax import step as step_lib
 from kdjax.trainer import context as context_lib
+from kdjax.trainer import preemption
 from kdjax.trainer import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,12 +73,13 @@ class _Binary:
     self._logs_dir = logs_dir
 
   def start(self, workdir: str, *overrides: str,
-            config: str = CONFIG) -> tuple[subprocess.Popen, str]:
+            config: str | None = CONFIG) -> tuple[subprocess.Popen, str]:
+    """Starts the binary; ``config`` ``None`` leaves ``--config`` out."""
     descriptor, log = tempfile.mkstemp(suffix=".log", dir=self._logs_dir)  # thread-safe
     with os.fdopen(descriptor, "w") as out:
       process = subprocess.Popen(
-          [sys.executable, "-m", "launch.train", f"--config={config}", *self._flags,
-           f"--workdir={workdir}", *overrides],
+          [sys.executable, "-m", "launch.train", *([f"--config={config}"] if config else []),
+           *self._flags, f"--workdir={workdir}", *overrides],
           cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
     return process, log
 
@@ -321,6 +324,67 @@ def test_killed_export_reads_as_missing_and_is_redone(tmp_path):
   checkpoints.load_network(directory, variables, {"model": "mlp"})
 
 
+def test_a_removal_of_an_old_checkpoint_cut_short_leaves_no_half_deleted_step(tmp_path,
+                                                                              monkeypatch):
+  """A second Ctrl-C while the oldest checkpoint is being removed after a save."""
+  def interrupted_removal(path, *args, **kwargs):
+    del args, kwargs
+    for root, _, files in os.walk(str(path)):
+      if files:
+        os.remove(os.path.join(root, files[0]))
+        break
+    raise KeyboardInterrupt("second SIGINT")
+
+  directory = str(tmp_path / "checkpoints")
+  ckpts = checkpoints.RunCheckpoints(directory)
+  for step in (1, 2):
+    ckpts.save(step, {"w": np.full(2, step)}, {})
+  with monkeypatch.context() as patch:
+    patch.setattr(shutil, "rmtree", interrupted_removal)
+    patch.setattr(epath.Path, "rmtree", interrupted_removal)
+    with pytest.raises(KeyboardInterrupt):
+      ckpts.save(3, {"w": np.full(2, 3)}, {})
+  reopened = checkpoints.RunCheckpoints(directory)
+  assert sorted(os.listdir(directory)) == ["2", "3"]
+  step, state, _ = reopened.restore_latest({"w": np.zeros(2, int)})
+  assert (step, state["w"].tolist()) == (3, [3, 3])
+
+
+def test_the_first_signal_is_acknowledged_at_once(capfd):
+  with preemption.StopRequests():
+    os.kill(os.getpid(), signal.SIGINT)
+    assert capfd.readouterr().err == (
+        "\nSIGINT received: stopping after the current step or evaluation, with a checkpoint "
+        "saved. Press Ctrl-C again to stop at once.\n")
+
+
+def test_a_killed_runs_stage_lock_does_not_block_the_next_run(tmp_path):
+  """kill -9 of the holder releases its lock, though a child it forked lives on."""
+  directory = str(tmp_path / "stage")
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import os, time\nfrom kdjax.trainer import workdir\n"
+       f"with workdir.StageLock({directory!r}):\n"
+       "  child = os.fork()\n"  # without exec: it shares the holder's open files
+       "  if child == 0:\n    time.sleep(600)\n    os._exit(0)\n"
+       "  print(child, flush=True)\n  time.sleep(600)"],
+      cwd=REPO, stdout=subprocess.PIPE, text=True)
+  child = None
+  try:
+    child = int(holder.stdout.readline())
+    with pytest.raises(trainer.StageBusyError, match=f"process {holder.pid} on "):
+      workdir_lib.StageLock(directory).__enter__()
+    holder.kill()
+    holder.wait()
+    os.kill(child, 0)  # the forked child is still alive
+    with workdir_lib.StageLock(directory):  # the operating system released the killed lock
+      pass
+  finally:
+    holder.kill()
+    holder.wait()
+    if child is not None:
+      os.kill(child, signal.SIGKILL)
+
+
 def test_metrics_are_cut_back_to_the_step_training_resumes_from(tmp_path):
   path = tmp_path / trainer.METRICS_FILE
   lines = [json.dumps({"step": s, "split": "train", "loss": 1.0}) + "\n" for s in (5, 10, 15)]
@@ -417,6 +481,8 @@ def binary_failures(binary, tmp_path_factory):
       "unwritable workdir": (os.path.join("a_file", "run"), [], CONFIG),
       "temperature <= 0 (binary)": ("c", ["--config.stages.kd.loss.temperature=-1"], CONFIG),
       "gradient overflow": ("d", overflow, CONFIG),
+      "positional config path": ("e", [CONFIG], None),
+      "--distributed without a coordinator": ("f", ["--distributed"], CONFIG),
   }
   started = {name: (binary.start(str(root / workdir), *overrides, config=config),
                     str(root / workdir))
@@ -505,6 +571,41 @@ def _missing_teacher_export(data_dir, tmp_path):
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
 
 
+def _stage_named(name: str):
+  def run(data_dir, tmp_path):
+    del tmp_path
+    config = _tiny_config(data_dir)
+    config.stages[name] = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=5)
+    trainer.validate(config)
+  return run
+
+
+def _teacher_dir_as_a_path(data_dir, tmp_path):
+  config = _tiny_config(data_dir)
+  config.teacher_dirs.external = str(tmp_path / "teacher")
+  trainer.validate(config)
+
+
+def _stage_held_by_another_run(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  with workdir_lib.StageLock(trainer.stage_dir(workdir, "teacher")):
+    trainer.train_and_evaluate(_tiny_config(data_dir), workdir)
+
+
+def _teacher_at_chance(data_dir, tmp_path):
+  _export_teacher(str(tmp_path / "teacher"), 1.0)  # untrained
+  config = _external_teacher_config(data_dir, str(tmp_path / "teacher"))
+  config.min_teacher_accuracy_over_chance = 2.0
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _provenance_not_json(data_dir, tmp_path):
+  _export_teacher(str(tmp_path / "teacher"), 1.0)
+  (tmp_path / "teacher" / checkpoints.PROVENANCE_FILE).write_text("")
+  trainer.train_and_evaluate(_external_teacher_config(data_dir, str(tmp_path / "teacher")),
+                             str(tmp_path / "run"))
+
+
 def _claim_twice(data_dir, tmp_path):
   record = workdir_lib.stage_record(_tiny_config(data_dir), "kd")
   workdir_lib.claim_stage_dir(str(tmp_path / "kd"), record)
@@ -572,12 +673,12 @@ BAD_INPUTS = {
         _validate(**{"stages.kd.loss.gamma": 1.5}), ValueError,
         r"stages.kd.loss: dkp/gamma must lie in \[0.0, 1.0\]; it is 1.5 at step 0"),
     "unknown DKP variant": (
-        _validate(**{"stages.kd.loss.dkp_variant": "median"}), ValueError,
+        _validate(**{"stages.kd.loss.variant": "median"}), ValueError,
         r"stages.kd.loss: unknown DKP variant 'median'; valid: 'uniform', 'mean', 'tail'"),
     "Continuation-KD margin < 0": (
         _validate(**{"stages.kd.method": "continuation",
-                     "stages.kd.loss.continuation_max_temperature": 2,
-                     "stages.kd.loss.continuation_margin": -1.0}), ValueError,
+                     "stages.kd.loss.max_temperature": 2,
+                     "stages.kd.loss.margin": -1.0}), ValueError,
         r"stages.kd.loss: continuation/margin must lie in \[0.0, inf\); it is -1.0 at step 0"),
     "logit standardization for a method without softmax terms": (
         _validate(**{"stages.kd.method": "annealing",
@@ -586,14 +687,14 @@ BAD_INPUTS = {
         r"logit regression"),
     "Continuation-KD ψ or Φ fraction outside (0, 1]": (
         _validate(**{"stages.kd.method": "continuation",
-                     "stages.kd.loss.continuation_ramp_fraction": 0.0}), ValueError,
-        r"stages.kd.loss: loss.continuation_ramp_fraction=0.0 must lie in \(0, 1\]"),
+                     "stages.kd.loss.ramp_fraction": 0.0}), ValueError,
+        r"stages.kd.loss: loss.ramp_fraction=0.0 must lie in \(0, 1\]"),
     "logit standardization with fewer than 2 classes": (
         lambda *_: losses.standardize_logits(jnp.zeros((2, 1))), ValueError,
         r"logit standardization needs K >= 2 classes; got logits of shape \(2, 1\)"),
     "Jensen–Shannon β outside [0, 1]": (
         _validate(**{"stages.kd.method": "divergence", "stages.kd.loss.divergence":
-                     "jensen_shannon", "stages.kd.loss.jsd_beta": 1.5}), ValueError,
+                     "jensen_shannon", "stages.kd.loss.beta": 1.5}), ValueError,
         r"stages.kd.loss: jensen_shannon/beta must lie in \[0.0, 1.0\]; it is 1.5 at step 0"),
     "unknown divergence": (
         _validate(**{"stages.kd.method": "divergence",
@@ -601,25 +702,26 @@ BAD_INPUTS = {
         r"stages.kd.loss: unknown loss.divergence 'hellinger'; valid: 'reverse_kl', "
         r"'jensen_shannon', 'total_variation'"),
     "DIST weight < 0": (
-        _validate(**{"stages.kd.method": "dist", "stages.kd.loss.dist_gamma": -2.0}),
+        _validate(**{"stages.kd.method": "dist", "stages.kd.loss.gamma": -2.0}),
         ValueError, r"stages.kd.loss: dist/gamma must lie in \[0.0, inf\); it is -2.0 at step 0"),
     "sparse teacher targets with k outside [1, K]": (
         lambda *_: losses.sparse_targets(jnp.zeros((4, 10)), 11), ValueError,
         r"k=11 must be an integer in \[1, K\] = \[1, 10\]"),
-    "sparse KD with teacher_top_k outside [1, K]": (
-        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.teacher_top_k": 11}),
-        ValueError, r"stages.kd.loss.teacher_top_k: k=11 must be an integer in \[1, K\] = "
+    "sparse KD with top_k outside [1, K]": (
+        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.top_k": 11}),
+        ValueError, r"stages.kd.loss: k=11 must be an integer in \[1, K\] = "
         r"\[1, 10\]"),
-    "sparse KD with teacher_top_k below 1": (
-        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.teacher_top_k": 0}),
-        ValueError, r"stages.kd.loss: loss.teacher_top_k=0 must be an integer in \[1, K\]"),
+    "sparse KD with top_k below 1": (
+        _validate(**{"stages.kd.method": "sparse_kd", "stages.kd.loss.top_k": 0}),
+        ValueError, r"stages.kd.loss: k=0 must be an integer in \[1, K\], K the number of "
+        r"classes"),
     "CTKD temperature range that is empty": (
-        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_t_range": 0.0}),
+        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.t_range": 0.0}),
         ValueError, r"stages.kd.loss: t_range=0.0 must be finite and > 0: the temperature "
         r"range \(1.0, 1.0\) is empty"),
     "CTKD reversal weight outside [0, 1]": (
-        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.ctkd_lambda_max": -1.0}),
-        ValueError, r"stages.kd.loss: loss.ctkd_lambda_max=-1.0 must lie in \[0.0, 1.0\]"),
+        _validate(**{"stages.kd.method": "ctkd", "stages.kd.loss.lambda_max": -1.0}),
+        ValueError, r"stages.kd.loss: loss.lambda_max=-1.0 must lie in \[0.0, 1.0\]"),
     "unknown method": (
         _validate(**{"stages.kd.method": "distil"}), ValueError,
         r"stages.kd.method: unknown method 'distil'"),
@@ -665,7 +767,49 @@ BAD_INPUTS = {
         r"nor a key of config.teacher_dirs"),
     "missing teacher export": (
         _missing_teacher_export, FileNotFoundError,
-        r"no exported network in '.*nowhere' \(missing provenance.json\)"),
+        r"no exported network in '.*nowhere' \(missing provenance.json\); train it first, or "
+        r"point to an export of a finished stage: WORKDIR/stages/NAME/export/seed0/last \(or "
+        r"\.\.\./best\)\."),
+    "teacher export whose provenance.json is not JSON": (
+        _provenance_not_json, ValueError,
+        r"stage kd: teacher 'external': .*teacher/provenance.json is not a provenance record "
+        r"\(Expecting value: line 1 column 1 \(char 0\)\); export the network again, or "
+        r"restore the file\."),
+    "teacher below the accuracy threshold": (
+        _teacher_at_chance, ValueError,
+        r"stage kd: teacher 'external' has test accuracy 0\.\d{4} on digits, below "
+        r"min_teacher_accuracy_over_chance=2 times chance \(0\.1000\): it would teach noise\. "
+        r"Train it longer, or lower the threshold \(--config.min_teacher_accuracy_over_chance=1 "
+        r"allows any better than chance, 0 turns the check off\)\."),
+    "teacher_dirs entry given as a path": (
+        _teacher_dir_as_a_path, ValueError,
+        r"teacher_dirs.external='.*teacher' must name the export's directory and the model it "
+        r"holds, as config.teacher_dirs.external = ml_collections.ConfigDict\(\{'directory': "
+        r"'.*teacher', 'model': 'resnet56'\}\)"),
+    "stage name with a path separator": (
+        _stage_named("学生/kd"), ValueError,
+        r"stage name '学生/kd' must be one path component \(the stage's directory is "
+        r"WORKDIR/stages/NAME\): no '/', not empty, '\.' or '\.\.'\."),
+    "absolute stage name": (
+        _stage_named("/tmp/kd"), ValueError, r"stage name '/tmp/kd' must be one path component"),
+    "empty workdir": (
+        lambda data_dir, tmp_path: trainer.train_and_evaluate(_tiny_config(data_dir), ""),
+        ValueError, r"workdir='' is empty \(an unset variable in --workdir=\$VAR\?\); name "
+        r"the run's directory, e.g. --workdir=workdir/NAME."),
+    "stage being trained by another run": (
+        _stage_held_by_another_run, trainer.StageBusyError,
+        r".*run/stages/teacher is being trained by another run \(process \d+ on .*, since "
+        r".*\)\. Wait for it to finish \(the same command then reuses the stage\), or stop "
+        r"it; nothing was changed\."),
+    "positional config path": (
+        _BINARY, SystemExit,
+        r"error: --config is required, and '.*reliability_config.py' was given as a "
+        r"positional argument; write --config=.*reliability_config.py."),
+    "--distributed without a coordinator": (
+        _BINARY, SystemExit,
+        r"error: --distributed: coordinator_address should be defined\. \(JAX finds the "
+        r"processes on TPU pods, SLURM and Open MPI; elsewhere pass --coordinator_address, "
+        r"--num_processes and --process_id\)\."),
     "missing dataset": (
         lambda data_dir, tmp_path: trainer.train_and_evaluate(
             _tiny_config(str(tmp_path / "empty"), **{"dataset.name": "cifar10"}),
@@ -688,9 +832,9 @@ BAD_INPUTS = {
         _validate(**{"dataset.batch_size": 2048}), ValueError,
         r"dataset.batch_size=2048 exceeds the 1437 training examples of 'digits'"),
     "DKP top_k leaving no tail for the dataset's classes": (
-        _validate(**{"stages.kd.method": "dkp", "stages.kd.loss.dkp_variant": "tail",
-                     "stages.kd.loss.dkp_top_k": 9}), ValueError,
-        r"stages.kd.loss.dkp_top_k: top_k=9 leaves no tail with K=10 classes"),
+        _validate(**{"stages.kd.method": "dkp", "stages.kd.loss.variant": "tail",
+                     "stages.kd.loss.top_k": 9}), ValueError,
+        r"stages.kd.loss: top_k=9 leaves no tail with K=10 classes"),
     "misspelled config key": (
         _BINARY, SystemExit,
         r"error: --config.stages.kd.loss.temprature: no such config field 'temprature' "
@@ -735,10 +879,15 @@ BAD_INPUTS = {
         r"optimizer.warmup_epochs=5.0 is in epochs: give warmup_steps, or pass the run config "
         r"through kdjax.trainer.validate, which resolves epochs into steps."),
     "loss field the stage's method does not read": (
-        _validate(**{"stages.kd.loss.dkd_beta": 2.0, "stages.teacher.loss.temperature": -3.0}),
+        _validate(**{"stages.kd.loss.beta": 2.0, "stages.teacher.loss.temperature": -3.0}),
         ValueError, r"stages.teacher.loss sets temperature=-3.0, which method 'scratch' does "
-        r"not read \(it reads label_smoothing, logit_standardization\); remove them, or "
+        r"not read \(its fields: label_smoothing, logit_standardization\); remove them, or "
         r"choose the method that reads them."),
+    "loss field of another method given to kdjax.config.stage": (
+        lambda *_: base.stage("mlp_tiny", "dkd", ("teacher",), num_steps=5,
+                              loss={"dkd_alpha": 2.0}), ValueError,
+        r"loss field\(s\) \['dkd_alpha'\] are not read by method 'dkd'; its fields: "
+        r"label_smoothing, temperature, logit_standardization, alpha, beta, warmup_epochs."),
     "every loss weight 0": (
         _validate(**{"stages.kd.loss.ce_weight": 0.0, "stages.kd.loss.kd_weight": 0.0}),
         ValueError, r"stages.kd.loss: every term of method 'dkp' has weight 0 \(ce, kd\), so "
@@ -756,7 +905,7 @@ BAD_INPUTS = {
         _validate(**{"stages.kd.mixup": -1.0}), ValueError,
         r"stages.kd.mixup: mixup concentration=-1.0 must be a finite number > 0"),
     "mixup for a method that reads labels": (
-        _validate(**{"stages.kd.mixup": 1.0, "stages.kd.loss.dkp_variant": "tail"}), ValueError,
+        _validate(**{"stages.kd.mixup": 1.0, "stages.kd.loss.variant": "tail"}), ValueError,
         r"stages.kd.mixup=1.0: mixup blends images, so the labels no longer describe them, but "
         r"method 'dkp' reads labels \(in ce, output_tx\); use a label-free method "
         r"\(function_matching, annealing\)"),

@@ -10,10 +10,12 @@ student's tail shape).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import reference_testlib as ref
 
-from kdjax import losses, teacher_cache
+from kdjax import losses, models, objective, sweep, teacher_cache
+from kdjax import state as state_lib
 
 
 def _softmax(z):
@@ -142,13 +144,68 @@ def test_completed_logits_keep_the_top_k_probabilities_and_the_tail_mass():
 
 def test_a_sparse_cache_fills_a_batch_with_completed_logits():
   logits = ref.random_logits(6, (12, 20)).astype(np.float32)
-  sparse = teacher_cache.SparseCache(teacher_cache.sparsify(logits, 5, 4.0), num_classes=20)
+  sparse = teacher_cache.SparseCache(teacher_cache.sparsify(logits, 5, 4.0), num_classes=20,
+                                     temperature=4.0)
   index = np.array([11, 0, 4, -1])
   batch = teacher_cache.add_teacher_logits({"image": np.zeros((4, 1)), "index": index}, sparse)
   np.testing.assert_array_equal(
       batch["teacher_logits"],
       teacher_cache.complete_logits(teacher_cache.sparse_rows(sparse.targets, index), 20))
   np.testing.assert_array_equal(batch["teacher_logits"][0].max(), logits[11].max())
+  np.testing.assert_array_equal(batch["teacher_temperature"], [4.0] * 4)
+
+
+class TestSweepOverSparseCache:
+  """Per-student overrides (kdjax.sweep) of a step that reads a sparse teacher cache.
+
+  The cache's targets hold at the temperature it was kept at: a student overriding the
+  sparse_kd term's temperature would recover other targets than the teacher's top k and
+  bucket (the completed logits are built for one T), so the override is refused, by name.
+  """
+
+  K, T = 10, 4.0
+
+  def _step_and_states(self, overrides):
+    obj = objective.Objective((objective.term("ce", 0.1),
+                               objective.term("sparse_kd", 0.9, temperature=self.T, top_k=3)))
+    student = models.get("mlp_tiny", self.K)
+    images = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
+    opt = optax.sgd(0.1)
+    states = sweep.stack_states([
+        state_lib.create_train_state(student, student.init(jax.random.key(i), images,
+                                                           train=False),
+                                     opt, jax.random.key(i), hparams=obj.overrides(o))
+        for i, o in enumerate(overrides)])
+    step_fn = jax.jit(sweep.make_sweep_train_step(student, obj, opt, teacher=None))
+    return step_fn, states, {"image": images, "label": jnp.arange(8) % self.K,
+                             "index": np.arange(8)}
+
+  def _sparse_cache(self):
+    logits = ref.random_logits(7, (8, self.K)).astype(np.float32)
+    return logits, teacher_cache.SparseCache(teacher_cache.sparsify(logits, 3, self.T),
+                                             num_classes=self.K, temperature=self.T)
+
+  def test_a_temperature_override_is_refused_naming_it(self):
+    step_fn, states, batch = self._step_and_states([{"sparse_kd/temperature": 2.0},
+                                                    {"sparse_kd/temperature": 4.0}])
+    batch = teacher_cache.add_teacher_logits(batch, self._sparse_cache()[1])
+    with pytest.raises(ValueError, match="override 'sparse_kd/temperature' is refused"):
+      step_fn(states, None, batch)
+
+  def test_a_dense_teacher_takes_the_override(self):
+    logits, _ = self._sparse_cache()
+    step_fn, states, batch = self._step_and_states([{"sparse_kd/temperature": 2.0},
+                                                    {"sparse_kd/temperature": 4.0}])
+    _, metrics = step_fn(states, None, {**batch, "teacher_logits": logits})
+    assert metrics["sparse_kd/temperature"].tolist() == [2.0, 4.0]
+
+  def test_a_weight_override_trains_from_the_cache(self):
+    step_fn, states, batch = self._step_and_states([{"weight/sparse_kd": 0.5},
+                                                    {"weight/sparse_kd": 0.9}])
+    batch = teacher_cache.add_teacher_logits(batch, self._sparse_cache()[1])
+    _, metrics = step_fn(states, None, batch)
+    np.testing.assert_allclose(metrics["weight/sparse_kd"], [0.5, 0.9])
+    assert np.isfinite(metrics["loss"]).all()
 
 
 @pytest.mark.parametrize("call, match", [
@@ -174,7 +231,7 @@ def test_a_sparse_cache_fills_a_batch_with_completed_logits():
      "num_classes=3 is smaller than the k=4 classes the targets keep"),
     (lambda: teacher_cache.add_teacher_logits(
         {"index": np.array([0, 2])},
-        teacher_cache.SparseCache(teacher_cache.sparsify(np.zeros((2, 5)), 2, 1.0), 5)),
+        teacher_cache.SparseCache(teacher_cache.sparsify(np.zeros((2, 5)), 2, 1.0), 5, 1.0)),
      "example index 2 is beyond the cache of 2 examples"),
     (lambda: teacher_cache.sparse_rows(teacher_cache.sparsify(np.zeros((2, 5)), 2, 1.0),
                                        np.array([2])), "example index 2 is beyond"),

@@ -26,6 +26,8 @@ import two_processes
 from configs import base
 from kdjax import checkpoints, metric_writers, mixup, models, report, trainer
 from kdjax.trainer import context as context_lib
+from kdjax.trainer import loop as loop_lib
+from kdjax.trainer import stage as stage_lib
 from kdjax.trainer import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +48,7 @@ def _tiny_config(data_dir: str) -> ml_collections.ConfigDict:
   config.stages.assistant = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=10,
                                        num_seeds=1, optimizer=adam)
   config.stages.dkp = base.stage("mlp_tiny", "dkp", ("teacher",), num_steps=10, optimizer=adam)
-  config.stages.dkp.loss.dkp_variant = "tail"
+  config.stages.dkp.loss.variant = "tail"
   config.stages.annealing_1 = base.stage("mlp_tiny", "annealing", ("teacher",), num_steps=10,
                                          optimizer=adam)
   config.stages.annealing_2 = base.stage("mlp_tiny", "scratch", num_steps=10,
@@ -182,10 +184,10 @@ def test_every_other_method_trains(tmp_path, data_dir):
   config.stages.teacher = base.stage("resnet8", "scratch", num_steps=4)
   for method in ("fitnets", "attention"):
     config.stages[method] = base.stage("resnet8", method, ("teacher",), num_steps=4)
-  config.stages.attention.loss.at_features = ("stage2", "stage3")
+  config.stages.attention.loss.features = ("stage2", "stage3")
   for method in ("dkd", "ensemble", "logits_matching", "function_matching"):
     config.stages[method] = base.stage("mlp_tiny", method, ("teacher",), num_steps=4)
-  config.stages.dkd.loss.dkd_warmup_epochs = 2
+  config.stages.dkd.loss.warmup_epochs = 2
   config.stages.function_matching.mixup = 1.0
   results = trainer.train_and_evaluate(config, str(tmp_path))
   assert [r["stage"] for r in results] == list(config.stages)
@@ -211,6 +213,41 @@ def test_every_other_method_trains(tmp_path, data_dir):
   assert "hint_regressor" not in loaded["params"]
 
 
+def test_images_per_second_counts_training_steps_only(tmp_path, data_dir, monkeypatch):
+  """On a fake clock a step takes 1 s, an evaluation 100 s and a checkpoint 50 s."""
+  clock = types.SimpleNamespace(now=0.0)
+  monkeypatch.setattr(loop_lib, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+
+  def taking(seconds, fn):
+    def timed(*args, **kwargs):
+      clock.now += seconds
+      return fn(*args, **kwargs)
+    return timed
+
+  build = stage_lib.build_stage
+
+  def build_slow_stage(context, name):
+    stage = build(context, name)
+    return stage._replace(train_program=taking(1.0, stage.train_program))
+
+  monkeypatch.setattr(stage_lib, "build_stage", build_slow_stage)
+  monkeypatch.setattr(context_lib.RunContext, "evaluate",
+                      taking(100.0, context_lib.RunContext.evaluate))
+  monkeypatch.setattr(checkpoints.RunCheckpoints, "save",
+                      taking(50.0, checkpoints.RunCheckpoints.save))
+  config = _tiny_config(data_dir)
+  config.update({"num_seeds": 1, "log_every_steps": 5, "eval_every_steps": 5,
+                 "checkpoint_every_steps": 10})
+  config.stages = base.stages()
+  config.stages.student = base.stage("mlp_tiny", "scratch", num_steps=20)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  records = metric_writers.read_jsonl(
+      os.path.join(trainer.stage_dir(str(tmp_path), "student"), trainer.METRICS_FILE))
+  # 32 images per 1-second step in every window (the first step, which compiles, left out).
+  assert [(r["step"], r["images_per_second"]) for r in records if r["split"] == "train"] == [
+      (5, 32.0), (10, 32.0), (15, 32.0), (20, 32.0)]
+
+
 def test_sparse_kd_trains_from_a_sparse_cache_and_as_kd_when_it_keeps_every_class(
     tmp_path, data_dir, finished_run, capsys):
   _, workdir, _ = finished_run
@@ -223,7 +260,7 @@ def test_sparse_kd_trains_from_a_sparse_cache_and_as_kd_when_it_keeps_every_clas
   config.stages.kd = base.stage("mlp_tiny", "kd", ("external",), num_steps=10, optimizer=adam)
   for name, top_k in (("all", 10), ("top3", 3)):
     config.stages[name] = base.stage("mlp_tiny", "sparse_kd", ("external",), num_steps=10,
-                                     optimizer=adam, loss=base.loss(teacher_top_k=top_k))
+                                     optimizer=adam, loss={"top_k": top_k})
   results = {r["stage"]: r for r in trainer.train_and_evaluate(config, str(tmp_path))}
   assert all(r["teacher_cache"] for r in results.values())
   assert "stage top3: kept the teachers' top 3 of 10 logits per example" in capsys.readouterr().out
@@ -386,7 +423,7 @@ class TestStageRecord:
     workdir_lib.claim_stage_dir(str(tmp_path), workdir_lib.stage_record(config, "assistant"))
     # Fields the stage does not read: another method's loss field, the evaluation batch.
     config.stages.assistant.loss.gamma = 0.9
-    config.stages.assistant.loss.dkd_beta = 2.0
+    config.stages.assistant.loss.beta = 2.0
     config.dataset.eval_batch_size = 7
     workdir_lib.claim_stage_dir(str(tmp_path), workdir_lib.stage_record(config, "assistant"))
     config.stages.assistant.loss.temperature = 2.5
@@ -434,6 +471,13 @@ class TestMultiProcess:
     checkpoints_dir = os.path.join(trainer.stage_dir(str(workdir), "kd"), "checkpoints")
     assert checkpoints.RunCheckpoints(checkpoints_dir).steps()[-1] == 100
     assert checkpoints.read_provenance(trainer.export_dir(str(workdir), "kd", 1, "last"))
+
+
+def test_the_teacher_accuracy_threshold_is_not_part_of_a_stage_record():
+  config = base.get_config()
+  record = workdir_lib.stage_record(config, "kd")
+  config.min_teacher_accuracy_over_chance = 0.5  # lowered to resume past a weak teacher
+  assert workdir_lib.stage_record(config, "kd") == record
 
 
 class TestRefusals:
@@ -508,8 +552,13 @@ class TestRefusals:
       (lambda c: setattr(c.dataset, "augmentation", "mixup"), "augmentation='mixup'"),
       (lambda c: setattr(c.dataset, "batch_size", 0), "batch_size=0"),
       (lambda c: setattr(c.dataset, "worker_count", -2), r"worker_count=-2 .* -1 \(auto\)"),
-      (lambda c: (setattr(c.stages.kd, "method", "fitnets"), setattr(c.stages.kd, "mixup", 1.0)),
+      (lambda c: (setattr(c.stages.kd, "method", "fitnets"), setattr(c.stages.kd, "mixup", 1.0),
+                  setattr(c.stages.kd, "loss", base.loss_config("fitnets"))),
        r"stages.kd.mixup=1.0: .* method 'fitnets' reads labels \(in ce\)"),
+      (lambda c: setattr(c.stages.kd, "method", "fitnets"),  # DKP's own fields are left over
+       r"stages.kd.loss sets form='transform', gamma=0.5, top_k=2, variant='uniform', which "
+       r"method 'fitnets' does not read \(its fields: label_smoothing, logit_standardization, "
+       r"weight, feature\)"),
       (lambda c: setattr(c.stages.kd, "init_from", "kd"), "init_from='kd'"),
   ])
   def test_invalid_config_values_name_the_field(self, data_dir, edit, match):

@@ -10,6 +10,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import tempfile
 
 
 def _free_port() -> int:
@@ -44,21 +45,34 @@ def run_commands(command: Callable[[int, int], list[str]], *, timeout: float = 2
     The two processes' stdout and stderr, process 0 first.
 
   Raises:
-    AssertionError: with the end of its output, if a process exits with an error.
+    AssertionError: with the end of its output, if a process exits with an error or the
+      two do not finish within ``timeout``.
   """
   port = _free_port()
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-  workers = [subprocess.Popen(command(i, port), env=env, cwd=cwd, stdout=subprocess.PIPE,
+  # Output to files, not pipes: a pipe that is not read while the other process is waited
+  # for fills up and blocks its writer, and the two processes wait for each other.
+  outputs = [tempfile.TemporaryFile("w+") for _ in range(2)]
+  workers = [subprocess.Popen(command(i, port), env=env, cwd=cwd, stdout=outputs[i],
                               stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
-  logs = []
+  timed_out = False
   try:
     for process in workers:
-      logs.append(process.communicate(timeout=timeout)[0])
+      process.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    timed_out = True
   finally:
     for process in workers:
       if process.poll() is None:
         process.kill()
+        process.wait()
+    logs = []
+    for output in outputs:
+      output.seek(0)
+      logs.append(output.read())
+      output.close()
   for i, (process, log) in enumerate(zip(workers, logs, strict=True)):
-    assert process.returncode == 0, f"process {i}:\n{log[-4000:]}"
+    assert not timed_out and process.returncode == 0, (
+        f"process {i}{f' (killed after {timeout} s)' if timed_out else ''}:\n{log[-4000:]}")
   return logs

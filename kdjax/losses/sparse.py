@@ -44,12 +44,16 @@ class SparseTargets(NamedTuple):
   tail_logit: jax.Array
 
 
-def check_k(k, num_classes: int) -> None:
+def check_k(k, num_classes: int | None) -> None:
   """Refuses a ``k`` that is not an integer in ``[1, K]``.
+
+  The one check of ``k`` (the ``sparse_kd`` method's and loss term's ``top_k``), before K
+  is known (``num_classes=None``: an objective is built) and once it is (a run's dataset,
+  the logits' width).
 
   Args:
     k: the number of classes kept.
-    num_classes: K.
+    num_classes: K, or ``None`` when it is not known yet (then only ``k >= 1`` is checked).
 
   Raises:
     ValueError: naming ``k`` and K.
@@ -60,9 +64,15 @@ def check_k(k, num_classes: int) -> None:
     Traceback (most recent call last):
     ...
     ValueError: k=0 must be an integer in [1, K] = [1, 100].
+    >>> check_k(0, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: k=0 must be an integer in [1, K], K the number of classes.
   """
-  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_classes:
-    raise ValueError(f"k={k!r} must be an integer in [1, K] = [1, {num_classes}].")
+  high = num_classes or float("inf")
+  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= high:
+    where = f" = [1, {num_classes}]" if num_classes is not None else ", K the number of classes"
+    raise ValueError(f"k={k!r} must be an integer in [1, K]{where}.")
 
 
 def _check_indices(indices: np.ndarray | None, num_classes: int) -> None:

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax import losses, networks, schedules
-from kdjax.losses import multi_teacher
 from kdjax.objective.registry import NON_NEGATIVE, REQUIRED, STANDARDIZATION, TERMS, TermInputs
 
 
@@ -361,6 +360,36 @@ class Objective:
       out[name] = jnp.asarray(value, jnp.float32)
     return out
 
+  def check_cache_overrides(self, overridden) -> None:
+    """Refuses overrides of what a sparse teacher cache fixes (``TermDefinition.cache_fixed``).
+
+    A sparse cache (``kdjax.teacher_cache.SparseCache``) keeps targets that hold at the
+    temperature it was built at, so a term that reads them (``sparse_kd``) cannot train
+    one student at another. The train step calls it when its batch comes from such a cache.
+
+    Args:
+      overridden: the names of the per-student overrides (``TrainState.hparams``).
+
+    Raises:
+      ValueError: naming the override and the cache's temperature field.
+
+    Example:
+      >>> obj = Objective((term("ce", 0.1), term("sparse_kd", 0.9, top_k=2)))
+      >>> obj.check_cache_overrides(["weight/sparse_kd"])  # a weight: allowed
+      >>> obj.check_cache_overrides(["sparse_kd/temperature"])
+      Traceback (most recent call last):
+      ...
+      ValueError: the hyperparameter override 'sparse_kd/temperature' is refused: ...
+    """
+    fixed = {f"{t.label}/{name}" for t in self.terms for name in TERMS[t.name].cache_fixed}
+    for name in overridden:
+      if name in fixed:
+        raise ValueError(f"the hyperparameter override {name!r} is refused: the teacher's "
+                         f"targets come from a sparse cache kept at one temperature "
+                         f"(SparseCache.temperature, the batch's 'teacher_temperature'), "
+                         f"which every student trains at; train the other temperatures "
+                         f"from a cache of their own, or from the teacher.")
+
   def schedule_values(self, step: jax.typing.ArrayLike,
                       overrides: Mapping[str, jax.Array] | None = None
                       ) -> dict[str, jax.Array]:
@@ -403,8 +432,8 @@ class Objective:
       teacher: ``"logits"`` ``[n, B, K]`` and features, or ``None``.
 
     Raises:
-      ValueError: when labels or teacher outputs are missing, or DGKD's dropping arguments do
-        not fit the number of teachers.
+      ValueError: when labels or teacher outputs are missing, or a term's options do not fit
+        the number of teachers (``TermDefinition.check_teachers``: DGKD's dropping).
 
     Example:
       >>> Objective((term("ce"), term("kd"))).check_inputs(labels=None, teacher=None)
@@ -420,12 +449,9 @@ class Objective:
     if need_teacher and teacher is None:
       raise ValueError(f"loss term(s) {list(need_teacher)} need teacher outputs: pass a teacher "
                        f"to the step builder or 'teacher_logits' in the batch.")
-    for t in self.terms:
-      if t.name == "dgkd":
-        num_teachers = teacher[networks.LOGITS].shape[0]
-        a = t.arguments
-        multi_teacher.check_drop_arguments(num_teachers, a["mode"], a["keep_prob"],
-                                           a["drop_num"])
+    if teacher is not None:
+      for t in self.terms:
+        TERMS[t.name].check_teachers(t.arguments, teacher[networks.LOGITS].shape[0])
 
   def loss(self, student: Mapping[str, jax.Array], teacher: Mapping[str, jax.Array] | None,
            labels: jax.Array | None, mask: jax.Array | None, values: Mapping[str, jax.Array],

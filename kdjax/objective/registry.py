@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from kdjax import losses, networks
-from kdjax.losses import curriculum_temperature, multi_teacher, pruning, validation
+from kdjax.losses import curriculum_temperature, multi_teacher, pruning, sparse, validation
 
 # A hyperparameter or option without a default: ``term`` refuses to build without it.
 REQUIRED = object()
@@ -98,6 +98,12 @@ class TermDefinition:
     student_features: ``options -> names`` of student outputs the term reads.
     teacher_features: ``options -> names`` of teacher features the term reads.
     check: ``options -> None``, raising ``ValueError`` on a bad option.
+    cache_fixed: the hyperparameters whose value a sparse teacher cache fixes (sparse_kd's
+      ``temperature``: its cached targets hold at the cache's temperature only), so that a
+      per-student override of them is refused when the teacher logits come from one.
+    check_teachers: ``(options, num_teachers) -> None``, raising ``ValueError`` on options
+      that do not fit the number of teaching networks (DGKD's dropping); run by
+      ``Objective.check_inputs`` once that number is known.
     standardizable: whether the term takes the ``logit_standardization`` option (a softmax
       term): when True, every logit it reads is z-scored first
       (``kdjax.losses.standardize_logits``, Sun et al., CVPR 2024).
@@ -121,6 +127,9 @@ class TermDefinition:
   student_features: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
   teacher_features: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
   check: Callable[[Mapping[str, Any]], None] = lambda options: None
+  cache_fixed: tuple[str, ...] = ()
+  check_teachers: Callable[[Mapping[str, Any], int], None] = (
+      lambda options, num_teachers: None)
   standardizable: bool = False
 
 
@@ -155,6 +164,11 @@ def _check_dgkd(options):
   if options["keep_teacher"] and mode != "paper":
     effect = "may drop the teacher like any network" if mode == "code" else "drops none"
     raise ValueError(f"keep_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
+
+
+def _check_dgkd_teachers(options, num_teachers: int) -> None:
+  multi_teacher.check_drop_arguments(num_teachers, options["mode"], options["keep_prob"],
+                                     options["drop_num"])
 
 
 def _check_names(what: str, names) -> None:
@@ -226,9 +240,7 @@ def _ctkd(x: TermInputs, h) -> jax.Array:
 
 
 def _check_sparse_kd(options):
-  top_k = options["top_k"]
-  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-    raise ValueError(f"top_k={top_k!r} must be a positive integer (at most the class count).")
+  sparse.check_k(options["top_k"], None)
 
 
 def _sparse_kd(x: TermInputs, h) -> jax.Array:
@@ -303,7 +315,8 @@ TERMS: Mapping[str, TermDefinition] = {
         check=_check_ctkd),
     "sparse_kd": TermDefinition(
         fn=_sparse_kd, hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={"top_k": REQUIRED}, teacher="one", check=_check_sparse_kd),
+        options={"top_k": REQUIRED}, teacher="one", check=_check_sparse_kd,
+        cache_fixed=("temperature",)),
     "hint": TermDefinition(
         fn=lambda x, h: losses.hint(x.student[h["student_feature"]],
                                     x.teacher[h["teacher_feature"]]),
@@ -319,7 +332,8 @@ TERMS: Mapping[str, TermDefinition] = {
         fn=_dgkd, hyperparameters={"temperature": (5.0, _POSITIVE)},
         options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "keep_teacher": False,
                  "class_reduction": "sum"},
-        teacher="many", needs_key=True, check=_check_dgkd, standardizable=True),
+        teacher="many", needs_key=True, check=_check_dgkd,
+        check_teachers=_check_dgkd_teachers, standardizable=True),
     "ensemble": TermDefinition(
         fn=lambda x, h: losses.ensemble_kd(x.student_logits, x.all_teacher_logits,
                                            h["temperature"],

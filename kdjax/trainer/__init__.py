@@ -13,6 +13,8 @@ stages (``config.stages``); stage ``NAME`` lives in ``WORKDIR/stages/NAME``:
 * ``export/seed<i>/best`` and ``export/seed<i>/last`` — each student's network with a
   provenance record; later stages load seed 0's best as a teacher, and seed i's best as the
   initialization of their own seed i (``init_from``);
+* ``lock`` — held by the run training the stage (released when it exits, however it
+  exits); another run reaching the stage meanwhile is refused with the holder's name;
 * ``metrics.jsonl`` and TensorBoard events; ``result.json`` once the stage is complete — a
   complete stage is reused, not retrained. Besides accuracies and curves it records the
   protocol (dataset with its class and train-example counts, batch size, augmentation,
@@ -37,21 +39,24 @@ the progress record together), ``metrics.jsonl`` is cut back to that step, every
 marks completion (``stage_config.json``, ``result.json``, exports' ``provenance.json``) is
 written atomically and after what it describes, and exports are redone by the resumed run.
 SIGTERM and SIGINT (preemption, Ctrl-C) stop training between two steps, save a checkpoint at
-the current step and raise ``Preempted``; a second Ctrl-C aborts at once. A latest
+the current step and raise ``Preempted`` (the first signal is acknowledged on stderr at
+once); a second Ctrl-C aborts at once, leaving nothing half-written. A latest
 checkpoint that cannot be read is reported and set aside, and the stage resumes from the
 previous one. Non-finite values (in teacher outputs, losses or gradients) are detected at
 every step on the device and stop training (``config.nonfinite = "stop"``) before any
 checkpoint or export records the bad state, or are skipped (``"skip"``) and counted.
 """
 
-from kdjax.trainer.loop import Progress, train_and_evaluate, train_stage
+from kdjax.trainer.loop import train_and_evaluate, train_stage
 from kdjax.trainer.preemption import Preempted
+from kdjax.trainer.progress import Progress
 from kdjax.trainer.run_config import NONFINITE_MODES, steps_per_epoch, validate
 from kdjax.trainer.stage import Stage, build_stage
 from kdjax.trainer.workdir import (
     METRICS_FILE,
     RESULT_FILE,
     STAGE_CONFIG_FILE,
+    StageBusyError,
     export_dir,
     stage_dir,
 )
@@ -64,6 +69,7 @@ __all__ = [
     "Preempted",
     "Progress",
     "Stage",
+    "StageBusyError",
     "build_stage",
     "export_dir",
     "stage_dir",

@@ -6,6 +6,7 @@ log, evaluate, save, with a ``Progress`` value carried from step to step and sav
 each checkpoint; at the end it exports the last networks and writes ``result.json``.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,80 +20,20 @@ import numpy as np
 import tqdm
 
 from kdjax import (
-    checkpoints,
-    finite_guard,
-    metric_writers,
-    multihost,
-    performance,
-    summary,
-    teacher_cache,
+  checkpoints,
+  finite_guard,
+  metric_writers,
+  multihost,
+  performance,
+  summary,
+  teacher_cache,
 )
 from kdjax.trainer import context as context_lib
 from kdjax.trainer import cost as cost_lib
 from kdjax.trainer import preemption, run_config
 from kdjax.trainer import stage as stage_lib
 from kdjax.trainer import workdir as workdir_lib
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-  """What a stage has measured so far, per student; saved with every checkpoint.
-
-  Attributes:
-    best_accuracy: the best test accuracy of each student (-1 before any evaluation).
-    best_step: the step of each student's best accuracy.
-    curve: ``{"step": [...], "accuracy": [[per student], ...]}``, one entry per evaluation.
-    nonfinite_steps: the skipped non-finite steps of each student.
-    cost: what the stage's runs have cost so far (``kdjax.trainer.cost``): wall seconds of
-      setup, training, evaluation and checkpoints, the count of runs, their hardware.
-
-  Example:
-    >>> progress = Progress.start(num_students=2).evaluated(10, [0.5, 0.7])
-    >>> progress.best_accuracy, progress.curve["step"]
-    ((0.5, 0.7), [10])
-  """
-
-  best_accuracy: tuple[float, ...]
-  best_step: tuple[int, ...]
-  curve: dict[str, list[Any]]
-  nonfinite_steps: tuple[int, ...]
-  cost: dict[str, Any]
-
-  @classmethod
-  def start(cls, num_students: int) -> "Progress":
-    """Nothing measured yet."""
-    return cls((-1.0,) * num_students, (0,) * num_students, {"step": [], "accuracy": []},
-               (0,) * num_students, cost_lib.nothing_spent())
-
-  @classmethod
-  def from_json(cls, value: dict[str, Any]) -> "Progress":
-    """The progress a checkpoint saved (``to_json``)."""
-    return cls(tuple(value["best_accuracy"]), tuple(value["best_step"]), value["curve"],
-               tuple(value["nonfinite_steps"]), value["cost"])
-
-  def to_json(self) -> dict[str, Any]:
-    """The progress as JSON, as checkpoints save it."""
-    return {"best_accuracy": list(self.best_accuracy), "best_step": list(self.best_step),
-            "curve": self.curve, "nonfinite_steps": list(self.nonfinite_steps),
-            "cost": self.cost}
-
-  def evaluated(self, step: int, accuracy: list[float]) -> "Progress":
-    """The progress after an evaluation at ``step`` with these accuracies."""
-    improved = [a > b for a, b in zip(accuracy, self.best_accuracy, strict=True)]
-    return dataclasses.replace(
-        self,
-        best_accuracy=tuple(a if up else b
-                            for a, b, up in zip(accuracy, self.best_accuracy, improved,
-                                                strict=True)),
-        best_step=tuple(step if up else s for s, up in zip(self.best_step, improved,
-                                                            strict=True)),
-        curve={"step": [*self.curve["step"], step],
-               "accuracy": [*self.curve["accuracy"], list(accuracy)]})
-
-  def skipped(self, counts: list[int]) -> "Progress":
-    """The progress after ``counts`` more skipped non-finite steps per student."""
-    return dataclasses.replace(self, nonfinite_steps=tuple(
-        a + b for a, b in zip(self.nonfinite_steps, counts, strict=True)))
+from kdjax.trainer.progress import Progress
 
 
 def _finished_results(workdir: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -221,15 +162,20 @@ def _export_best(context: context_lib.RunContext, stage: stage_lib.Stage, states
 
 
 def _log(writer: metric_writers.MetricWriter | None, bar: tqdm.tqdm, step: int,
-         metrics: Any, progress: Progress, images_per_second: float) -> None:
-  """Writes the step's training metrics (means over students) and shows the loss."""
+         metrics: Any, progress: Progress, images_per_second: float | None) -> None:
+  """Writes the step's training metrics (means over students) and shows the loss.
+
+  ``images_per_second`` is ``None`` when the window since the last log held no measured
+  training step (only the first step of a run, which compiles the program).
+  """
   host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
   train_metrics = {k: float(np.mean(v)) for k, v in host.items()}
-  train_metrics["images_per_second"] = images_per_second
+  if images_per_second is not None:
+    train_metrics["images_per_second"] = images_per_second
+    bar.set_postfix(loss=f"{train_metrics['loss']:.3f}", img_s=f"{images_per_second:.0f}")
   train_metrics["nonfinite_steps"] = float(sum(progress.nonfinite_steps))
   if writer:
     writer.write(step, "train", train_metrics)
-  bar.set_postfix(loss=f"{train_metrics['loss']:.3f}", img_s=f"{images_per_second:.0f}")
 
 
 def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
@@ -243,6 +189,11 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
   Every ``log_every_steps``, ``eval_every_steps`` and ``checkpoint_every_steps`` steps (and
   at the last step), the host reads the non-finite guard's record before it logs,
   evaluates or saves anything.
+
+  The logged ``images_per_second`` is training throughput: the images of the steps since
+  the last log over the time spent in them, evaluation, checkpoints and the first step of
+  the run (which compiles the program) left out. The progress bar's ETA is the whole run's
+  average pace, evaluations and checkpoints included.
 
   Raises:
     Preempted: after an agreed stop signal, with a checkpoint saved at the current step.
@@ -265,11 +216,14 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
                                 "progress": progress.to_json(), "worker_count": workers})
 
   writer = metric_writers.MetricWriter(stage.directory) if context.primary else None
+  # smoothing=0: the ETA from the average pace since the start, evaluations included.
   bar = tqdm.tqdm(total=num_steps, initial=step, desc=stage.name, unit="step",
-                  dynamic_ncols=True, mininterval=1.0,
+                  dynamic_ncols=True, mininterval=1.0, smoothing=0,
                   disable=not (config.progress_bar and context.primary))
   images_per_step = config.dataset.batch_size * len(stage.seeds)
-  window_start, window_steps = time.perf_counter(), 0
+  # Training time since the last log: summed from when steps last resumed to each sync.
+  window_seconds, window_steps, resumed_at = 0.0, 0, time.perf_counter()
+  first_step = step + 1  # compiles the program: not counted as training
   try:
     while step < num_steps:
       signum = stop.agreed(step, config.log_every_steps)
@@ -287,18 +241,24 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
         batch = teacher_cache.add_teacher_logits(batch, stage.train_cache)
       (states, health), metrics = stage.train_program((states, health), stage.teacher_vars,
                                                       context.place_batch(batch))
-      step, window_steps = step + 1, window_steps + 1
+      step = step + 1
       bar.update(1)
+      if step == first_step:
+        jax.block_until_ready(health)
+        resumed_at = time.perf_counter()
+      else:
+        window_steps += 1
       log_now = step % config.log_every_steps == 0 or step == num_steps
       eval_now = step % config.eval_every_steps == 0 or step == num_steps
       save_now = step % config.checkpoint_every_steps == 0 or step == num_steps
       if log_now or eval_now or save_now:  # before anything records this state
         health, progress = _checked(context, stage, ckpts, health, checked_since, step, progress)
         checked_since = step
+        window_seconds += time.perf_counter() - resumed_at  # the host waited for the steps
       if log_now:
-        elapsed = time.perf_counter() - window_start
-        _log(writer, bar, step, metrics, progress, window_steps * images_per_step / elapsed)
-        window_start, window_steps = time.perf_counter(), 0
+        _log(writer, bar, step, metrics, progress,
+             window_steps * images_per_step / window_seconds if window_steps else None)
+        window_seconds, window_steps = 0.0, 0
       if eval_now:
         with watch.timing("eval_seconds"):
           progress = _evaluate(context, stage, states, step, progress, writer)
@@ -307,6 +267,8 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
       if save_now:  # the time after the last checkpoint is lost with its steps on a kill
         progress = charged(progress)
         save(step, progress)
+      if log_now or eval_now or save_now:
+        resumed_at = time.perf_counter()
   finally:
     bar.close()
     if writer:
@@ -327,8 +289,32 @@ def train_stage(context: context_lib.RunContext, name: str,
   networks are exported before it is written, so a run resumed from the final checkpoint
   redoes them.
 
+  While it trains (or reuses) the stage, the run's first process holds the stage's lock
+  (``workdir.StageLock``): a second run started on the same workdir is refused at that
+  stage, naming the holder, instead of training it twice.
+
+  Raises:
+    kdjax.trainer.workdir.StageBusyError: if another run holds the stage's lock.
+
   Example: see ``train_and_evaluate``.
   """
+  directory = workdir_lib.stage_dir(context.workdir, name)
+  with contextlib.ExitStack() as held:
+    busy = None
+    if context.primary:
+      try:
+        held.enter_context(workdir_lib.StageLock(directory))
+      except workdir_lib.StageBusyError as error:
+        busy = error
+    if multihost.any_process(busy is not None, 1):  # every process stops together
+      raise busy or workdir_lib.StageBusyError(
+          f"{directory} is being trained by another run (the first process names it).")
+    return _train_locked(context, name, stop)
+
+
+def _train_locked(context: context_lib.RunContext, name: str,
+                  stop: preemption.StopRequests) -> dict[str, Any]:
+  """``train_stage`` once the stage's lock is held."""
   complete = _claim(context, name)
   if complete is not None:
     return complete
@@ -376,8 +362,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     One result record per stage (what ``summary.md`` tabulates).
 
   Raises:
-    ValueError: on an invalid config, an unwritable workdir or one holding a run with
-      another config, or a teacher with non-finite parameters or outputs.
+    ValueError: on an invalid config, an empty or unwritable workdir or one holding a run
+      with another config, or a teacher with non-finite parameters or outputs, or a test
+      accuracy below ``config.min_teacher_accuracy_over_chance`` times chance.
+    kdjax.trainer.workdir.StageBusyError: if another run is training a stage of this one
+      in the same workdir.
     FileNotFoundError: when the dataset or a teacher's export is missing.
     FloatingPointError: when training produces a NaN or Inf (``config.nonfinite="stop"``).
     Preempted: after SIGTERM or SIGINT, with the checkpoint saved.
@@ -390,6 +379,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     >>> config.stages.teacher = base.stage("mlp_tiny", "scratch", num_steps=4)
     >>> config.stages.kd = base.stage("mlp_tiny", "kd", ("teacher",), num_steps=4)
     >>> config.update({"eval_every_steps": 2, "progress_bar": False, "compilation_cache_dir": ""})
+    >>> config.min_teacher_accuracy_over_chance = 0.0  # a 4-step teacher teaches noise
     >>> config.dataset.batch_size = 32
     >>> workdir = tempfile.mkdtemp()
     >>> with contextlib.redirect_stdout(io.StringIO()):  # progress reports and the table
@@ -400,7 +390,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ['accuracy.png', 'stages', 'summary.md']
   """
   config = run_config.validate(config)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = workdir_lib.resolve(workdir)
   workdir_lib.check_writable(workdir)
   performance.enable_compilation_cache(config.compilation_cache_dir)
   with preemption.StopRequests() as stop:

@@ -5,7 +5,9 @@ two steps, saves a checkpoint and raises ``Preempted`` (saving inside a handler 
 interrupt a save in progress).
 """
 
+import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -39,8 +41,11 @@ class Preempted(Exception):
 class StopRequests:
   """Turns SIGTERM and SIGINT into a request that the training loop honours between steps.
 
-  Use it as a context manager around training. A second SIGINT raises
-  ``KeyboardInterrupt`` at once, for a user who does not want to wait. Handlers can only be
+  Use it as a context manager around training. The first signal is acknowledged on stderr
+  at once (training may be in a long evaluation). A second SIGINT raises
+  ``KeyboardInterrupt`` at once, for a user who does not want to wait: every file a resumed
+  run reads (checkpoints, exports, records) is written and retired by atomic renames, so
+  nothing is left half-written. Handlers can only be
   installed from the main thread; elsewhere signals keep their previous behaviour. With
   several processes, the checkpoint is a collective save: they act on a signal together
   (``agreed``), even one that reached a single process.
@@ -70,10 +75,17 @@ class StopRequests:
       signal.signal(signum, handler)
 
   def _handle(self, signum: int, frame: Any) -> None:
-    """Records the first signal; a second SIGINT aborts at once."""
+    """Records the first signal and says so at once; a second SIGINT aborts at once."""
     del frame
     if signum == signal.SIGINT and self.signum == signal.SIGINT:
-      raise KeyboardInterrupt("second SIGINT: stopped without saving")
+      raise KeyboardInterrupt("a second SIGINT stopped the run at once, without saving; the "
+                              "same command resumes from the last checkpoint.")
+    if self.signum is None:
+      # os.write: a handler may interrupt a print to the same stream, which would then fail.
+      second = " Press Ctrl-C again to stop at once." if signum == signal.SIGINT else ""
+      os.write(sys.stderr.fileno(), (
+          f"\n{signal.Signals(signum).name} received: stopping after the current step or "
+          f"evaluation, with a checkpoint saved.{second}\n").encode())
     self.signum = self.signum or signum
 
   def agreed(self, step: int | None = None, every: int = 1) -> int | None:

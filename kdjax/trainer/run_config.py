@@ -1,18 +1,17 @@
 """Checks a run config before anything is trained and resolves its lengths into steps.
 
 ``validate`` reads every field's type and range, resolves each length or interval given in
-epochs into steps (``steps_per_epoch``), then checks each stage's method, teachers
-(earlier stages or ``teacher_dirs``), ``init_from``, optimizer and objective (built once,
-so their errors surface here), and mixup against methods that read labels.
+epochs into steps (``steps_per_epoch``), then checks each stage's name (one path component),
+method, teachers (earlier stages or ``teacher_dirs``), ``init_from``, optimizer and objective
+(built once, so their errors surface here), and mixup against methods that read labels.
 """
 
 import math
+import os
 
 import ml_collections
 
-from kdjax import config as config_schema
 from kdjax import data, methods, mixup, models, optimizers
-from kdjax.losses import pruning, sparse
 
 NONFINITE_MODES = ("stop", "skip")
 
@@ -33,11 +32,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   Returns:
     A copy of ``config`` in steps: each ``*_epochs`` field resolved into its ``*_steps``
     twin and removed, so that the loop, the stage records and the results see steps only
-    (a stage given in epochs records the same ``num_steps`` as one given in steps).
-    ``config`` itself is not changed.
+    (a stage given in epochs records the same ``num_steps`` as one given in steps); each
+    stage's ``loss`` holds exactly its method's fields (``kdjax.methods.Method.fields``),
+    a missing one at its default. ``config`` itself is not changed.
 
   Raises:
-    ValueError: naming the offending field (``stages.NAME.FIELD``) and value.
+    ValueError: naming the offending field (``stages.NAME.FIELD``) and value; a loss field
+      the stage's method does not read names the method's fields.
 
   Example:
     >>> from kdjax import config as base
@@ -58,6 +59,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check_run_fields(resolved)
   earlier: list[str] = []
   for name, stage in resolved.stages.items():
+    _check_stage_name(name)
     _check_stage(resolved, f"stages.{name}", stage, earlier)
     earlier.append(name)
   return resolved
@@ -112,8 +114,37 @@ def _in_steps(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _resolve_length(stage, f"stages.{name}.", "num", "the stage's length", per_epoch)
     _resolve_length(stage.optimizer, f"stages.{name}.optimizer.", "warmup", "the warm-up",
                     per_epoch, optional=True)
+    _resolve_loss(stage, f"stages.{name}")
   resolved.lock()
   return resolved
+
+
+def _resolve_loss(stage: ml_collections.ConfigDict, where: str) -> None:
+  """Makes ``stage.loss`` the fields of its method: missing ones at their defaults.
+
+  A field the method does not read is refused (naming the method's fields): it would change
+  nothing the stage trains, so another method or field was meant. A shared field left at its
+  default (``kdjax.methods.SHARED_FIELDS``), as a stage whose method was changed after it
+  was built keeps them (``--config.stages.x.method=...``), says nothing and is dropped.
+  """
+  if stage.method not in methods.METHODS:
+    return  # refused, with the valid names, by _check_stage
+  method = methods.get(stage.method)
+  unread = [f"{field}={stage.loss[field]!r}" for field in method.unknown(stage.loss)
+            if not _is_shared_default(field, stage.loss[field])]
+  if unread:
+    raise ValueError(f"{where}.loss sets {', '.join(unread)}, which method {stage.method!r} "
+                     f"does not read (its fields: {', '.join(method.loss_fields)}); remove "
+                     f"them, or choose the method that reads them.")
+  loss = method.defaults()
+  loss.update({field: stage.loss[field] for field in method.loss_fields if field in stage.loss})
+  stage.loss = ml_collections.ConfigDict(loss)
+
+
+def _is_shared_default(field: str, value) -> bool:
+  """Whether ``field`` is a shared loss field at its default."""
+  shared = methods.SHARED_FIELDS.get(field)
+  return shared is not None and value == shared.default
 
 
 def _resolve_length(section: ml_collections.ConfigDict, where: str, prefix: str, what: str,
@@ -158,10 +189,35 @@ def _check_run_fields(config: ml_collections.ConfigDict) -> None:
                      f"{', '.join(NONFINITE_MODES)}.")
   if not config.stages:
     raise ValueError("config.stages is empty: nothing to train.")
+  threshold = config.min_teacher_accuracy_over_chance
+  if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
+    raise ValueError(f"min_teacher_accuracy_over_chance={threshold!r} must be a finite "
+                     f"number >= 0 (0 turns the teacher check off).")
   for name, td in config.teacher_dirs.items():
-    if not td.get("directory") or td.get("model") not in models.names():
-      raise ValueError(f"teacher_dirs.{name} needs a 'directory' and a 'model' from "
-                       f"kdjax.models; got {td.to_dict()}.")
+    _check_teacher_dir(name, td)
+
+
+def _check_teacher_dir(name: str, td: object) -> None:
+  """Refuses a ``teacher_dirs`` entry that is not ``{"directory": ..., "model": ...}``."""
+  example = (f"config.teacher_dirs.{name} = ml_collections.ConfigDict("
+             f"{{'directory': {str(td) if isinstance(td, str) else '/path/to/export'!r}, "
+             f"'model': 'resnet56'}})")
+  if not isinstance(td, ml_collections.ConfigDict):
+    raise ValueError(f"teacher_dirs.{name}={td!r} must name the export's directory and the "
+                     f"model it holds, as {example}; the model is the kdjax.models name the "
+                     f"network was trained as.")
+  if not td.get("directory") or td.get("model") not in models.names():
+    raise ValueError(f"teacher_dirs.{name} needs a 'directory' and a 'model' from "
+                     f"kdjax.models ({', '.join(models.names())}); got {td.to_dict()}; "
+                     f"e.g. {example}.")
+
+
+def _check_stage_name(name: str) -> None:
+  """Refuses a stage name that is not one path component: it names ``WORKDIR/stages/NAME``."""
+  separators = ("/", os.sep, os.altsep, "\x00")
+  if not name or name in (os.curdir, os.pardir) or any(s and s in name for s in separators):
+    raise ValueError(f"stage name {name!r} must be one path component (the stage's directory "
+                     f"is WORKDIR/stages/NAME): no '/', not empty, '.' or '..'.")
 
 
 def _check_stage(config: ml_collections.ConfigDict, where: str,
@@ -219,13 +275,10 @@ def _check_recipe(config: ml_collections.ConfigDict, where: str,
       mixup.check_concentration(stage.mixup)
     except ValueError as error:
       raise ValueError(f"{where}.mixup: {error} 0 turns mixup off.") from error
-  _check_loss_fields(where, stage, method)
-  # FitNets' regressor is sized from the teacher's feature, unknown until the teacher is
-  # loaded: a stand-in shape checks the rest of its recipe here.
-  stand_in = {stage.loss.hint_feature: (1, 1, 1, 1)} if stage.method == "fitnets" else {}
   try:
-    recipe = method.build(stage.loss, stage.num_steps, stand_in,
-                          steps_per_epoch(config.dataset))
+    # The teachers are not loaded yet: a head sized from their features gets a stand-in.
+    recipe = method.build(stage.loss, stage.num_steps, None, steps_per_epoch(config.dataset))
+    method.check(stage.loss, data.num_classes(config.dataset.name))
   except ValueError as error:
     raise ValueError(f"{where}.loss: {error}") from error
   if all(_is_zero(t.weight) for t in recipe.objective.terms):
@@ -237,36 +290,6 @@ def _check_recipe(config: ml_collections.ConfigDict, where: str,
                      f"longer describe them, but method {stage.method!r} reads labels (in "
                      f"{', '.join(recipe.label_users)}); use a label-free method "
                      f"(function_matching, annealing).")
-  if stage.method == "dkp" and stage.loss.dkp_variant == "tail":
-    try:
-      pruning.check_arguments(stage.loss.temperature, stage.loss.gamma, "tail",
-                              top_k=stage.loss.dkp_top_k,
-                              num_classes=data.num_classes(config.dataset.name))
-    except ValueError as error:
-      raise ValueError(f"{where}.loss.dkp_top_k: {error}") from error
-  if stage.method == "sparse_kd":
-    try:
-      sparse.check_k(stage.loss.teacher_top_k, data.num_classes(config.dataset.name))
-    except ValueError as error:
-      raise ValueError(f"{where}.loss.teacher_top_k: {error}") from error
-
-
-def _check_loss_fields(where: str, stage: ml_collections.ConfigDict,
-                       method: methods.Method) -> None:
-  """Refuses loss fields the stage's method never reads, unless left at their defaults.
-
-  A value set on a field the method ignores (``gamma`` on a ``kd`` stage) would change
-  nothing the stage trains, so it is a mistake in the config: another method was meant, or
-  another field. Fields outside the schema (``kdjax.config.loss``) are refused the same way.
-  """
-  defaults = config_schema.loss()
-  unread = [f"{field}={value!r}" for field, value in stage.loss.items()
-            if field not in method.loss_fields
-            and (field not in defaults or value != defaults[field])]
-  if unread:
-    raise ValueError(f"{where}.loss sets {', '.join(unread)}, which method {stage.method!r} "
-                     f"does not read (it reads {', '.join(method.loss_fields)}); remove "
-                     f"them, or choose the method that reads them.")
 
 
 def _is_zero(weight) -> bool:

@@ -1,6 +1,7 @@
 """Building a stage into a value: everything its training loop runs, and nothing it does.
 
-``build_stage`` loads the stage's teachers and checks their test accuracy, builds the
+``build_stage`` loads the stage's teachers and checks their test accuracy (refusing one
+below ``config.min_teacher_accuracy_over_chance`` times chance), builds the
 student model and its method's recipe, the stacked initial states of its seeds, the teacher
 cache, and compiles the train and eval programs. It writes no file and runs no loop.
 
@@ -95,7 +96,8 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
   """Builds stage ``name`` of the run into a ``Stage``: loaded, checked and compiled.
 
   Raises:
-    ValueError: on a teacher with non-finite parameters or training logits.
+    ValueError: on a teacher with non-finite parameters or training logits, or a test
+      accuracy below ``config.min_teacher_accuracy_over_chance`` times chance.
     FileNotFoundError: when a teacher's or ``init_from``'s export is missing.
 
   Example:
@@ -114,13 +116,14 @@ def build_stage(context: context_lib.RunContext, name: str) -> Stage:
     teacher_accuracy[teacher.name] = _teacher_accuracy(context, teacher)
     context.report(f"stage {name}: teacher {teacher.name} ({teacher.model}) has test accuracy "
                    f"{teacher_accuracy[teacher.name]:.4f}")
+    _check_teacher_accuracy(context, name, teacher.name, teacher_accuracy[teacher.name])
   teacher_modules = tuple(t.module for t in teachers) or None
   teacher_vars = context.place(tuple(t.variables for t in teachers)) if teachers else None
 
   module = _student_model(stage_config, context.info.num_classes)
   method = methods.get(stage_config.method)
   recipe = method.build(stage_config.loss, stage_config.num_steps,
-                        _teacher_feature_shapes(context, stage_config, teachers),
+                        _teacher_feature_shapes(context, teachers),
                         run_config.steps_per_epoch(config.dataset))
   optimizer, learning_rate = optimizers.optimizer(stage_config.optimizer,
                                                   stage_config.num_steps)
@@ -175,16 +178,18 @@ def _student_model(stage_config: ml_collections.ConfigDict, num_classes: int) ->
 
 
 def _teacher_feature_shapes(context: context_lib.RunContext,
-                            stage_config: ml_collections.ConfigDict,
                             teachers: list[context_lib.Teacher]) -> dict[str, tuple[int, ...]]:
-  """The shapes of the first teacher's features, which size FitNets' regressor."""
-  if not teachers or stage_config.method != "fitnets":
+  """The shapes of the first teacher's features, which size a method's heads (FitNets').
+
+  Shapes only (``jax.eval_shape``): nothing is computed.
+  """
+  if not teachers:
     return {}
   _, captured = jax.eval_shape(
       lambda variables: teachers[0].module.apply(variables, context.sample, train=False,
                                                  mutable=["intermediates"]),
       teachers[0].variables)
-  return {k: v[0].shape for k, v in captured["intermediates"].items()}
+  return {k: v[0].shape for k, v in captured.get("intermediates", {}).items()}
 
 
 def _initial_state(context: context_lib.RunContext, stage_config: ml_collections.ConfigDict,
@@ -226,6 +231,20 @@ def _teacher_logits(context: context_lib.RunContext, name: str, teacher_modules:
   return cache
 
 
+def _check_teacher_accuracy(context: context_lib.RunContext, name: str, teacher: str,
+                            accuracy: float) -> None:
+  """Refuses a teacher below ``config.min_teacher_accuracy_over_chance`` times chance."""
+  multiple = context.config.min_teacher_accuracy_over_chance
+  chance = 1.0 / context.info.num_classes
+  if accuracy < multiple * chance:
+    raise ValueError(
+        f"stage {name}: teacher {teacher!r} has test accuracy {accuracy:.4f} on "
+        f"{context.info.name}, below min_teacher_accuracy_over_chance={multiple:g} times "
+        f"chance ({chance:.4f}): it would teach noise. Train it longer, or lower the threshold "
+        f"(--config.min_teacher_accuracy_over_chance=1 allows any better than chance, 0 "
+        f"turns the check off).")
+
+
 def _sparse_cache(context: context_lib.RunContext, name: str, cache: np.ndarray, k: int,
                   temperature: float) -> teacher_cache.SparseCache:
   """The training cache kept as each example's top-k logits and tail logit at ``temperature``.
@@ -233,7 +252,7 @@ def _sparse_cache(context: context_lib.RunContext, name: str, cache: np.ndarray,
   ``cache`` is ``[N, 1, K]``: the logits of the one teacher a sparse method reads.
   """
   sparse = teacher_cache.SparseCache(teacher_cache.sparsify(cache[:, 0], k, temperature),
-                                     num_classes=cache.shape[-1])
+                                     num_classes=cache.shape[-1], temperature=temperature)
   size = sum(field.nbytes for field in sparse.targets)
   context.report(f"stage {name}: kept the teachers' top {k} of {cache.shape[-1]} logits per "
                  f"example, {size / 2**20:.1f} MiB of {cache.nbytes / 2**20:.1f} MiB")

@@ -8,14 +8,21 @@ steps, optimizer, the batches), the seeds and the parameter hashes of the networ
 field, the evaluation batch size, where the data lives) can change without touching its
 finished results. A later run whose record differs is refused instead of mixing results, and
 a record of another format (``RECORD_FORMAT``) is refused with what to do; nothing in a
-workdir is ever deleted.
+workdir is ever deleted. A stage's ``lock`` file is held (``StageLock``) by the run that
+trains it, so that a second run started on the same workdir cannot train it at once.
 """
 
+import datetime
+import errno
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
 from typing import Any
 
+from absl import logging
 import ml_collections
 
 from kdjax import checkpoints, methods
@@ -24,8 +31,119 @@ STAGES_DIR = "stages"
 STAGE_CONFIG_FILE = "stage_config.json"
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = "lock"
 RECORD_FORMAT = 3
 INPUTS = "inputs"  # the record's entry for the networks a stage reads
+
+
+def resolve(workdir: str) -> str:
+  """The absolute path of a run's directory, ``~`` expanded; an empty name is refused.
+
+  Raises:
+    ValueError: if ``workdir`` is empty (e.g. ``--workdir=$WORKDIR`` with the variable
+      unset), which would otherwise mean the current directory.
+
+  Example:
+    >>> resolve("/runs/cifar10/")
+    '/runs/cifar10'
+    >>> resolve(" ")
+    Traceback (most recent call last):
+    ...
+    ValueError: workdir=' ' is empty ...
+  """
+  if not workdir.strip():
+    raise ValueError(f"workdir={workdir!r} is empty (an unset variable in --workdir=$VAR?); "
+                     f"name the run's directory, e.g. --workdir=workdir/NAME.")
+  return os.path.abspath(os.path.expanduser(workdir))
+
+
+class StageBusyError(RuntimeError):
+  """Another process holds the lock of a stage this run would train (``StageLock``).
+
+  The binary reports it in one line and exits 1; the same command, started once the
+  holder has finished, reuses the stage.
+
+  Example: see ``StageLock``.
+  """
+
+
+class StageLock:
+  """The lock of a stage directory, held by the one process that trains or reuses the stage.
+
+  A POSIX record lock (``fcntl.lockf``) on ``DIRECTORY/lock``. It belongs to the process that
+  took it, not to its open file: the operating system releases it when that process exits,
+  however it exits (``kill -9`` included), and a child process, even one forked without
+  ``exec`` and outliving it, never holds it. So a killed run leaves no lock behind, and the
+  same command started again resumes at once. Within one process, stages already held are
+  remembered, since record locks do not exclude their own process. The holder writes who it
+  is (host, process id, start time, command) into the file, which a refused run quotes, and
+  empties it on release. On a filesystem without record locks the stage is trained unlocked,
+  with a warning. Use it as a context manager.
+
+  Args:
+    directory: the stage directory (created if missing).
+
+  Raises:
+    StageBusyError: on entry, naming the holder, if another run holds the lock.
+
+  Example:
+    >>> import tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> with StageLock(directory):
+    ...   with StageLock(directory):
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    kdjax.trainer.workdir.StageBusyError: ... is being trained by another run (process ...
+  """
+
+  _held: dict[str, str] = {}  # lock path -> holder, for the locks this process holds
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self.path = os.path.realpath(os.path.join(directory, LOCK_FILE))
+    self._descriptor: int | None = None
+
+  def __enter__(self) -> "StageLock":
+    os.makedirs(self.directory, exist_ok=True)
+    if self.path in StageLock._held:
+      raise self._busy(StageLock._held[self.path])
+    descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      holder = os.pread(descriptor, 4096, 0).decode(errors="replace").strip()
+      os.close(descriptor)  # held by no lock of this process: closing it releases nothing
+      if error.errno in (errno.EACCES, errno.EAGAIN):
+        raise self._busy(holder or "which has not written its name yet") from None
+      logging.warning("cannot lock %s (%s): a second run on this workdir would not be "
+                      "detected; training the stage unlocked.", self.path, error)
+      return self
+    holder = (f"process {os.getpid()} on {socket.gethostname()}, since "
+              f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}: "
+              f"{' '.join(sys.argv)}")
+    # Written through the locked descriptor only: closing any other descriptor of the file
+    # would release a record lock.
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, holder.encode(), 0)
+    self._descriptor = descriptor
+    StageLock._held[self.path] = holder
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._descriptor is None:
+      return
+    del StageLock._held[self.path]
+    descriptor, self._descriptor = self._descriptor, None
+    try:
+      os.ftruncate(descriptor, 0)  # names no holder once released
+    finally:
+      os.close(descriptor)  # releases the lock
+
+  def _busy(self, holder: str) -> StageBusyError:
+    return StageBusyError(
+        f"{self.directory} is being trained by another run ({holder}). Wait for it to finish "
+        f"(the same command then reuses the stage), or stop it; nothing was changed.")
 
 
 def stage_dir(workdir: str, name: str) -> str:
@@ -74,6 +192,8 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
 
   Raises:
     FileNotFoundError: naming the directory, if a teacher or initialisation is not exported.
+    ValueError: naming the stage, the teacher and the file, if a teacher's provenance
+      record is not JSON.
 
   Example:
     >>> from kdjax import config as base
@@ -84,9 +204,12 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str,
   inputs: dict[str, Any] = {"teachers": {}}
   for teacher in stage.teachers:
     model, directory = teacher_source(config, workdir, teacher)
-    inputs["teachers"][teacher] = {
-        "model": model,
-        "parameter_hash": checkpoints.read_provenance(directory)["parameter_hash"]}
+    try:
+      provenance = checkpoints.read_provenance(directory)
+    except ValueError as error:
+      raise ValueError(f"stage {name}: teacher {teacher!r}: {error}") from error
+    inputs["teachers"][teacher] = {"model": model,
+                                   "parameter_hash": provenance["parameter_hash"]}
   if stage.init_from:
     inputs["init_from"] = [
         checkpoints.read_provenance(export_dir(workdir, stage.init_from, i))["parameter_hash"]
