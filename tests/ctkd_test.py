@@ -22,14 +22,9 @@ from configs import base
 from kdjax import losses, methods, models, objective, schedules, state, step, transforms
 
 
-def _log_softmax(z):
-  z = z - z.max(axis=1, keepdims=True)
-  return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def _distill_kl(y_s, y_t, temp):
   """DistillKL.forward: batchmean KL(softmax(y_t/T) ‖ softmax(y_s/T)) · T²."""
-  log_p_s, log_p_t = _log_softmax(y_s / temp), _log_softmax(y_t / temp)
+  log_p_s, log_p_t = ref.log_softmax(y_s / temp), ref.log_softmax(y_t / temp)
   return (np.exp(log_p_t) * (log_p_t - log_p_s)).sum() / y_s.shape[0] * temp * temp
 
 

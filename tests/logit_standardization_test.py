@@ -23,17 +23,12 @@ def _normalize(logit):
   return (logit - mean) / (1e-7 + stdv)
 
 
-def _log_softmax(z):
-  z = z - z.max(axis=1, keepdims=True)
-  return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def _kd_loss(logits_student_in, logits_teacher_in, temperature, logit_stand=True):
   """mdistiller/distillers/KD.py: kd_loss (batch mean of the per-example KL sum)."""
   logits_student = _normalize(logits_student_in) if logit_stand else logits_student_in
   logits_teacher = _normalize(logits_teacher_in) if logit_stand else logits_teacher_in
-  log_pred_student = _log_softmax(logits_student / temperature)
-  log_pred_teacher = _log_softmax(logits_teacher / temperature)
+  log_pred_student = ref.log_softmax(logits_student / temperature)
+  log_pred_teacher = ref.log_softmax(logits_teacher / temperature)
   pred_teacher = np.exp(log_pred_teacher)
   loss_kd = (pred_teacher * (log_pred_teacher - log_pred_student)).sum(1).mean()
   return loss_kd * temperature**2
@@ -49,12 +44,12 @@ def _dkd_loss(logits_student_in, logits_teacher_in, target, alpha, beta, tempera
   def cat_mask(p):
     return np.stack([(p * gt_mask).sum(1), (p * other_mask).sum(1)], axis=1)
 
-  pred_student = cat_mask(np.exp(_log_softmax(logits_student / temperature)))
-  pred_teacher = cat_mask(np.exp(_log_softmax(logits_teacher / temperature)))
+  pred_student = cat_mask(np.exp(ref.log_softmax(logits_student / temperature)))
+  pred_teacher = cat_mask(np.exp(ref.log_softmax(logits_teacher / temperature)))
   tckd_loss = (pred_teacher * (np.log(pred_teacher) - np.log(pred_student))).sum() * (
       temperature**2) / target.shape[0]
-  log_pt2 = _log_softmax(logits_teacher / temperature - 1000.0 * gt_mask)
-  log_ps2 = _log_softmax(logits_student / temperature - 1000.0 * gt_mask)
+  log_pt2 = ref.log_softmax(logits_teacher / temperature - 1000.0 * gt_mask)
+  log_ps2 = ref.log_softmax(logits_student / temperature - 1000.0 * gt_mask)
   nckd_loss = (np.exp(log_pt2) * (log_pt2 - log_ps2)).sum() * (
       temperature**2) / target.shape[0]
   return alpha * tckd_loss + beta * nckd_loss
@@ -93,7 +88,7 @@ def test_kd_term_gradient_at_equal_student_logits():
 
   with jax.enable_x64(True):
     gradient = np.asarray(jax.grad(loss)(jnp.asarray(student)))
-  teacher = np.exp(_log_softmax(_normalize(T) / temperature))
+  teacher = np.exp(ref.log_softmax(_normalize(T) / temperature))
   expected = temperature * (1 / S.shape[1] - teacher[0]) / 1e-7 / S.shape[0]
   assert np.all(np.isfinite(gradient))
   np.testing.assert_allclose(gradient[0], expected, rtol=1e-6)

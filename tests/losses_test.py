@@ -348,6 +348,17 @@ class TestDGKDDropping:
     assert bool(jnp.all(keep[:, 0]))
     assert float(jnp.mean(keep[:, 1:])) == pytest.approx(0.75, abs=0.02)
 
+  @pytest.mark.parametrize("mode, kwargs, message", [
+      ("code", {"drop_num": True}, "drop_num=True must be a non-negative integer"),
+      ("code", {"drop_num": 4}, r"drop_num=4 must be an integer in \[0, 4\) for 4 teaching"),
+      ("code", {"keep_teacher": True}, "keep_teacher=True applies to mode 'paper' only"),
+      ("none", {"keep_teacher": True}, "mode 'none' drops none"),
+      ("paper", {"keep_teacher": 1}, "keep_teacher=1 must be True or False"),
+  ])
+  def test_bad_drop_arguments_are_refused_by_the_loss_itself(self, mode, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+      losses.teacher_keep_mask(jax.random.key(0), 4, mode, **kwargs)
+
   def test_deterministic_for_a_key(self):
     s, ts = _random_logits(32, (4, 6)), np.stack([_random_logits(33 + i, (4, 6)) for i in range(4)])
     for mode in ("code", "paper"):

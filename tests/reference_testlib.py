@@ -40,6 +40,12 @@ def assert_matches_reference(f: Callable[[jax.Array], jax.Array],
   np.testing.assert_allclose(gradient, numeric_gradient(reference, x), rtol=1e-5, atol=1e-7)
 
 
+def log_softmax(z: np.ndarray) -> np.ndarray:
+  """``log softmax(z)`` over the last axis, stably (the ports' ``F.log_softmax``)."""
+  z = z - z.max(axis=-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
 def random_logits(seed: int, shape, scale: float = 3.0) -> np.ndarray:
   """Seeded float64 logits."""
   return np.random.default_rng(seed).normal(scale=scale, size=shape)

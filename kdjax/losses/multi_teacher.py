@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kdjax.losses import tempered
 from kdjax.losses import validation as v
@@ -19,24 +20,29 @@ def _check_stack(student: jax.Array, teachers: jax.Array) -> None:
     raise ValueError("teacher_logits stacks no teacher (n = 0).")
 
 
-def check_drop_arguments(num_teachers: int, mode: str, keep_prob: float, drop_num: int) -> None:
+def check_drop_arguments(num_teachers: int | None, mode: str, keep_prob: float, drop_num: int,
+                         keep_teacher: bool = False) -> None:
   """Validates DGKD's stochastic-dropping hyperparameters.
 
   ``teacher_keep_mask`` (and so ``dgkd``) calls it on every call; an ``Objective`` calls it
+  when it is built (``num_teachers=None``: ``drop_num``'s upper bound unchecked) and again
   once the number of teachers is known (when the step is traced), so a bad config fails
   before training. Only the argument that ``mode`` uses is checked: ``keep_prob`` for
   ``"paper"``, ``drop_num`` for ``"code"``.
 
   Args:
-    num_teachers: ``n``, the number of teaching networks (teacher plus assistants).
+    num_teachers: ``n``, the number of teaching networks (teacher plus assistants), or
+      ``None`` when it is not known yet.
     mode: ``"code"``, ``"paper"`` or ``"none"``; see ``teacher_keep_mask``.
     keep_prob: the Bernoulli keep probability, in ``(0, 1]`` (``"paper"``; skipped when
       traced).
     drop_num: the number of terms removed, an integer in ``[0, n)`` (``"code"``).
+    keep_teacher: whether the teacher is exempt from dropping (``"paper"`` only).
 
   Raises:
-    ValueError: naming the bad value: an unknown ``mode``, ``keep_prob`` outside ``(0, 1]``
-      or ``drop_num`` outside ``[0, n)``.
+    ValueError: naming the bad value: an unknown ``mode``, ``keep_prob`` outside ``(0, 1]``,
+      ``drop_num`` outside ``[0, n)``, or ``keep_teacher`` not a bool or set outside
+      ``"paper"`` mode.
 
   Example:
     >>> check_drop_arguments(3, "code", keep_prob=0.75, drop_num=2)  # valid: returns None
@@ -52,10 +58,18 @@ def check_drop_arguments(num_teachers: int, mode: str, keep_prob: float, drop_nu
   v.check_choice("DGKD drop mode", mode, DROP_MODES)
   if mode == "paper":
     v.check_in_range("keep_prob", keep_prob, 0.0, 1.0, low_open=True)
-  if mode == "code" and not (isinstance(drop_num, int) and 0 <= drop_num < num_teachers):
-    raise ValueError(
-        f"drop_num={drop_num!r} must be an integer in [0, {num_teachers}) for "
-        f"{num_teachers} teaching networks.")
+  if mode == "code":
+    if isinstance(drop_num, bool) or not isinstance(drop_num, int) or drop_num < 0:
+      raise ValueError(f"drop_num={drop_num!r} must be a non-negative integer.")
+    if num_teachers is not None and drop_num >= num_teachers:
+      raise ValueError(
+          f"drop_num={drop_num!r} must be an integer in [0, {num_teachers}) for "
+          f"{num_teachers} teaching networks.")
+  if not isinstance(keep_teacher, bool | np.bool_):
+    raise ValueError(f"keep_teacher={keep_teacher!r} must be True or False.")
+  if keep_teacher and mode != "paper":
+    effect = "may drop the teacher like any network" if mode == "code" else "drops none"
+    raise ValueError(f"keep_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
 
 
 def teacher_keep_mask(key: jax.Array,
@@ -108,7 +122,7 @@ def teacher_keep_mask(key: jax.Array,
     >>> teacher_keep_mask(None, 3, mode="none").tolist()
     [True, True, True]
   """
-  check_drop_arguments(num_teachers, mode, keep_prob, drop_num)
+  check_drop_arguments(num_teachers, mode, keep_prob, drop_num, keep_teacher)
   if mode == "none":
     return jnp.ones((num_teachers,), bool)
   if mode == "code":

@@ -18,7 +18,6 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 
 from kdjax import losses, networks
 from kdjax.losses import curriculum_temperature, multi_teacher, pruning, sparse, validation
@@ -151,24 +150,14 @@ def _check_dkp(options):
 
 def _check_dgkd(options):
   _check_class_reduction(options)
-  mode, drop_num = options["mode"], options["drop_num"]
-  validation.check_choice("DGKD drop mode", mode, multi_teacher.DROP_MODES)
-  if mode == "paper":
-    validation.check_in_range("keep_prob", options["keep_prob"], 0.0, 1.0, low_open=True)
-  # drop_num's upper bound, the number of teaching networks, is checked at the first call.
-  if mode == "code" and (isinstance(drop_num, bool) or not isinstance(drop_num, int)
-                         or drop_num < 0):
-    raise ValueError(f"drop_num={drop_num!r} must be a non-negative integer.")
-  if not isinstance(options["keep_teacher"], bool | np.bool_):
-    raise ValueError(f"keep_teacher={options['keep_teacher']!r} must be True or False.")
-  if options["keep_teacher"] and mode != "paper":
-    effect = "may drop the teacher like any network" if mode == "code" else "drops none"
-    raise ValueError(f"keep_teacher=True applies to mode 'paper' only; mode {mode!r} {effect}.")
+  # drop_num's upper bound, the number of teaching networks, is checked when it is known.
+  multi_teacher.check_drop_arguments(None, options["mode"], options["keep_prob"],
+                                     options["drop_num"], options["keep_teacher"])
 
 
 def _check_dgkd_teachers(options, num_teachers: int) -> None:
   multi_teacher.check_drop_arguments(num_teachers, options["mode"], options["keep_prob"],
-                                     options["drop_num"])
+                                     options["drop_num"], options["keep_teacher"])
 
 
 def _check_names(what: str, names) -> None:
