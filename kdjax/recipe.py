@@ -3,7 +3,9 @@
 A :class:`Method` is an entry of ``kdjax.methods.METHODS``: how it builds a
 :class:`Recipe` (the pieces of a train step) from a stage's ``loss`` config, how many
 teachers it reads, its loss fields (:class:`Field`: default and meaning; the shared ones in
-``SHARED_FIELDS``) and its checks against the dataset.
+``SHARED_FIELDS``) and its checks against the dataset. The helpers the builds share are
+here too: :func:`fields`, :func:`ce_term`, :func:`kd_term`, :func:`refuse_standardization`
+and :func:`fraction_of_steps`.
 
 Example:
   >>> from kdjax import methods
@@ -125,6 +127,73 @@ SHARED_FIELDS: Mapping[str, Field] = {
     "logit_standardization": Field(
         False, "z-score logits before T (Sun et al., CVPR 2024)"),
 }
+
+
+# The shared fields of the cross-entropy and the KD term (what ce_term and kd_term read).
+CE_FIELDS = ("ce_weight", "label_smoothing")
+KD_FIELDS = ("kd_weight", "temperature", "class_reduction", "logit_standardization")
+
+
+def fields(*shared: str, **own: Field) -> dict[str, Field]:
+  """A method's loss fields: the shared fields named (from ``SHARED_FIELDS``), then its own.
+
+  Example:
+    >>> list(fields("temperature", alpha=Field(1.0, "weight of TCKD")))
+    ['temperature', 'alpha']
+  """
+  return {**{name: SHARED_FIELDS[name] for name in shared}, **own}
+
+
+def ce_term(loss: Mapping[str, Any], weight: schedules.ScalarOrSchedule | None = None
+            ) -> objective_lib.Term:
+  """The cross-entropy term of a ``loss`` config: ``weight`` or ``loss["ce_weight"]``.
+
+  Example:
+    >>> ce_term({"ce_weight": 0.1, "label_smoothing": 0.0}).weight
+    0.1
+  """
+  return objective_lib.term("ce", loss["ce_weight"] if weight is None else weight,
+                            label_smoothing=loss["label_smoothing"])
+
+
+def kd_term(loss: Mapping[str, Any]) -> objective_lib.Term:
+  """Hinton's KD term of a ``loss`` config (weight, temperature, class reduction, z-scoring).
+
+  Example:
+    >>> kd_term({"kd_weight": 0.9, "temperature": 4.0, "class_reduction": "sum",
+    ...          "logit_standardization": False}).arguments["temperature"]
+    4.0
+  """
+  return objective_lib.term("kd", loss["kd_weight"], temperature=loss["temperature"],
+                            class_reduction=loss["class_reduction"],
+                            logit_standardization=loss["logit_standardization"])
+
+
+def refuse_standardization(loss: Mapping[str, Any], what: str) -> None:
+  """Refuses ``loss.logit_standardization`` where no softmax term would read it.
+
+  Raises:
+    ValueError: naming ``what`` and the methods it applies to.
+  """
+  if loss["logit_standardization"]:
+    raise ValueError(f"loss.logit_standardization=True has no effect on {what}; it applies "
+                     f"to the softmax methods (kd, dkd, dgkd, ensemble, function_matching, "
+                     f"divergence, dist, dkp with form='loss').")
+
+
+def fraction_of_steps(num_steps: int, name: str, fraction: float) -> int:
+  """``fraction`` of a stage's ``num_steps``, at least one step.
+
+  Raises:
+    ValueError: on a fraction outside (0, 1], naming the loss field ``name``.
+
+  Example:
+    >>> fraction_of_steps(1000, "ramp_fraction", 0.75)
+    750
+  """
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"loss.{name}={fraction} must lie in (0, 1].")
+  return max(round(fraction * num_steps), 1)
 
 
 def _no_check(loss: Mapping[str, Any], num_classes: int) -> None:

@@ -137,7 +137,7 @@ def test_instance_temperature_trains():
 
 
 def test_term_reads_the_temperature_head():
-  obj = objective.Objective((objective.term("ctkd", temperature_feature="ctkd_temperature"),))
+  obj = objective.Objective((objective.term(methods.CTKD_TERM),))
   assert obj.student_features == ("ctkd_temperature",)
 
 

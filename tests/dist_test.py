@@ -54,7 +54,8 @@ def test_dist_matches_the_official_code(beta, gamma, tau):
 
 
 def test_objective_term_is_the_batch_loss_with_padding_left_out():
-  obj = objective.Objective((objective.term("dist", temperature=4.0, beta=2.0, gamma=2.0),))
+  dist = objective.term(methods.DIST_TERM, temperature=4.0, beta=2.0, gamma=2.0)
+  obj = objective.Objective((dist,))
   padded_s = np.concatenate([S, ref.random_logits(5, (3, 10))])
   padded_t = np.concatenate([T, ref.random_logits(6, (3, 10))])
   mask = jnp.arange(11) < 8

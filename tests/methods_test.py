@@ -1,5 +1,7 @@
 """Tests of kdjax.methods: what a stage's loss config turns into."""
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -304,6 +306,15 @@ def test_loss_fields_are_exactly_what_the_build_reads(name):
     read |= loss.read
   assert sorted(read) == sorted(method.loss_fields)
   assert len(set(method.loss_fields)) == len(method.loss_fields)
+
+
+@pytest.mark.parametrize("name", list(methods.METHODS))
+def test_a_method_is_written_beside_its_loss(name):
+  # kdjax/methods/X.py holds the build of a method whose math is kdjax/losses/X.py.
+  module = methods.get(name).build.__module__
+  package, family = module.rsplit(".", 1)
+  assert package == "kdjax.methods"
+  assert importlib.util.find_spec(f"kdjax.losses.{family}") is not None, module
 
 
 class TestLossFields:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import losses, objective, schedules
+from kdjax import losses, methods, objective, schedules
 from kdjax.objective import Objective, term
 
 REQUIRED_TERMS = {"ce", "kd", "logits_matching", "annealing", "dkp", "dkd", "hint", "attention",
@@ -31,8 +31,8 @@ def test_registry_has_every_method():
     (lambda: term("dkp"), r"'dkp' needs argument\(s\) \['gamma'\]"),
     (lambda: term("dkp", gamma=0.5, variant="median"), "unknown DKP variant 'median'"),
     (lambda: term("dkp", gamma=0.5, variant="tail"), "needs an integer top_k >= 1"),
-    (lambda: term("sparse_kd"), r"'sparse_kd' needs argument\(s\) \['top_k'\]"),
-    (lambda: term("sparse_kd", top_k=0),
+    (lambda: term(methods.SPARSE_KD_TERM), r"'sparse_kd' needs argument\(s\) \['top_k'\]"),
+    (lambda: term(methods.SPARSE_KD_TERM, top_k=0),
      r"k=0 must be an integer in \[1, K\], K the number of classes"),
     (lambda: term("kd", class_reduction="batchmean"), "unknown class_reduction 'batchmean'"),
     (lambda: term("ce", label_smoothing=1.0), r"label_smoothing=1.0 must lie in \[0, 1\)"),
@@ -65,6 +65,49 @@ def test_registry_has_every_method():
 def test_bad_objectives_raise_at_build_time_naming_the_value(build, message):
   with pytest.raises(ValueError, match=message):
     build()
+
+
+def _check_l1_mode(options):
+  if options["mode"] != "plain":
+    raise ValueError(f"unknown mode {options['mode']!r}")
+
+
+class TestTermsOfOnesOwn:
+  """A ``TermDefinition`` given to ``term`` works as a registered one, unregistered."""
+
+  L1 = objective.TermDefinition(
+      "l1", lambda x, h: h["alpha"] * jnp.abs(x.student_logits - x.teacher_logits).sum(-1),
+      hyperparameters={"alpha": (objective.REQUIRED, {"low": 0.0})},
+      options={"mode": "plain"}, teacher="one", check=_check_l1_mode)
+
+  def test_it_is_validated_scheduled_reported_and_summed(self):
+    student, teacher, labels = _inputs()
+    alpha = schedules.linear(1.0, 3.0, 10)
+    obj = Objective((term("ce", 0.5), term(self.L1, 0.25, label="mine", alpha=alpha)),
+                    num_steps=10)
+    assert "l1" not in objective.TERMS
+    assert obj.hyperparameter_names == ("weight/ce", "weight/mine", "mine/alpha")
+    assert obj.terms_needing("teacher") == ("mine",)
+    values = obj.schedule_values(5)
+    total, per_term = obj.loss(student, teacher, labels, None, values, jax.random.key(0))
+    l1 = 2.0 * np.abs(student["logits"] - teacher["logits"][0]).sum(-1).mean()
+    ce = losses.cross_entropy(student["logits"], labels).mean()
+    np.testing.assert_allclose(per_term["loss/mine"], l1, rtol=1e-6)
+    np.testing.assert_allclose(total, 0.5 * ce + 0.25 * l1, rtol=1e-6)
+
+  @pytest.mark.parametrize("arguments, message", [
+      ({}, r"loss term 'l1' needs argument\(s\) \['alpha'\]"),
+      ({"alpha": 1.0, "beta": 2.0}, r"'l1' takes no argument\(s\) \['beta'\]"),
+      ({"alpha": 1.0, "mode": "fancy"}, "unknown mode 'fancy'"),
+  ])
+  def test_it_is_refused_as_a_registered_one(self, arguments, message):
+    with pytest.raises(ValueError, match=message):
+      term(self.L1, **arguments)
+
+  def test_its_bounds_are_checked_over_training(self):
+    with pytest.raises(ValueError, match="mine/alpha"):
+      Objective((term(self.L1, label="mine", alpha=schedules.linear(1.0, -1.0, 10)),),
+                num_steps=10)
 
 
 def test_loss_is_the_weighted_sum_of_masked_term_means():

@@ -14,7 +14,7 @@ import optax
 import pytest
 import reference_testlib as ref
 
-from kdjax import losses, models, objective, sweep, teacher_cache
+from kdjax import losses, methods, models, objective, sweep, teacher_cache
 from kdjax import state as state_lib
 
 
@@ -166,8 +166,8 @@ class TestSweepOverSparseCache:
   K, T = 10, 4.0
 
   def _step_and_states(self, overrides):
-    obj = objective.Objective((objective.term("ce", 0.1),
-                               objective.term("sparse_kd", 0.9, temperature=self.T, top_k=3)))
+    sparse_kd = objective.term(methods.SPARSE_KD_TERM, 0.9, temperature=self.T, top_k=3)
+    obj = objective.Objective((objective.term("ce", 0.1), sparse_kd))
     student = models.get("mlp_tiny", self.K)
     images = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
     opt = optax.sgd(0.1)

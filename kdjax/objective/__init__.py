@@ -22,10 +22,11 @@ Example:
   ['kd/temperature', 'weight/ce', 'weight/kd']
 
 One concept per module: ``registry`` (what a term computes and takes: ``TermInputs``,
-``TermDefinition``, ``TERMS``) and ``assembly`` (``term``, ``Term``, ``Objective``).
+``TermDefinition``, ``TERMS``, and ``REQUIRED``, the default of an argument a term cannot
+do without) and ``assembly`` (``term``, ``Term``, ``Objective``).
 """
 
 from kdjax.objective.assembly import Objective, Term, term
-from kdjax.objective.registry import TERMS, TermDefinition, TermInputs
+from kdjax.objective.registry import REQUIRED, TERMS, TermDefinition, TermInputs
 
-__all__ = ["TERMS", "Objective", "Term", "TermDefinition", "TermInputs", "term"]
+__all__ = ["REQUIRED", "TERMS", "Objective", "Term", "TermDefinition", "TermInputs", "term"]

@@ -3,8 +3,9 @@ r"""Objectives assembled from registered terms: ``term`` declares one, ``Objecti
 .. math::
    L(n) = \sum_j w_j(n)\ \frac{\sum_i m_i\,\ell_j(s_i, t_i;\ \theta_j(n))}{\sum_i m_i}
 
-A ``Term`` names an entry of ``kdjax.objective.registry.TERMS`` with its weight and
-arguments, checked and completed with the entry's defaults; an ``Objective`` range-checks
+A ``Term`` is a term definition (``kdjax.objective.registry.TermDefinition``: a registered
+name of ``TERMS``, or a definition of one's own) with its weight and arguments, checked and
+completed with the definition's defaults; an ``Objective`` range-checks
 every weight and hyperparameter over the training length, reports them as metrics, and
 computes the weighted, masked batch mean of its terms.
 
@@ -23,7 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax import losses, networks, schedules
-from kdjax.objective.registry import NON_NEGATIVE, REQUIRED, STANDARDIZATION, TERMS, TermInputs
+from kdjax.objective.registry import (
+  NON_NEGATIVE,
+  REQUIRED,
+  STANDARDIZATION,
+  TERMS,
+  TermDefinition,
+  TermInputs,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +42,7 @@ class Term:
   arguments and fills in the defaults.
 
   Attributes:
-    name: the registered term (a key of ``TERMS``).
+    definition: what the term computes and takes (an entry of ``TERMS``, or one's own).
     weight: a scalar or schedule, >= 0.
     arguments: its hyperparameters (scalars or schedules) and static options, defaults
       filled in.
@@ -48,19 +56,28 @@ class Term:
     {'temperature': 2.0, 'class_reduction': 'sum', 'logit_standardization': False}
   """
 
-  name: str
+  definition: TermDefinition
   weight: schedules.ScalarOrSchedule
   arguments: Mapping[str, Any]
   label: str
 
+  @property
+  def name(self) -> str:
+    """The definition's name."""
+    return self.definition.name
 
-def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | None = None,
-         **arguments: Any) -> Term:
+
+def term(name: str | TermDefinition, weight: schedules.ScalarOrSchedule = 1.0, *,
+         label: str | None = None, **arguments: Any) -> Term:
   """Declares a loss term of an objective.
 
   Use it to list the terms of an :class:`Objective`; any weight or schedulable
-  hyperparameter may be an ``optax.Schedule`` of the step (``kdjax.schedules``).
-  Registered terms, their hyperparameters (schedulable) and options (static):
+  hyperparameter may be an ``optax.Schedule`` of the step (``kdjax.schedules``). A term is
+  named from the registry (``TERMS``) or given as a ``TermDefinition`` of one's own: a new
+  loss joins an objective without a registry entry, and a method whose term only works
+  inside it (CTKD's learned temperature, sparse KD's cached targets, DIST's batch
+  relation) declares that term in its ``kdjax.methods`` entry. Registered terms, their
+  hyperparameters (schedulable) and options (static):
 
   - ``"ce"``: cross-entropy with labels; ``label_smoothing=0``.
   - ``"kd"``: Hinton KD; ``temperature=4``; ``class_reduction="sum"``.
@@ -75,15 +92,6 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   - ``"dkd"``: decoupled KD with labels; ``alpha=1``, ``beta=8``, ``temperature=4``.
   - ``"reverse_kl"``, ``"total_variation"``: ``temperature=4``; ``"jensen_shannon"``:
     ``beta=0.5`` (0: forward KL, 1: reverse KL), ``temperature=4``.
-  - ``"dist"``: DIST, a batch loss (its intra-class relation couples the examples, and
-    padding is left out through the batch's mask); ``temperature=4``, ``beta=2``,
-    ``gamma=2``.
-  - ``"ctkd"``: KD at a learnable temperature (CTKD; its adversarial update is the
-    method's ``param_tx``); ``t_start=1``, ``t_range=20``, ``temperature_feature``
-    (required: the aux head giving the raw temperature).
-  - ``"sparse_kd"``: KD toward the teacher's ``top_k`` (required) most probable classes
-    and one tail bucket for the rest (``kdjax.losses.sparse_kd``), the targets taken from
-    the teacher logits it is given; ``temperature=4``.
   - ``"hint"``: FitNets; ``student_feature`` (usually an aux head's output) and
     ``teacher_feature`` (both required).
   - ``"attention"``: attention transfer; ``student_features`` (required),
@@ -93,13 +101,13 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   - ``"ensemble"``: KD toward the teachers' mean probabilities; ``temperature=4``;
     ``class_reduction="sum"``.
 
-  The softmax terms (``"kd"``, ``"dkp"``, ``"dkd"``, ``"dgkd"``, ``"ensemble"``, the
-  divergences and ``"dist"``) also take
+  The softmax terms (``"kd"``, ``"dkp"``, ``"dkd"``, ``"dgkd"``, ``"ensemble"`` and the
+  divergences) also take
   ``logit_standardization=False``: True z-scores the student's and teachers' logits before
   the temperature (``kdjax.losses.standardize_logits``).
 
   Args:
-    name: the term's registered name.
+    name: a registered term's name, or a ``TermDefinition``.
     weight: its weight, a scalar or schedule (>= 0).
     label: its name in metrics and hyperparameter overrides (default ``name``); give one to
       use a term twice.
@@ -124,10 +132,19 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
     Traceback (most recent call last):
     ...
     ValueError: loss term 'kd' takes no argument(s) ['tau']; valid: ['class_reduction', ...].
+    >>> l1 = TermDefinition(  # a loss of one's own: mean absolute logit difference
+    ...     "l1", lambda x, h: jnp.abs(x.student_logits - x.teacher_logits).mean(-1),
+    ...     hyperparameters={}, options={}, teacher="one")
+    >>> term(l1, 0.5).name
+    'l1'
   """
-  if name not in TERMS:
+  if isinstance(name, TermDefinition):
+    definition = name
+  elif name in TERMS:
+    definition = TERMS[name]
+  else:
     raise ValueError(f"unknown loss term {name!r}; valid: {', '.join(map(repr, TERMS))}.")
-  definition = TERMS[name]
+  name = definition.name
   options = dict(definition.options)
   if definition.standardizable:
     options[STANDARDIZATION] = False
@@ -149,7 +166,7 @@ def term(name: str, weight: schedules.ScalarOrSchedule = 1.0, *, label: str | No
   label = name if label is None else label
   if not isinstance(label, str) or not label or "/" in label:
     raise ValueError(f"label={label!r} must be a non-empty string without '/'.")
-  return Term(name=name, weight=weight, arguments=resolved, label=label)
+  return Term(definition=definition, weight=weight, arguments=resolved, label=label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +260,7 @@ class Objective:
     out = {}
     for t in self.terms:
       out[f"weight/{t.label}"] = (t.weight, NON_NEGATIVE)
-      for h, (_, bounds) in TERMS[t.name].hyperparameters.items():
+      for h, (_, bounds) in t.definition.hyperparameters.items():
         out[f"{t.label}/{h}"] = (t.arguments[h], bounds)
     return out
 
@@ -291,7 +308,7 @@ class Objective:
         "teacher": lambda definition, arguments: definition.teacher != "none",
         "key": lambda definition, arguments: definition.needs_key,
     }[what]
-    return tuple(t.label for t in self.terms if needs(TERMS[t.name], t.arguments))
+    return tuple(t.label for t in self.terms if needs(t.definition, t.arguments))
 
   @property
   def student_features(self) -> tuple[str, ...]:
@@ -302,7 +319,7 @@ class Objective:
       >>> obj.student_features
       ('stage1', 'stage2')
     """
-    return _unique(f for t in self.terms for f in TERMS[t.name].student_features(t.arguments))
+    return _unique(f for t in self.terms for f in t.definition.student_features(t.arguments))
 
   @property
   def teacher_features(self) -> tuple[str, ...]:
@@ -316,7 +333,7 @@ class Objective:
       >>> Objective((term("ce"), hint)).teacher_features
       ('stage2',)
     """
-    return _unique(f for t in self.terms for f in TERMS[t.name].teacher_features(t.arguments))
+    return _unique(f for t in self.terms for f in t.definition.teacher_features(t.arguments))
 
   def overrides(self, values: Mapping[str, float]) -> dict[str, jax.Array]:
     """Validates per-student hyperparameter overrides, for ``TrainState.hparams``.
@@ -374,14 +391,15 @@ class Objective:
       ValueError: naming the override and the cache's temperature field.
 
     Example:
-      >>> obj = Objective((term("ce", 0.1), term("sparse_kd", 0.9, top_k=2)))
+      >>> from kdjax.methods import SPARSE_KD_TERM
+      >>> obj = Objective((term("ce", 0.1), term(SPARSE_KD_TERM, 0.9, top_k=2)))
       >>> obj.check_cache_overrides(["weight/sparse_kd"])  # a weight: allowed
       >>> obj.check_cache_overrides(["sparse_kd/temperature"])
       Traceback (most recent call last):
       ...
       ValueError: the hyperparameter override 'sparse_kd/temperature' is refused: ...
     """
-    fixed = {f"{t.label}/{name}" for t in self.terms for name in TERMS[t.name].cache_fixed}
+    fixed = {f"{t.label}/{name}" for t in self.terms for name in t.definition.cache_fixed}
     for name in overridden:
       if name in fixed:
         raise ValueError(f"the hyperparameter override {name!r} is refused: the teacher's "
@@ -451,7 +469,7 @@ class Objective:
                        f"to the step builder or 'teacher_logits' in the batch.")
     if teacher is not None:
       for t in self.terms:
-        TERMS[t.name].check_teachers(t.arguments, teacher[networks.LOGITS].shape[0])
+        t.definition.check_teachers(t.arguments, teacher[networks.LOGITS].shape[0])
 
   def loss(self, student: Mapping[str, jax.Array], teacher: Mapping[str, jax.Array] | None,
            labels: jax.Array | None, mask: jax.Array | None, values: Mapping[str, jax.Array],
@@ -492,7 +510,7 @@ class Objective:
     total = jnp.zeros([], jnp.float32)
     per_term = {}
     for i, t in enumerate(self.terms):
-      definition = TERMS[t.name]
+      definition = t.definition
       arguments = dict(t.arguments)
       for h in definition.hyperparameters:
         arguments[h] = values[f"{t.label}/{h}"]

@@ -4,7 +4,13 @@ Each entry (``TermDefinition``) says what a term computes from what it sees at o
 (``TermInputs``: student and teacher outputs, labels, a PRNG key, the batch's mask), which
 of its arguments may follow a schedule and within which bounds, which are static options,
 and what it needs from the batch, the teachers and the PRNG. ``kdjax.objective.term``
-declares a term by its name here; ``kdjax.objective.Objective`` sums declared terms.
+declares a term by its name here, or from a definition of one's own;
+``kdjax.objective.Objective`` sums declared terms.
+
+``TERMS`` holds the per-example terms that compose with any objective. A term whose meaning
+is set by its method is declared in that method's entry (``kdjax.methods``): DIST's batch
+relation, CTKD's temperature from the method's head, sparse KD's targets fixed by the
+method's teacher cache.
 
 Example:
   >>> sorted(TERMS)[:4]
@@ -20,13 +26,13 @@ from typing import Any, NamedTuple
 import jax
 
 from kdjax import losses, networks
-from kdjax.losses import curriculum_temperature, multi_teacher, pruning, sparse, validation
+from kdjax.losses import multi_teacher, pruning, validation
 
 # A hyperparameter or option without a default: ``term`` refuses to build without it.
 REQUIRED = object()
-_POSITIVE = {"low": 0.0, "low_open": True}
+POSITIVE = {"low": 0.0, "low_open": True}
 NON_NEGATIVE = {"low": 0.0}
-_UNIT = {"low": 0.0, "high": 1.0}
+UNIT = {"low": 0.0, "high": 1.0}
 # The option every softmax term (``TermDefinition.standardizable``) takes.
 STANDARDIZATION = "logit_standardization"
 
@@ -78,15 +84,18 @@ class TermInputs(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class TermDefinition:
-  """A registered loss term.
+  """A loss term: an entry of ``TERMS``, or one's own.
 
-  The entries of ``TERMS``, which :func:`term` and :class:`Objective` read: what a term
-  computes, which of its arguments may follow a schedule and within which bounds, and what
-  it needs from the batch, the teachers and the PRNG.
+  What :func:`term` and :class:`Objective` read: what a term computes, which of its
+  arguments may follow a schedule and within which bounds, and what it needs from the
+  batch, the teachers and the PRNG.
 
   Attributes:
+    name: the term's name: its metrics' label unless ``term`` is given another.
     fn: ``(inputs: TermInputs, hyperparameters) -> per-example values [B]``; the mapping
-      holds the resolved schedulable hyperparameters and the static options.
+      holds the resolved schedulable hyperparameters and the static options. (A batch
+      loss spreads its one value over the examples, so that the objective's masked mean
+      is that value.)
     hyperparameters: schedulable hyperparameters: name → (default or required, the keyword
       arguments of ``kdjax.schedules.check_range`` that bound it).
     options: static options: name → default (or required).
@@ -117,6 +126,7 @@ class TermDefinition:
     [0.0, 0.0]
   """
 
+  name: str
   fn: Callable[[TermInputs, Mapping[str, Any]], jax.Array]
   hyperparameters: Mapping[str, tuple[Any, Mapping[str, Any]]]
   options: Mapping[str, Any]
@@ -160,7 +170,7 @@ def _check_dgkd_teachers(options, num_teachers: int) -> None:
                                      options["drop_num"], options["keep_teacher"])
 
 
-def _check_names(what: str, names) -> None:
+def check_feature_names(what: str, names) -> None:
   if isinstance(names, str):
     names = (names,)
   if not names or not all(isinstance(n, str) and n for n in names):
@@ -168,8 +178,8 @@ def _check_names(what: str, names) -> None:
 
 
 def _check_hint(options):
-  _check_names("student_feature", options["student_feature"])
-  _check_names("teacher_feature", options["teacher_feature"])
+  check_feature_names("student_feature", options["student_feature"])
+  check_feature_names("teacher_feature", options["teacher_feature"])
 
 
 def _attention_names(options) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -183,8 +193,8 @@ def _check_attention(options):
     raise ValueError("attention's student_features must be a sequence of stage names, e.g. "
                      "('stage1', 'stage2', 'stage3').")
   student, teacher = _attention_names(options)
-  _check_names("student_features", student)
-  _check_names("teacher_features", teacher)
+  check_feature_names("student_features", student)
+  check_feature_names("teacher_features", teacher)
   if len(student) != len(teacher):
     raise ValueError(f"attention pairs stages one to one; got student_features={student} and "
                      f"teacher_features={teacher}.")
@@ -203,38 +213,10 @@ def _dgkd(x: TermInputs, h) -> jax.Array:
                      keep_teacher=h["keep_teacher"], class_reduction=h["class_reduction"])
 
 
-def _dist(x: TermInputs, h) -> jax.Array:
-  # The intra-class relation couples the batch: one value, spread over the examples so that
-  # the objective's masked batch mean is the DIST loss of the batch.
-  intra = losses.dist_intra_class(x.student_logits, x.teacher_logits, h["temperature"],
-                                  where=x.mask)
-  inter = losses.dist_inter_class(x.student_logits, x.teacher_logits, h["temperature"])
-  return h["beta"] * inter + h["gamma"] * intra
-
-
 def _divergence(name: str) -> Callable[[TermInputs, Mapping[str, Any]], jax.Array]:
   divergence = getattr(losses, name)
   return lambda x, h: divergence(x.student_logits, x.teacher_logits,
                                  temperature=h["temperature"])
-
-
-def _check_ctkd(options):
-  curriculum_temperature.check_temperature_range(options["t_start"], options["t_range"])
-  _check_names("temperature_feature", options["temperature_feature"])
-
-
-def _ctkd(x: TermInputs, h) -> jax.Array:
-  return losses.ctkd(x.student_logits, x.teacher_logits, x.student[h["temperature_feature"]],
-                     t_start=h["t_start"], t_range=h["t_range"])
-
-
-def _check_sparse_kd(options):
-  sparse.check_k(options["top_k"], None)
-
-
-def _sparse_kd(x: TermInputs, h) -> jax.Array:
-  targets = losses.sparse_targets(x.teacher_logits, h["top_k"], h["temperature"])
-  return losses.sparse_kd(x.student_logits, targets, h["temperature"])
 
 
 def _attention(x: TermInputs, h) -> jax.Array:
@@ -243,91 +225,91 @@ def _attention(x: TermInputs, h) -> jax.Array:
                                    [x.teacher[f] for f in teacher])
 
 
-TERMS: Mapping[str, TermDefinition] = {
-    "ce": TermDefinition(
+TERMS: Mapping[str, TermDefinition] = {definition.name: definition for definition in (
+    TermDefinition(
+        "ce",
         fn=lambda x, h: losses.cross_entropy(x.student_logits, x.labels,
                                              label_smoothing=h["label_smoothing"]),
         hyperparameters={}, options={"label_smoothing": 0.0}, teacher="none",
         needs_labels=lambda options: True, check=_check_ce),
-    "kd": TermDefinition(
+    TermDefinition(
+        "kd",
         fn=lambda x, h: losses.kd(x.student_logits, x.teacher_logits, h["temperature"],
                                   class_reduction=h["class_reduction"]),
-        hyperparameters={"temperature": (4.0, _POSITIVE)},
+        hyperparameters={"temperature": (4.0, POSITIVE)},
         options={"class_reduction": "sum"}, teacher="one", check=_check_class_reduction,
         standardizable=True),
-    "logits_matching": TermDefinition(
+    TermDefinition(
+        "logits_matching",
         fn=lambda x, h: losses.logits_matching(x.student_logits, x.teacher_logits,
                                                centered=h["centered"]),
         hyperparameters={}, options={"centered": False}, teacher="one"),
-    "annealing": TermDefinition(
+    TermDefinition(
+        "annealing",
         fn=lambda x, h: losses.annealing(x.student_logits, x.teacher_logits, h["phi"]),
         hyperparameters={"phi": (REQUIRED, {"low": 0.0, "low_open": True, "high": 1.0})},
         options={}, teacher="one"),
-    "continuation": TermDefinition(
+    TermDefinition(
+        "continuation",
         fn=lambda x, h: losses.continuation(x.student_logits, x.teacher_logits, h["phi"],
                                             h["margin"], class_reduction=h["class_reduction"]),
         hyperparameters={"phi": (REQUIRED, {"low": 0.0, "low_open": True, "high": 1.0}),
                          "margin": (0.0, NON_NEGATIVE)},
         options={"class_reduction": "mean"}, teacher="one", check=_check_class_reduction),
-    "dkp": TermDefinition(
+    TermDefinition(
+        "dkp",
         fn=_dkp,
-        hyperparameters={"temperature": (4.0, _POSITIVE), "gamma": (REQUIRED, _UNIT)},
+        hyperparameters={"temperature": (4.0, POSITIVE), "gamma": (REQUIRED, UNIT)},
         options={"variant": "uniform", "top_k": None, "class_reduction": "sum"},
         teacher="one", needs_labels=lambda options: options["variant"] == "tail",
         check=_check_dkp, standardizable=True),
-    "dkd": TermDefinition(
+    TermDefinition(
+        "dkd",
         fn=lambda x, h: losses.dkd(x.student_logits, x.teacher_logits, x.labels, h["alpha"],
                                    h["beta"], h["temperature"]),
         hyperparameters={"alpha": (1.0, NON_NEGATIVE), "beta": (8.0, NON_NEGATIVE),
-                         "temperature": (4.0, _POSITIVE)},
+                         "temperature": (4.0, POSITIVE)},
         options={}, teacher="one", needs_labels=lambda options: True, standardizable=True),
-    "reverse_kl": TermDefinition(
-        fn=_divergence("reverse_kl"), hyperparameters={"temperature": (4.0, _POSITIVE)},
+    TermDefinition(
+        "reverse_kl",
+        fn=_divergence("reverse_kl"), hyperparameters={"temperature": (4.0, POSITIVE)},
         options={}, teacher="one", standardizable=True),
-    "jensen_shannon": TermDefinition(
+    TermDefinition(
+        "jensen_shannon",
         fn=lambda x, h: losses.jensen_shannon(x.student_logits, x.teacher_logits, h["beta"],
                                               h["temperature"]),
-        hyperparameters={"beta": (0.5, _UNIT), "temperature": (4.0, _POSITIVE)}, options={},
+        hyperparameters={"beta": (0.5, UNIT), "temperature": (4.0, POSITIVE)}, options={},
         teacher="one", standardizable=True),
-    "total_variation": TermDefinition(
-        fn=_divergence("total_variation"), hyperparameters={"temperature": (4.0, _POSITIVE)},
+    TermDefinition(
+        "total_variation",
+        fn=_divergence("total_variation"), hyperparameters={"temperature": (4.0, POSITIVE)},
         options={}, teacher="one", standardizable=True),
-    "dist": TermDefinition(
-        fn=_dist,
-        hyperparameters={"temperature": (4.0, _POSITIVE), "beta": (2.0, NON_NEGATIVE),
-                         "gamma": (2.0, NON_NEGATIVE)},
-        options={}, teacher="one", standardizable=True),
-    "ctkd": TermDefinition(
-        fn=_ctkd, hyperparameters={},
-        options={"t_start": 1.0, "t_range": 20.0, "temperature_feature": REQUIRED},
-        teacher="one", student_features=lambda options: (options["temperature_feature"],),
-        check=_check_ctkd),
-    "sparse_kd": TermDefinition(
-        fn=_sparse_kd, hyperparameters={"temperature": (4.0, _POSITIVE)},
-        options={"top_k": REQUIRED}, teacher="one", check=_check_sparse_kd,
-        cache_fixed=("temperature",)),
-    "hint": TermDefinition(
+    TermDefinition(
+        "hint",
         fn=lambda x, h: losses.hint(x.student[h["student_feature"]],
                                     x.teacher[h["teacher_feature"]]),
         hyperparameters={}, options={"student_feature": REQUIRED, "teacher_feature": REQUIRED},
         teacher="one", student_features=lambda options: (options["student_feature"],),
         teacher_features=lambda options: (options["teacher_feature"],), check=_check_hint),
-    "attention": TermDefinition(
+    TermDefinition(
+        "attention",
         fn=_attention, hyperparameters={},
         options={"student_features": REQUIRED, "teacher_features": None}, teacher="one",
         student_features=lambda options: _attention_names(options)[0],
         teacher_features=lambda options: _attention_names(options)[1], check=_check_attention),
-    "dgkd": TermDefinition(
-        fn=_dgkd, hyperparameters={"temperature": (5.0, _POSITIVE)},
+    TermDefinition(
+        "dgkd",
+        fn=_dgkd, hyperparameters={"temperature": (5.0, POSITIVE)},
         options={"mode": "code", "keep_prob": 0.75, "drop_num": 1, "keep_teacher": False,
                  "class_reduction": "sum"},
         teacher="many", needs_key=True, check=_check_dgkd,
         check_teachers=_check_dgkd_teachers, standardizable=True),
-    "ensemble": TermDefinition(
+    TermDefinition(
+        "ensemble",
         fn=lambda x, h: losses.ensemble_kd(x.student_logits, x.all_teacher_logits,
                                            h["temperature"],
                                            class_reduction=h["class_reduction"]),
-        hyperparameters={"temperature": (4.0, _POSITIVE)},
+        hyperparameters={"temperature": (4.0, POSITIVE)},
         options={"class_reduction": "sum"}, teacher="many", check=_check_class_reduction,
         standardizable=True),
-}
+)}
