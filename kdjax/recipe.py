@@ -174,6 +174,13 @@ def refuse_standardization(loss: Mapping[str, Any], what: str) -> None:
 
   Raises:
     ValueError: naming ``what`` and the methods it applies to.
+
+  Example:
+    >>> refuse_standardization({"logit_standardization": False}, "FitNets")  # None: fine
+    >>> refuse_standardization({"logit_standardization": True}, "FitNets")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss.logit_standardization=True has no effect on FitNets; it applies to ...
   """
   if loss["logit_standardization"]:
     raise ValueError(f"loss.logit_standardization=True has no effect on {what}; it applies "

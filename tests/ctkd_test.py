@@ -13,13 +13,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import kd_testlib
 import numpy as np
-import optax
 import pytest
 import reference_testlib as ref
 
 from configs import base
-from kdjax import losses, methods, models, objective, schedules, state, step, transforms
+from kdjax import losses, methods, objective, schedules, transforms
 
 
 def _distill_kl(y_s, y_t, temp):
@@ -103,19 +103,8 @@ def _raw_temperature_after(lambda_max: float, mode: str = "global", num_steps: i
   recipe = methods.get("ctkd").build(loss, num_steps, {}, 10)
   if not reversed_update:
     recipe = dataclasses.replace(recipe, param_tx=None)
-  module = models.get("mlp_tiny", 10)
-  images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
-  variables = module.init(jax.random.key(1), images, train=False)
-  optimizer = recipe.optimizer_for(optax.sgd(0.5))
-  train_state = state.create_train_state(module, variables, optimizer, jax.random.key(2),
-                                         aux_heads=recipe.aux_heads, sample_inputs=images)
-  train_step = jax.jit(step.make_train_step(module, recipe.objective, optimizer,
-                                            aux_heads=recipe.aux_heads,
-                                            log_schedules=recipe.log_schedules))
-  batch = {"image": images, "label": jnp.arange(16) % 10,
-           "teacher_logits": 5.0 * jax.random.normal(jax.random.key(3), (16, 10))}
-  for _ in range(num_steps):
-    train_state, metrics = train_step(train_state, None, batch)
+  train_state, metrics = kd_testlib.train_recipe(recipe, num_steps, learning_rate=0.5,
+                                                 teacher_scale=5.0)
   assert np.isfinite(float(metrics["loss"]))
   assert float(metrics["ctkd/reversal"]) == lambda_max  # logged; the ramp is over
   return train_state.aux_params[methods.CTKD_HEAD]

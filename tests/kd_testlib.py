@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kdjax import objective, parallel
+from kdjax import models, objective, parallel
 from kdjax import state as state_lib
 from kdjax import step as step_lib
 
@@ -122,3 +122,26 @@ def distill_on_mesh(num_steps: int, batch_size: int = 16) -> dict[str, np.ndarra
     local = {k: v[rows] for k, v in make_batch(i, size=batch_size, masked=3).items()}
     train_state, _ = train_step(train_state, teacher_vars, parallel.shard_batch(local, mesh))
   return numpy_tree({"params": train_state.params, "model_state": train_state.model_state})
+
+
+def train_recipe(recipe, num_steps: int, learning_rate: float, teacher_scale: float):
+  """Trains ``mlp_tiny`` (10 classes) with a method's recipe on one cached-teacher batch.
+
+  Returns the final train state and the last step's metrics (``None`` for zero steps).
+  """
+  module = models.get("mlp_tiny", 10)
+  images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+  variables = module.init(jax.random.key(1), images, train=False)
+  optimizer = recipe.optimizer_for(optax.sgd(learning_rate))
+  train_state = state_lib.create_train_state(
+      module, variables, optimizer, jax.random.key(2), output_tx=recipe.output_tx,
+      aux_heads=recipe.aux_heads, sample_inputs=images)
+  train_step = jax.jit(step_lib.make_train_step(
+      module, recipe.objective, optimizer, output_tx=recipe.output_tx,
+      aux_heads=recipe.aux_heads, log_schedules=recipe.log_schedules))
+  batch = {"image": images, "label": jnp.arange(16) % 10,
+           "teacher_logits": teacher_scale * jax.random.normal(jax.random.key(3), (16, 10))}
+  metrics = None
+  for _ in range(num_steps):
+    train_state, metrics = train_step(train_state, None, batch)
+  return train_state, metrics

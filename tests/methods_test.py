@@ -4,6 +4,7 @@ import importlib.util
 
 import jax
 import jax.numpy as jnp
+import kd_testlib
 import numpy as np
 import official_ports as ports
 import optax
@@ -174,20 +175,8 @@ class TestNotPlainCrossEntropyOrKd:
   def _params_after(self, method, num_steps=4):
     recipe = methods.get(method).build(base.loss_config(method, **self.LOSS[method]), 10, {},
                                        10)
-    module = models.get("mlp_tiny", 10)
-    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
-    variables = module.init(jax.random.key(1), images, train=False)
-    optimizer = recipe.optimizer_for(optax.sgd(0.1))
-    train_state = state.create_train_state(module, variables, optimizer, jax.random.key(2),
-                                           output_tx=recipe.output_tx,
-                                           aux_heads=recipe.aux_heads, sample_inputs=images)
-    train_step = jax.jit(step.make_train_step(module, recipe.objective, optimizer,
-                                              output_tx=recipe.output_tx,
-                                              aux_heads=recipe.aux_heads))
-    batch = {"image": images, "label": jnp.arange(16) % 10,
-             "teacher_logits": 4.0 * jax.random.normal(jax.random.key(3), (16, 10))}
-    for _ in range(num_steps):
-      train_state, _ = train_step(train_state, None, batch)
+    train_state, _ = kd_testlib.train_recipe(recipe, num_steps, learning_rate=0.1,
+                                             teacher_scale=4.0)
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(train_state.params)])
 
   def test_training_moves_the_student_elsewhere_than_ce_and_kd(self):

@@ -19,9 +19,9 @@ def _continuation(loss, num_steps, shapes, steps_per_epoch):
   # psi moves the weight from the hinge to CE over the first ramp_fraction.
   anneal_steps = recipe.fraction_of_steps(num_steps, "anneal_fraction",
                                           loss["anneal_fraction"])
+  ramp_steps = recipe.fraction_of_steps(num_steps, "ramp_fraction", loss["ramp_fraction"])
   phi = schedules.annealing_phi(int(loss["max_temperature"]), num_steps=anneal_steps)
-  psi = schedules.continuation_psi(
-      recipe.fraction_of_steps(num_steps, "ramp_fraction", loss["ramp_fraction"]))
+  psi = schedules.continuation_psi(ramp_steps)
   hinge = objective_lib.term("continuation", lambda step: 1.0 - psi(step), phi=phi,
                              margin=loss["margin"])
   return Recipe(objective_lib.Objective((recipe.ce_term(loss, psi), hinge), num_steps))

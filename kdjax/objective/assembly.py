@@ -25,12 +25,12 @@ import numpy as np
 
 from kdjax import losses, networks, schedules
 from kdjax.objective.registry import (
-  NON_NEGATIVE,
-  REQUIRED,
-  STANDARDIZATION,
-  TERMS,
-  TermDefinition,
-  TermInputs,
+    NON_NEGATIVE,
+    REQUIRED,
+    STANDARDIZATION,
+    TERMS,
+    TermDefinition,
+    TermInputs,
 )
 
 
@@ -76,8 +76,9 @@ def term(name: str | TermDefinition, weight: schedules.ScalarOrSchedule = 1.0, *
   named from the registry (``TERMS``) or given as a ``TermDefinition`` of one's own: a new
   loss joins an objective without a registry entry, and a method whose term only works
   inside it (CTKD's learned temperature, sparse KD's cached targets, DIST's batch
-  relation) declares that term in its ``kdjax.methods`` entry. Registered terms, their
-  hyperparameters (schedulable) and options (static):
+  relation) declares that term in its ``kdjax.methods`` module (``DIST_TERM``,
+  ``CTKD_TERM``, ``SPARSE_KD_TERM``). Registered terms, their hyperparameters (schedulable)
+  and options (static):
 
   - ``"ce"``: cross-entropy with labels; ``label_smoothing=0``.
   - ``"kd"``: Hinton KD; ``temperature=4``; ``class_reduction="sum"``.

@@ -8,7 +8,7 @@ declares a term by its name here, or from a definition of one's own;
 ``kdjax.objective.Objective`` sums declared terms.
 
 ``TERMS`` holds the per-example terms that compose with any objective. A term whose meaning
-is set by its method is declared in that method's entry (``kdjax.methods``): DIST's batch
+is set by its method is declared in that method's module (``kdjax.methods``): DIST's batch
 relation, CTKD's temperature from the method's head, sparse KD's targets fixed by the
 method's teacher cache.
 
@@ -32,7 +32,7 @@ from kdjax.losses import multi_teacher, pruning, validation
 REQUIRED = object()
 POSITIVE = {"low": 0.0, "low_open": True}
 NON_NEGATIVE = {"low": 0.0}
-UNIT = {"low": 0.0, "high": 1.0}
+_UNIT = {"low": 0.0, "high": 1.0}
 # The option every softmax term (``TermDefinition.standardizable``) takes.
 STANDARDIZATION = "logit_standardization"
 
@@ -171,6 +171,15 @@ def _check_dgkd_teachers(options, num_teachers: int) -> None:
 
 
 def check_feature_names(what: str, names) -> None:
+  """Refuses ``names`` unless it is one non-empty name or a sequence of them.
+
+  Example:
+    >>> check_feature_names("teacher_feature", ("stage1", "stage2"))  # None: fine
+    >>> check_feature_names("teacher_feature", ())
+    Traceback (most recent call last):
+    ...
+    ValueError: teacher_feature=() must be one or more non-empty feature names.
+  """
   if isinstance(names, str):
     names = (names,)
   if not names or not all(isinstance(n, str) and n for n in names):
@@ -259,7 +268,7 @@ TERMS: Mapping[str, TermDefinition] = {definition.name: definition for definitio
     TermDefinition(
         "dkp",
         fn=_dkp,
-        hyperparameters={"temperature": (4.0, POSITIVE), "gamma": (REQUIRED, UNIT)},
+        hyperparameters={"temperature": (4.0, POSITIVE), "gamma": (REQUIRED, _UNIT)},
         options={"variant": "uniform", "top_k": None, "class_reduction": "sum"},
         teacher="one", needs_labels=lambda options: options["variant"] == "tail",
         check=_check_dkp, standardizable=True),
@@ -278,7 +287,7 @@ TERMS: Mapping[str, TermDefinition] = {definition.name: definition for definitio
         "jensen_shannon",
         fn=lambda x, h: losses.jensen_shannon(x.student_logits, x.teacher_logits, h["beta"],
                                               h["temperature"]),
-        hyperparameters={"beta": (0.5, UNIT), "temperature": (4.0, POSITIVE)}, options={},
+        hyperparameters={"beta": (0.5, _UNIT), "temperature": (4.0, POSITIVE)}, options={},
         teacher="one", standardizable=True),
     TermDefinition(
         "total_variation",

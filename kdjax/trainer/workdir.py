@@ -157,10 +157,12 @@ def stage_dir(workdir: str, name: str) -> str:
   return os.path.join(workdir, STAGES_DIR, name)
 
 
-def export_dir(workdir: str, name: str, seed_index: int = 0, kind: str = "best") -> str:
-  """Where stage ``name`` exports the ``kind`` ("best" or "last") network of a seed.
+def export_dir(workdir: str, name: str, seed_index: int = 0, kind: str = "last") -> str:
+  """Where stage ``name`` exports the ``kind`` ("last" or "best") network of a seed.
 
   Load it with ``kdjax.checkpoints.load_network`` (e.g. as a teacher outside the trainer).
+  The default is the network later stages read unless told otherwise
+  (``stage.earlier_export``): the last, not the one chosen on the test set.
 
   Example:
     >>> export_dir("/runs/cifar10", "kd", seed_index=2, kind="last")
