@@ -4,7 +4,7 @@ A :class:`Method` is an entry of ``kdjax.methods.METHODS``: how it builds a
 :class:`Recipe` (the pieces of a train step) from a stage's ``loss`` config, how many
 teachers it reads, its loss fields (:class:`Field`: default and meaning; the shared ones in
 ``SHARED_FIELDS``) and its checks against the dataset. The helpers the builds share are
-here too: :func:`fields`, :func:`ce_term`, :func:`kd_term`, :func:`refuse_standardization`
+here too: :func:`method_fields`, :func:`ce_term`, :func:`kd_term`, :func:`refuse_standardization`
 and :func:`fraction_of_steps`.
 
 Example:
@@ -129,16 +129,16 @@ SHARED_FIELDS: Mapping[str, Field] = {
 }
 
 
-# The shared fields of the cross-entropy and the KD term (what ce_term and kd_term read).
+# The shared fields that ce_term and kd_term read.
 CE_FIELDS = ("ce_weight", "label_smoothing")
 KD_FIELDS = ("kd_weight", "temperature", "class_reduction", "logit_standardization")
 
 
-def fields(*shared: str, **own: Field) -> dict[str, Field]:
+def method_fields(*shared: str, **own: Field) -> dict[str, Field]:
   """A method's loss fields: the shared fields named (from ``SHARED_FIELDS``), then its own.
 
   Example:
-    >>> list(fields("temperature", alpha=Field(1.0, "weight of TCKD")))
+    >>> list(method_fields("temperature", alpha=Field(1.0, "weight of TCKD")))
     ['temperature', 'alpha']
   """
   return {**{name: SHARED_FIELDS[name] for name in shared}, **own}

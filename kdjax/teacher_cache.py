@@ -222,8 +222,8 @@ def sparsify(cache: np.ndarray, k: int, temperature: float) -> losses.SparseTarg
   them: class indices as uint8 when K <= 256 (uint16 up to 65536), logits as float32. A
   CIFAR-100 cache at k = 10 takes 10 bytes of indices and 44 of logits per example against
   400 for the dense logits: 13.5 %. Train from it with ``kdjax.losses.sparse_kd`` at the
-  same T (a batch's rows from :func:`sparse_rows`), or through a step's ``"sparse_kd"``
-  term (:class:`SparseCache`); at k = K it gives dense KD to rounding.
+  same T (a batch's rows from :func:`sparse_rows`), or through a step's sparse KD term
+  (``kdjax.methods.SPARSE_KD_TERM``, :class:`SparseCache`); at k = K it gives dense KD to rounding.
 
   .. math::
      (S_i,\ t_{i,S_i},\ u_i),\qquad
@@ -303,10 +303,11 @@ def complete_logits(targets: losses.SparseTargets, num_classes: int) -> np.ndarr
   the teacher's probabilities and the other K − k classes the teacher's tail mass, spread
   evenly (:math:`u` is their soft mean, see ``kdjax.losses.SparseTargets``). So
   ``kdjax.losses.sparse_targets(complete_logits(targets, K), k, T)`` gives ``targets`` back
-  (to rounding), and the ``"sparse_kd"`` loss term, which sparsifies the teacher logits it
-  is given, trains from a sparse cache through the ordinary ``"teacher_logits"`` batch
-  entry. At k = K these are the teacher's logits. Other losses would read the even tail as
-  the teacher's: e.g. the step's ``kl_teacher_student`` metric does.
+  (to rounding), and sparse KD's loss term (``kdjax.methods.SPARSE_KD_TERM``), which
+  sparsifies the teacher logits it is given, trains from a sparse cache through the ordinary
+  ``"teacher_logits"`` batch entry. At k = K these are the teacher's logits. Other losses
+  would read the even tail as the teacher's: e.g. the step's ``kl_teacher_student`` metric
+  does.
 
   Args:
     targets: ``[..., k]`` and ``[...]`` fields (e.g. :func:`sparse_rows`), class indices in

@@ -1,5 +1,7 @@
 """Tests for kdjax.objective: the term registry, build-time validation, weighted reduction."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +22,7 @@ def _inputs(seed=0, batch=6, classes=4, teachers=3):
   return student, teacher, labels
 
 
-def test_registry_has_every_method():
+def test_registry_has_the_terms_methods_compose_by_name():
   assert REQUIRED_TERMS <= set(objective.TERMS)
 
 
@@ -103,6 +105,16 @@ class TestTermsOfOnesOwn:
   def test_it_is_refused_as_a_registered_one(self, arguments, message):
     with pytest.raises(ValueError, match=message):
       term(self.L1, **arguments)
+
+  @pytest.mark.parametrize("fields, message", [
+      ({"name": "kd/2"}, r"name='kd/2' must be a non-empty string without '/'"),
+      ({"name": ""}, r"name='' must be a non-empty string"),
+      ({"teacher": "all"}, r"'l1': unknown teacher 'all'; valid: 'none', 'one', 'many'"),
+      ({"options": {"alpha": 2.0}}, r"\['alpha'\] are both hyperparameters and options"),
+  ])
+  def test_a_bad_definition_is_refused_when_built(self, fields, message):
+    with pytest.raises(ValueError, match=message):
+      dataclasses.replace(self.L1, **fields)
 
   def test_its_bounds_are_checked_over_training(self):
     with pytest.raises(ValueError, match="mine/alpha"):

@@ -145,8 +145,8 @@ def dist(student_logits: jax.typing.ArrayLike,
   (``DIST`` in hunto/image_classification_sota, ``lib/models/losses/dist_kd.py``) defaults
   to :math:`\beta = \gamma = T = 1`; the paper uses :math:`\beta = \gamma = 2`, T = 4 on
   CIFAR-100, which the official CIFAR config reaches as ``DIST(1, 1, tau=4)`` weighted 2
-  (``dist_cifar.yaml``, ``kd: dist_t4``, ``kd_loss_weight: 2``). In ``kdjax.objective``
-  the ``"dist"`` term spreads it as :math:`\beta L^{\text{inter}}_i + \gamma
+  (``dist_cifar.yaml``, ``kd: dist_t4``, ``kd_loss_weight: 2``). DIST's objective term
+  (``kdjax.methods.DIST_TERM``) spreads it as :math:`\beta L^{\text{inter}}_i + \gamma
   L^{\text{intra}}` per example, whose masked batch mean is this value.
 
   Args:

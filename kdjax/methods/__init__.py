@@ -7,10 +7,11 @@ one place where method names meet code; a miss lists the valid names.
 
 A method is written in one module of this package, named after the module of
 ``kdjax.losses`` that holds its math (DIST: ``losses/relational.py`` and
-``methods/relational.py``): its build, its entry (:class:`Method`) and, when the method
-sets what its term means (DIST's batch relation, CTKD's learned temperature, sparse KD's
-cached targets), the term itself (``objective.TermDefinition``). Adding a method is that
-module, its line in ``METHODS``, its loss, its tests and a config.
+``methods/relational.py``): its build, its entry (:class:`Method`) and a term of its own
+(``objective.TermDefinition``, e.g. DIST's, CTKD's, sparse KD's) where the registered
+building blocks (``objective.TERMS``) do not already compute it. Adding a method is its loss
+(and the line exporting it from ``kdjax.losses``), its module here (imported below, one line
+in ``METHODS``), its tests and a config.
 
 Each entry also declares its loss fields (``Method.fields``: default and meaning of each),
 the only place they are written: a stage's ``loss`` holds its method's fields and no

@@ -8,8 +8,8 @@ Example:
 """
 
 from kdjax import objective as objective_lib
-from kdjax import recipe, schedules
-from kdjax.recipe import Field, Method, Recipe
+from kdjax import schedules
+from kdjax.recipe import Field, Method, Recipe, ce_term, method_fields
 
 
 def _dkd(loss, num_steps, shapes, steps_per_epoch):
@@ -22,12 +22,12 @@ def _dkd(loss, num_steps, shapes, steps_per_epoch):
   dkd = objective_lib.term("dkd", weight, alpha=loss["alpha"], beta=loss["beta"],
                            temperature=loss["temperature"],
                            logit_standardization=loss["logit_standardization"])
-  return Recipe(objective_lib.Objective((recipe.ce_term(loss, 1.0), dkd), num_steps))
+  return Recipe(objective_lib.Objective((ce_term(loss, 1.0), dkd), num_steps))
 
 
 DKD = Method(
     _dkd, "one", True, "decoupled KD: CE + α·TCKD + β·NCKD",
-    recipe.fields(
+    method_fields(
         "label_smoothing", "temperature", "logit_standardization",
         alpha=Field(1.0, "weight of the target-class term TCKD"),
         beta=Field(8.0, "weight of the non-target-class term NCKD"),

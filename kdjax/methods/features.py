@@ -1,5 +1,7 @@
-"""Feature distillation: FitNets (Romero et al., ICLR 2015), a hint through a learned
-regressor, and attention transfer (Zagoruyko & Komodakis, ICLR 2017) over stages.
+"""Feature distillation: FitNets' hint and attention transfer.
+
+FitNets (Romero et al., ICLR 2015) guides a student feature through a learned regressor;
+attention transfer (Zagoruyko & Komodakis, ICLR 2017) matches attention maps over stages.
 
 Example:
   >>> recipe = FITNETS.build(FITNETS.defaults(), 100, {"stage2": (2, 16, 16, 32)}, 10)
@@ -7,16 +9,16 @@ Example:
   (['hint_regressor'], False)
 """
 
-from kdjax import heads, recipe
+from kdjax import heads
 from kdjax import objective as objective_lib
-from kdjax.recipe import Field, Method, Recipe
+from kdjax.recipe import Field, Method, Recipe, ce_term, method_fields, refuse_standardization
 
 HINT_HEAD = "hint_regressor"
 
 
 def _fitnets(loss, num_steps, shapes, steps_per_epoch):
   del steps_per_epoch
-  recipe.refuse_standardization(loss, "FitNets")
+  refuse_standardization(loss, "FitNets")
   feature = loss["feature"]
   if shapes is None:  # the teacher is not loaded yet: a stand-in size checks the rest
     shapes = {feature: (1, 1, 1, 1)}
@@ -28,25 +30,25 @@ def _fitnets(loss, num_steps, shapes, steps_per_epoch):
                             source=feature)
   hint = objective_lib.term("hint", loss["weight"], student_feature=HINT_HEAD,
                             teacher_feature=feature)
-  return Recipe(objective_lib.Objective((recipe.ce_term(loss, 1.0), hint), num_steps),
+  return Recipe(objective_lib.Objective((ce_term(loss, 1.0), hint), num_steps),
                 aux_heads={HINT_HEAD: regressor})
 
 
 def _attention(loss, num_steps, shapes, steps_per_epoch):
   del shapes, steps_per_epoch
-  recipe.refuse_standardization(loss, "attention transfer")
+  refuse_standardization(loss, "attention transfer")
   attention = objective_lib.term("attention", loss["weight"],
                                  student_features=tuple(loss["features"]))
-  return Recipe(objective_lib.Objective((recipe.ce_term(loss, 1.0), attention), num_steps))
+  return Recipe(objective_lib.Objective((ce_term(loss, 1.0), attention), num_steps))
 
 
 FITNETS = Method(
     _fitnets, "one", False, "CE + FitNets hint with a learned regressor",
-    recipe.fields("label_smoothing", "logit_standardization",
+    method_fields("label_smoothing", "logit_standardization",
                   weight=Field(100.0, "weight of the hint loss"),
                   feature=Field("stage2", "the guided student / hint teacher feature")))
 ATTENTION = Method(
     _attention, "one", False, "CE + attention transfer over stages",
-    recipe.fields("label_smoothing", "logit_standardization",
+    method_fields("label_smoothing", "logit_standardization",
                   weight=Field(1000.0, "weight of the attention-transfer loss"),
                   features=Field(("stage1", "stage2", "stage3"), "the stages compared")))

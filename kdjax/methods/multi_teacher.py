@@ -1,5 +1,7 @@
-"""Methods that learn from several teaching networks: DGKD (Son et al., ICCV 2021), densely
-guided by the teacher and every assistant, and KD toward the teachers' mean.
+"""Methods that learn from several teaching networks: DGKD and the teachers' ensemble.
+
+DGKD (Son et al., ICCV 2021) is densely guided by the teacher and every assistant; the
+ensemble method distils toward the teachers' mean probabilities.
 
 Example:
   >>> DGKD.teachers, DGKD.defaults()["mode"]
@@ -7,8 +9,7 @@ Example:
 """
 
 from kdjax import objective as objective_lib
-from kdjax import recipe
-from kdjax.recipe import Field, Method, Recipe
+from kdjax.recipe import CE_FIELDS, KD_FIELDS, Field, Method, Recipe, ce_term, method_fields
 
 
 def _dgkd(loss, num_steps, shapes, steps_per_epoch):
@@ -18,7 +19,7 @@ def _dgkd(loss, num_steps, shapes, steps_per_epoch):
                             drop_num=loss["drop_num"], keep_teacher=loss["keep_teacher"],
                             class_reduction=loss["class_reduction"],
                             logit_standardization=loss["logit_standardization"])
-  return Recipe(objective_lib.Objective((recipe.ce_term(loss), dgkd), num_steps))
+  return Recipe(objective_lib.Objective((ce_term(loss), dgkd), num_steps))
 
 
 def _ensemble(loss, num_steps, shapes, steps_per_epoch):
@@ -26,17 +27,17 @@ def _ensemble(loss, num_steps, shapes, steps_per_epoch):
   ensemble = objective_lib.term("ensemble", loss["kd_weight"], temperature=loss["temperature"],
                                 class_reduction=loss["class_reduction"],
                                 logit_standardization=loss["logit_standardization"])
-  return Recipe(objective_lib.Objective((recipe.ce_term(loss), ensemble), num_steps))
+  return Recipe(objective_lib.Objective((ce_term(loss), ensemble), num_steps))
 
 
 DGKD = Method(
     _dgkd, "many", True, "densely guided KD from the teacher and every assistant",
-    recipe.fields(
-        *recipe.CE_FIELDS, *recipe.KD_FIELDS,
+    method_fields(
+        *CE_FIELDS, *KD_FIELDS,
         mode=Field("code", "code (drop drop_num terms) | paper (Bernoulli) | none"),
         keep_prob=Field(0.75, "paper mode: keep probability of each teaching network"),
         drop_num=Field(1, "code mode: terms removed per batch"),
         keep_teacher=Field(False, "paper mode: keep the teacher (the first teaching network) "
                            "in every batch, drop assistants only")))
 ENSEMBLE = Method(_ensemble, "many", True, "KD toward the teachers' mean probabilities",
-                  recipe.fields(*recipe.CE_FIELDS, *recipe.KD_FIELDS))
+                  method_fields(*CE_FIELDS, *KD_FIELDS))

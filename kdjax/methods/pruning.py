@@ -1,5 +1,7 @@
-"""DKP, Dark Knowledge Pruning (Mohammed & Gizachew, 2023): KD plus a term that lowers the
-regularization entangled with dark knowledge, as an optax output transform or a loss term.
+"""DKP, Dark Knowledge Pruning (Mohammed & Gizachew, 2023): KD with less of its regularizer.
+
+KD plus a term that lowers the regularization entangled with dark knowledge, as an optax
+output transform of the logit gradients or as a loss term.
 
 Example:
   >>> recipe = DKP.build(DKP.defaults(), 1000, {}, 100)
@@ -10,9 +12,19 @@ Example:
 from collections.abc import Mapping
 from typing import Any
 
-from kdjax import losses, recipe, transforms
+from kdjax import losses, transforms
 from kdjax import objective as objective_lib
-from kdjax.recipe import Field, Method, Recipe
+from kdjax.recipe import (
+    CE_FIELDS,
+    KD_FIELDS,
+    Field,
+    Method,
+    Recipe,
+    ce_term,
+    kd_term,
+    method_fields,
+    refuse_standardization,
+)
 
 
 def _dkp(loss, num_steps, shapes, steps_per_epoch):
@@ -25,9 +37,9 @@ def _dkp(loss, num_steps, shapes, steps_per_epoch):
                                   class_reduction=loss["class_reduction"],
                                   logit_standardization=loss["logit_standardization"])
     return Recipe(objective_lib.Objective(
-        (recipe.ce_term(loss), recipe.kd_term(loss), dkp_term), num_steps))
+        (ce_term(loss), kd_term(loss), dkp_term), num_steps))
   losses.validation.check_choice("loss.form", loss["form"], ("transform", "loss"))
-  recipe.refuse_standardization(
+  refuse_standardization(
       loss, "the DKP transform of raw-logit gradients (form='transform')")
   # DKP follows the KD term's temperature and weight (schedules and per-student overrides);
   # its gamma is a hyperparameter of the objective, so it is reported as "dkp/gamma" and may
@@ -35,7 +47,7 @@ def _dkp(loss, num_steps, shapes, steps_per_epoch):
   tx = transforms.dkp("kd/temperature", "dkp/gamma", variant, top_k=top_k, weight="weight/kd",
                       class_reduction=loss["class_reduction"])
   objective = objective_lib.Objective(
-      (recipe.ce_term(loss), recipe.kd_term(loss)), num_steps,
+      (ce_term(loss), kd_term(loss)), num_steps,
       extra_hyperparameters={"dkp/gamma": (loss["gamma"], {"low": 0.0, "high": 1.0})})
   return Recipe(objective, output_tx=tx, log_schedules={"dkp/temperature": "kd/temperature"},
                 output_tx_needs_labels=variant == "tail")
@@ -50,8 +62,8 @@ def _check_dkp(loss: Mapping[str, Any], num_classes: int) -> None:
 
 DKP = Method(
     _dkp, "one", True, "KD + Dark Knowledge Pruning (gamma, variant)",
-    recipe.fields(
-        *recipe.CE_FIELDS, *recipe.KD_FIELDS,
+    method_fields(
+        *CE_FIELDS, *KD_FIELDS,
         gamma=Field(0.5, "strength of Dark Knowledge Pruning, in [0, 1]"),
         variant=Field("uniform", "uniform | mean | tail"),
         top_k=Field(2, "tail: the teacher's leading non-target classes kept whole"),

@@ -1,4 +1,4 @@
-r"""Distillation objectives: weighted sums of named, registered loss terms.
+r"""Distillation objectives: weighted sums of loss terms, registered by name or one's own.
 
 .. math::
    L(n) = \sum_j w_j(n)\ \frac{\sum_i m_i\,\ell_j(s_i, t_i;\ \theta_j(n))}{\sum_i m_i}
@@ -9,7 +9,8 @@ where each term :math:`\ell_j` is a per-example loss of ``kdjax.losses``, its we
 :math:`m` is the batch's ``"mask"``. Reduction happens in one place,
 ``kdjax.losses.reduce_mean``.
 
-Terms are named through an explicit registry (``TERMS``); a miss lists the valid names. Each
+Terms are named through an explicit registry (``TERMS``), whose miss lists the valid names,
+or given as a ``TermDefinition`` (a loss of one's own, or a method's own term). Each
 term's value, weight and hyperparameters at every step are reported as metrics named
 ``"loss/<label>"``, ``"weight/<label>"`` and ``"<label>/<hyperparameter>"``, where the label
 is the term's name unless given. An objective may also declare hyperparameters that no term
@@ -22,11 +23,21 @@ Example:
   ['kd/temperature', 'weight/ce', 'weight/kd']
 
 One concept per module: ``registry`` (what a term computes and takes: ``TermInputs``,
-``TermDefinition``, ``TERMS``, and ``REQUIRED``, the default of an argument a term cannot
-do without) and ``assembly`` (``term``, ``Term``, ``Objective``).
+``TermDefinition``, ``TERMS``; ``REQUIRED``, the default of an argument a term cannot do
+without; ``POSITIVE`` and ``NON_NEGATIVE``, the bounds of most hyperparameters) and
+``assembly`` (``term``, ``Term``, ``Objective``).
 """
 
 from kdjax.objective.assembly import Objective, Term, term
-from kdjax.objective.registry import REQUIRED, TERMS, TermDefinition, TermInputs
+from kdjax.objective.registry import (
+    NON_NEGATIVE,
+    POSITIVE,
+    REQUIRED,
+    TERMS,
+    TermDefinition,
+    TermInputs,
+    check_feature_names,
+)
 
-__all__ = ["REQUIRED", "TERMS", "Objective", "Term", "TermDefinition", "TermInputs", "term"]
+__all__ = ["NON_NEGATIVE", "POSITIVE", "REQUIRED", "TERMS", "Objective", "Term", "TermDefinition",
+           "TermInputs", "check_feature_names", "term"]

@@ -1,4 +1,4 @@
-r"""Objectives assembled from registered terms: ``term`` declares one, ``Objective`` sums them.
+r"""Objectives assembled from loss terms: ``term`` declares one, ``Objective`` sums them.
 
 .. math::
    L(n) = \sum_j w_j(n)\ \frac{\sum_i m_i\,\ell_j(s_i, t_i;\ \theta_j(n))}{\sum_i m_i}
@@ -144,7 +144,9 @@ def term(name: str | TermDefinition, weight: schedules.ScalarOrSchedule = 1.0, *
   elif name in TERMS:
     definition = TERMS[name]
   else:
-    raise ValueError(f"unknown loss term {name!r}; valid: {', '.join(map(repr, TERMS))}.")
+    raise ValueError(f"unknown loss term {name!r}; valid: {', '.join(map(repr, TERMS))} (a "
+                     f"method's own term is a TermDefinition of its kdjax.methods module, "
+                     f"e.g. kdjax.methods.DIST_TERM).")
   name = definition.name
   options = dict(definition.options)
   if definition.standardizable:
@@ -392,13 +394,16 @@ class Objective:
       ValueError: naming the override and the cache's temperature field.
 
     Example:
-      >>> from kdjax.methods import SPARSE_KD_TERM
-      >>> obj = Objective((term("ce", 0.1), term(SPARSE_KD_TERM, 0.9, top_k=2)))
-      >>> obj.check_cache_overrides(["weight/sparse_kd"])  # a weight: allowed
-      >>> obj.check_cache_overrides(["sparse_kd/temperature"])
+      >>> cached = TermDefinition(  # e.g. kdjax.methods.SPARSE_KD_TERM
+      ...     "cached", lambda x, h: jnp.zeros(x.student_logits.shape[:1]),
+      ...     hyperparameters={"temperature": (4.0, {"low": 0.0})}, options={},
+      ...     teacher="one", cache_fixed=("temperature",))
+      >>> obj = Objective((term("ce", 0.1), term(cached, 0.9)))
+      >>> obj.check_cache_overrides(["weight/cached"])  # a weight: allowed
+      >>> obj.check_cache_overrides(["cached/temperature"])
       Traceback (most recent call last):
       ...
-      ValueError: the hyperparameter override 'sparse_kd/temperature' is refused: ...
+      ValueError: the hyperparameter override 'cached/temperature' is refused: ...
     """
     fixed = {f"{t.label}/{name}" for t in self.terms for name in t.definition.cache_fixed}
     for name in overridden:

@@ -7,10 +7,12 @@ and what it needs from the batch, the teachers and the PRNG. ``kdjax.objective.t
 declares a term by its name here, or from a definition of one's own;
 ``kdjax.objective.Objective`` sums declared terms.
 
-``TERMS`` holds the per-example terms that compose with any objective. A term whose meaning
-is set by its method is declared in that method's module (``kdjax.methods``): DIST's batch
-relation, CTKD's temperature from the method's head, sparse KD's targets fixed by the
-method's teacher cache.
+``TERMS`` holds the building blocks that methods and users compose by name: per-example
+terms whose meaning does not depend on a method's setup. A method's own term is a
+``TermDefinition`` in the method's module (``kdjax.methods``), as DIST's batch relation,
+CTKD's temperature read from the method's head and sparse KD's targets fixed by the
+method's teacher cache are; a new method starts there, and its term joins ``TERMS`` only
+when other objectives come to compose it by name.
 
 Example:
   >>> sorted(TERMS)[:4]
@@ -33,6 +35,8 @@ REQUIRED = object()
 POSITIVE = {"low": 0.0, "low_open": True}
 NON_NEGATIVE = {"low": 0.0}
 _UNIT = {"low": 0.0, "high": 1.0}
+# What a term reads of the teachers: nothing, the first, or all of them stacked.
+TEACHERS = ("none", "one", "many")
 # The option every softmax term (``TermDefinition.standardizable``) takes.
 STANDARDIZATION = "logit_standardization"
 
@@ -141,6 +145,18 @@ class TermDefinition:
       lambda options, num_teachers: None)
   standardizable: bool = False
 
+  def __post_init__(self):
+    if not isinstance(self.name, str) or not self.name or "/" in self.name:
+      raise ValueError(f"TermDefinition name={self.name!r} must be a non-empty string "
+                       f"without '/' (it labels the term's metrics).")
+    if self.teacher not in TEACHERS:
+      raise ValueError(f"TermDefinition {self.name!r}: unknown teacher {self.teacher!r}; "
+                       f"valid: {', '.join(map(repr, TEACHERS))}.")
+    shared = sorted(set(self.hyperparameters) & set(self.options))
+    if shared:
+      raise ValueError(f"TermDefinition {self.name!r}: {shared} are both hyperparameters and "
+                       f"options; each argument is one or the other.")
+
 
 def _check_class_reduction(options):
   validation.check_choice("class_reduction", options["class_reduction"],
@@ -234,7 +250,15 @@ def _attention(x: TermInputs, h) -> jax.Array:
                                    [x.teacher[f] for f in teacher])
 
 
-TERMS: Mapping[str, TermDefinition] = {definition.name: definition for definition in (
+def _by_name(definitions: tuple[TermDefinition, ...]) -> dict[str, TermDefinition]:
+  """The definitions by name; refuses a name given twice."""
+  names = [definition.name for definition in definitions]
+  if len(set(names)) != len(names):
+    raise ValueError(f"a term name is registered twice: {names}.")
+  return dict(zip(names, definitions, strict=True))
+
+
+TERMS: Mapping[str, TermDefinition] = _by_name((
     TermDefinition(
         "ce",
         fn=lambda x, h: losses.cross_entropy(x.student_logits, x.labels,
@@ -321,4 +345,4 @@ TERMS: Mapping[str, TermDefinition] = {definition.name: definition for definitio
         hyperparameters={"temperature": (4.0, POSITIVE)},
         options={"class_reduction": "sum"}, teacher="many", check=_check_class_reduction,
         standardizable=True),
-)}
+))
