@@ -107,6 +107,9 @@ def teacher_export(dataset: str) -> str:
   return f"docs/results/runs/{dataset}_teacher/stages/teacher/export/seed0/last"
 
 
+_DKP_PANEL = "resnet8: DKP grid and KD"
+
+
 def _dkp_stage(variant: str, gamma: float) -> str:
   return f"dkp_{variant}_g{round(gamma * 100):03d}"
 
@@ -148,6 +151,11 @@ def get_report(dataset: str = "cifar10"):
     paper, source, protocol = papers.get(stage, (None, None, None))
     rows.append({"stage": stage, "label": _label(stage), "paper": paper, "source": source,
                  "protocol": protocol})
+    # DKP's grid gets a plot panel of its own, beside KD (its γ = 0).
+    if stage.startswith("dkp_"):
+      rows[-1]["panels"] = [_DKP_PANEL]
+    elif stage == "kd":
+      rows[-1]["panels"] = ["resnet8", _DKP_PANEL]
   name = dataset.upper().replace("CIFAR", "CIFAR-")
   students = [s for s in config.stages.values() if s.model == "resnet8"]
   seed_epochs = sum(s.num_epochs for s in students) * config.num_seeds

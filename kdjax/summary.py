@@ -99,7 +99,7 @@ class Line(NamedTuple):
   Example: see :func:`panels`.
   """
   label: str
-  color: int  # index into the colour cycle, the same for the stage in every panel
+  color: int  # the stage's index: its colour and line style, the same in every panel
   x: np.ndarray  # [E] steps, offset by the stages this one continues (``init_from``)
   mean: np.ndarray  # [E]
   std: np.ndarray | None  # [E], or None for a single seed
@@ -163,15 +163,18 @@ def panels(results: Sequence[dict[str, Any]]) -> list[Panel]:
   y ranges they span there.
 
   Groups: the stages other stages of ``results`` learn from (teachers and assistants), then
-  the others by model, so that the methods training one student share a panel. A stage
-  that continues another (``init_from``, e.g. Annealing-KD's stage II) is drawn after it:
-  its steps are offset by the length of the stage it continues.
+  the others by model, so that the methods training one student share a panel. A record's
+  ``panels`` overrides its group: the titles of the zoomed panels it is drawn in, so that a
+  grid of one method's settings gets a panel of its own, beside the baseline it is compared
+  with; a panel whose every curve another panel draws (the baseline alone, while the grid
+  runs) is left out. A stage that continues another (``init_from``, e.g. Annealing-KD's stage II) is
+  drawn after it: its steps are offset by the length of the stage it continues.
 
   Args:
     results: per-stage records with ``stage``, ``method``, ``model``, ``teachers``,
       ``num_steps``, ``curve`` (``{"step": [E], "accuracy": [E] or [E, S]}``) and
-      optionally ``init_from`` and ``label`` (the legend's text; ``"<stage> (<method>)"``
-      when absent).
+      optionally ``init_from``, ``label`` (the legend's text; ``"<stage> (<method>)"``
+      when absent) and ``panels`` (a sequence of zoomed panels' titles).
 
   Returns:
     The panels, the full-scale one first (every step, with the y range 0-100).
@@ -208,10 +211,16 @@ def panels(results: Sequence[dict[str, Any]]) -> list[Panel]:
     line = Line(r.get("label") or f"{r['stage']} ({r['method']})", i,
                 steps + offsets[r["stage"]], accuracy.mean(axis=1), std)
     lines.append(line)
-    group = "teachers" if r["stage"] in learnt_from else r["model"]
-    groups.setdefault(group, []).append(line)
+    default = "teachers" if r["stage"] in learnt_from else r["model"]
+    for group in r.get("panels") or (default,):
+      groups.setdefault(group, []).append(line)
   if "teachers" in groups:  # first, as the other groups learn from them
     groups = {"teachers": groups.pop("teachers"), **groups}
+  for group in reversed(list(groups)):  # a panel that only repeats others' curves: left out
+    elsewhere = {id(line) for other, members in groups.items() if other != group
+                 for line in members}
+    if all(id(line) in elsewhere for line in groups[group]):
+      del groups[group]
   return ([Panel("all stages", lines, None, (0.0, 100.0))] +
           [Panel(group, members, *_zoom(members)) for group, members in groups.items()])
 
@@ -250,14 +259,18 @@ def figure(results: Sequence[dict[str, Any]], title: str,
   fig, axes = plt.subplots(1, len(layout), figsize=(5 * len(layout), 4.5 + 0.25 * legend_rows),
                            dpi=100, squeeze=False)
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  # Past the colour cycle, the next stages change line style: no two curves look alike.
+  styles = ("-", "--", ":", "-.")
   for ax, panel in zip(axes[0], layout, strict=True):
     zoomed = panel is not layout[0]
     shade = 0.2 if len(panel.lines) <= 3 else 0.1  # many overlapping bands: lighter
     for line in panel.lines:
       color = colors[line.color % len(colors)]
+      style = styles[line.color // len(colors) % len(styles)]
       # A zoomed panel's legend gives each curve's last value: the ranking at a glance.
       label = f"{line.label}: {line.mean[-1]:.2f} %" if zoomed else line.label
-      ax.plot(line.x, line.mean, marker="o", markersize=3, color=color, label=label)
+      ax.plot(line.x, line.mean, marker="o", markersize=3, color=color, linestyle=style,
+              label=label)
       if line.std is not None:
         ax.fill_between(line.x, line.mean - line.std, line.mean + line.std, color=color,
                         alpha=shade)

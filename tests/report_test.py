@@ -45,12 +45,12 @@ CONFIG = textwrap.dedent('''\
                   {"stage": "scratch", "label": "scratch", "paper": 88.44,
                    "source": "TAKD, Table 2", "protocol": "resnet110, 200 epochs"},
                   {"stage": "kd", "label": "KD", "paper": 88.45, "source": "TAKD, Table 2",
-                   "protocol": "resnet110, 200 epochs"},
+                   "protocol": "resnet110, 200 epochs", "panels": ["resnet8", "DKD and KD"]},
                   {"stage": "annealing_1", "label": "Annealing-KD I"},
                   {"stage": "annealing_2", "label": "Annealing-KD II", "paper": 89.44,
                    "source": "Annealing-KD, Table 1", "protocol": "resnet110, 200 epochs"},
                   {"stage": "dkp", "label": "DKP"},
-                  {"stage": "dkd", "label": "DKD"},
+                  {"stage": "dkd", "label": "DKD", "panels": ["DKD and KD"]},
               ],
               "claims": [
                   {"claim": "KD beats scratch", "kind": "beats", "stages": ["kd"],
@@ -239,6 +239,15 @@ def test_annealing_stage_two_is_plotted_after_stage_one(runs):
   assert lines["Annealing-KD II"].x.tolist() == [125, 150]
 
 
+def test_a_row_is_drawn_in_the_plot_panels_its_spec_names(runs):
+  _, plotted = report.table_markdown(report.load_table(*runs))
+  layout = summary.panels(plotted)
+  # KD is drawn with its model's students and again beside DKD; DKD only there.
+  assert [(p.title, [line.label for line in p.lines]) for p in layout[1:]] == [
+      ("resnet8", ["scratch", "KD", "Annealing-KD I", "Annealing-KD II"]),
+      ("DKD and KD", ["KD", "DKD"])]
+
+
 def test_the_same_workdirs_give_the_same_files_byte_for_byte(tmp_path):
   root = str(tmp_path / "runs")
   first = report.write([report.load_table(*make_runs(root))], str(tmp_path / "first"),
@@ -356,6 +365,11 @@ def test_runs_of_one_protocol_are_pooled(runs, tmp_path):
                               "source": "x"}]}, "paper=188.0"),
     ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "paper": 88.0}]}, "source"),
     ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "papr": 88.0}]}, "papr"),
+    ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "panels": "KD"}]},
+     "panels='KD'"),  # a title, not a list of them
+    ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "panels": []}]}, "panels=\\[\\]"),
+    ({"title": "T", "rows": [{"stage": "kd", "label": "KD", "panels": ["a", ""]}]},
+     "panels=\\['a', ''\\]"),
     ({"title": "T", "table": 1, "rows": [{"stage": "kd", "label": "KD"}]}, "table"),
 ])
 def test_bad_specs_are_refused_naming_the_value(runs, spec, match):

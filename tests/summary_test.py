@@ -63,6 +63,31 @@ def test_panels_full_scale_then_teachers_then_one_per_student_model():
   assert [line.color for line in layout[1].lines] == [0, 1]
 
 
+def test_a_record_s_panels_override_its_group():
+  records = _quickstart_like()
+  records[3]["panels"] = ["mlp_tiny", "kd and takd"]  # kd: in its model's panel and another
+  records[6]["panels"] = ["kd and takd"]  # takd: only there
+  layout = summary.panels(records)
+  assert [(p.title, [line.label.split()[0] for line in p.lines]) for p in layout[1:]] == [
+      ("teachers", ["teacher", "assistant"]),
+      ("mlp_tiny", ["scratch", "kd", "annealing_1", "annealing_2"]),
+      ("kd and takd", ["kd", "takd"])]
+  # Without takd there, that panel would only repeat kd's curve: it is left out.
+  del records[6]["panels"]
+  assert [p.title for p in summary.panels(records)[1:]] == ["teachers", "mlp_tiny"]
+
+
+def test_past_the_colour_cycle_no_two_curves_look_alike():
+  cycle = len(summary.plt.rcParams["axes.prop_cycle"].by_key()["color"])
+  records = [_record(f"s{i}", accuracy=(0.5, 0.6 + i / 100)) for i in range(2 * cycle + 1)]
+  fig = summary.figure(records, "many stages")
+  looks = [(line.get_color(), line.get_linestyle()) for line in fig.axes[1].get_lines()]
+  assert len(looks) == 2 * cycle + 1 and len(set(looks)) == len(looks)
+  # The first cycle keeps solid lines: plots of at most that many stages are unchanged.
+  assert {style for _, style in looks[:cycle]} == {"-"}
+  summary.plt.close(fig)
+
+
 def test_figure_has_a_title_a_chance_line_and_legends_off_the_curves():
   fig = summary.figure(_quickstart_like(), "kdjax run on cifar10", num_classes=10)
   fig.canvas.draw()

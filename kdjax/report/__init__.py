@@ -12,7 +12,9 @@ next to ``get_config``, a ``get_report`` taking the same optional argument and r
               "label": "KD",  # the method's name in the table
               # the paper's number (%) with its source and protocol, or None for none
               "paper": 88.45, "source": "TAKD (Mirzadeh et al., 2020), Table 2",
-              "protocol": "resnet110 → resnet8, 200 epochs, crop + flip, best epoch"},
+              "protocol": "resnet110 → resnet8, 200 epochs, crop + flip, best epoch",
+              # optional: the zoomed plot panels that draw the row (default: its model's)
+              "panels": ["resnet8", "resnet8: DKP grid"]},
              ...],
     # optional: the papers' claims this table tests (kdjax.claims says how they are judged)
     "claims": [{"claim": "DKP beats KD",  # the claim, as the paper makes it

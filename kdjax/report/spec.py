@@ -17,7 +17,7 @@ import ml_collections
 from kdjax import claims, trainer
 
 SPEC_FUNCTION = "get_report"
-_ROW_FIELDS = {"stage", "label", "paper", "source", "protocol"}
+_ROW_FIELDS = {"stage", "label", "paper", "source", "protocol", "panels"}
 _SPEC_FIELDS = {"title", "notes", "rows", "claims"}
 _CLAIM_FIELDS = {"claim", "kind", "stages", "baseline", "tolerance", "source"}
 
@@ -101,6 +101,12 @@ def _check_row(i: int, row: Mapping[str, Any], config: ml_collections.ConfigDict
   if paper is not None and not row.get("source"):
     raise ValueError(f"report row {i} ({label}): the paper's number {paper} needs its "
                      f"source.")
+  panels = row.get("panels")
+  if panels is not None and (isinstance(panels, str) or not isinstance(panels, Sequence)
+                             or not panels
+                             or not all(isinstance(p, str) and p for p in panels)):
+    raise ValueError(f"report row {i} ({label}): {panels=} must be a non-empty list of "
+                     f"panel titles (non-empty strings).")
 
 
 def _check_claim(i: int, claim: Mapping[str, Any], shown: set[str]) -> None:

@@ -146,7 +146,7 @@ def table_markdown(table: Table) -> tuple[str, list[dict[str, Any]]]:
                  ", ".join(f"{k} {100 * v:.2f}" for k, v in teachers.items()))
       cells += [seeds, mean_std(result["last_accuracy"]), mean_std(result["best_accuracy"]),
                 epochs, augmentation, teacher, wall, hardware]
-      plotted.append({**result, "label": row["label"]})
+      plotted.append({**result, "label": row["label"], "panels": row.get("panels")})
     lines.append("| " + " | ".join(cells) + " |")
   lines.append("")
   for i, source in enumerate(sources):
