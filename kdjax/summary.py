@@ -167,8 +167,8 @@ def panels(results: Sequence[dict[str, Any]]) -> list[Panel]:
   ``panels`` overrides its group: the titles of the zoomed panels it is drawn in, so that a
   grid of one method's settings gets a panel of its own, beside the baseline it is compared
   with; a panel whose every curve another panel draws (the baseline alone, while the grid
-  runs) is left out. A stage that continues another (``init_from``, e.g. Annealing-KD's stage II) is
-  drawn after it: its steps are offset by the length of the stage it continues.
+  runs) is left out. A stage that continues another (``init_from``, e.g. Annealing-KD's
+  stage II) is drawn after it: its steps are offset by the length of the stage it continues.
 
   Args:
     results: per-stage records with ``stage``, ``method``, ``model``, ``teachers``,
