@@ -3,7 +3,8 @@
 Layers, importing only downward: pure math (``losses``, ``schedules``, ``transforms``,
 ``initializers``, ``models``); pure step builders (``objective``, ``state``, ``networks``,
 ``heads``, ``step``, ``sweep``, ``parallel``, ``teacher_cache``, ``mixup``,
-``finite_guard``), and ``evaluation``, the host loop averaging an eval step over batches;
+``finite_guard``); ``evaluation``, the host loop averaging an eval step over batches, and
+``dispatch``, the window of steps a host loop keeps in flight;
 the methods by name (``recipe``, what a method is made of, and the ``methods`` package,
 one module per method beside its loss), pure builders of a stage's step ingredients;
 the impure training layer (the ``trainer`` package, with ``data``, ``checkpoints``,
@@ -16,6 +17,7 @@ claims judged on a table's seeds); beside it, ``benchmark`` (the speed harness o
 
 from kdjax import (
     batch,
+    dispatch,
     evaluation,
     heads,
     initializers,
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "batch",
+    "dispatch",
     "evaluation",
     "heads",
     "initializers",

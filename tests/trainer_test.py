@@ -24,7 +24,7 @@ import pytest
 import two_processes
 
 from configs import base
-from kdjax import checkpoints, metric_writers, mixup, models, report, trainer
+from kdjax import checkpoints, dispatch, metric_writers, mixup, models, report, trainer
 from kdjax.trainer import context as context_lib
 from kdjax.trainer import loop as loop_lib
 from kdjax.trainer import stage as stage_lib
@@ -249,6 +249,26 @@ def test_images_per_second_counts_training_steps_only(tmp_path, data_dir, monkey
   # 32 images per 1-second step in every window (the first step, which compiles, left out).
   assert [(r["step"], r["images_per_second"]) for r in records if r["split"] == "train"] == [
       (5, 32.0), (10, 32.0), (15, 32.0), (20, 32.0)]
+
+
+def test_the_trainer_keeps_a_few_steps_in_flight(tmp_path, data_dir, monkeypatch):
+  """Never the 32 steps ahead at which XLA:CPU deadlocks with split batches (kdjax.dispatch)."""
+  in_flight = []
+  push = dispatch.DispatchWindow.push
+
+  def recorded(window, outputs):
+    push(window, outputs)
+    in_flight.append(window.in_flight)
+
+  monkeypatch.setattr(dispatch.DispatchWindow, "push", recorded)
+  config = _tiny_config(data_dir)
+  config.update({"num_seeds": 1, "log_every_steps": 20, "eval_every_steps": 20,
+                 "checkpoint_every_steps": 20})
+  config.stages = base.stages()
+  config.stages.student = base.stage("mlp_tiny", "scratch", num_steps=20)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  assert len(in_flight) == 20  # every step
+  assert max(in_flight) == dispatch.DEFAULT_DEPTH
 
 
 def test_sparse_kd_trains_from_a_sparse_cache_and_as_kd_when_it_keeps_every_class(

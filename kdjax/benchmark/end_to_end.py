@@ -4,7 +4,8 @@
 program the trainer compiles for a distillation stage (``kdjax.sweep``'s step for one
 stacked student inside ``kdjax.finite_guard.guard``, under ``kdjax.parallel.mesh_step``
 over several devices), fed batch by batch by that pipeline, with the host reading the
-metrics at the trainer's logging interval.
+metrics at the trainer's logging interval and keeping its window of steps in flight
+(``kdjax.dispatch``).
 """
 
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import jax
 import optax
 
-from kdjax import data, finite_guard, models, parallel, sweep
+from kdjax import data, dispatch, finite_guard, models, parallel, sweep
 from kdjax import state as state_lib
 from kdjax.benchmark import steps as steps_lib
 from kdjax.benchmark import timing
@@ -61,8 +62,8 @@ def time_pipeline(data_dir: str, *, batch_size: int, num_batches: int, warmup: i
 
 def time_end_to_end(case: steps_lib.Case, data_dir: str, *, batch_size: int, steps: int,
                     workers: int, teacher_dtype: Any = None, dataset: str = "cifar10",
-                    augmentation: str = "crop_flip", log_every_steps: int = 50
-                    ) -> dict[str, Any]:
+                    augmentation: str = "crop_flip", log_every_steps: int = 50,
+                    dispatch_depth: int = dispatch.DEFAULT_DEPTH) -> dict[str, Any]:
   """Times the trainer's fused KD program fed by the real input pipeline.
 
   The program is the trainer's composition of the step layer for a distillation stage:
@@ -70,8 +71,9 @@ def time_end_to_end(case: steps_lib.Case, data_dir: str, *, batch_size: int, ste
   ``kdjax.finite_guard.guard``; compiled by ``kdjax.parallel.mesh_step`` over several
   devices (``jax.jit`` with the state donated on one). Batches come from
   ``kdjax.data.train_iterator`` and are placed on the device(s) every step; metrics are
-  fetched every ``log_every_steps`` steps (the trainer's logging); the clock runs from
-  after the first (compiling) step to the last step's completion.
+  fetched every ``log_every_steps`` steps (the trainer's logging), with at most
+  ``dispatch_depth`` steps in flight (the trainer's ``kdjax.dispatch`` window); the clock
+  runs from after the first (compiling) step to the last step's completion.
 
   Args:
     case: the teachers and the student (with its distillation term).
@@ -83,6 +85,8 @@ def time_end_to_end(case: steps_lib.Case, data_dir: str, *, batch_size: int, ste
     dataset: the dataset to read.
     augmentation: the pipeline's augmentation.
     log_every_steps: how often the host reads the step's metrics.
+    dispatch_depth: the most steps in flight (``kdjax.dispatch.DispatchWindow``); below
+      32 with several CPU devices, where XLA:CPU deadlocks.
 
   Returns:
     ``{"case", "steps", "images_per_s", "step_ms", "pipeline_workers", "foreign_load",
@@ -129,10 +133,12 @@ def time_end_to_end(case: steps_lib.Case, data_dir: str, *, batch_size: int, ste
     place_batch = dict
   carry, metrics = step(carry, teacher_vars, place_batch(next(iterator)))
   jax.block_until_ready(metrics)
+  window = dispatch.DispatchWindow(dispatch_depth)
   meter = timing.LoadMeter()
   start = time.perf_counter()
   for i in range(steps):
     carry, metrics = step(carry, teacher_vars, place_batch(next(iterator)))
+    window.push(metrics)
     if (i + 1) % log_every_steps == 0:
       jax.device_get(metrics)
   jax.block_until_ready((carry, metrics))

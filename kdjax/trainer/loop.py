@@ -21,6 +21,7 @@ import tqdm
 
 from kdjax import (
   checkpoints,
+  dispatch,
   finite_guard,
   metric_writers,
   multihost,
@@ -224,6 +225,7 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
   # Training time since the last log: summed from when steps last resumed to each sync.
   window_seconds, window_steps, resumed_at = 0.0, 0, time.perf_counter()
   first_step = step + 1  # compiles the program: not counted as training
+  window = dispatch.DispatchWindow()  # a few steps ahead of the devices, never 32
   try:
     while step < num_steps:
       signum = stop.agreed(step, config.log_every_steps)
@@ -241,6 +243,7 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
         batch = teacher_cache.add_teacher_logits(batch, stage.train_cache)
       (states, health), metrics = stage.train_program((states, health), stage.teacher_vars,
                                                       context.place_batch(batch))
+      window.push(metrics)
       step = step + 1
       bar.update(1)
       if step == first_step:
