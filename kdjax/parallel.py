@@ -51,7 +51,9 @@ def pmap_step(step: Step,
   data_mesh(devices))``) or they are broadcast again at every call.
 
   Use it on one host with several local devices when the model's BatchNorm layers are
-  built with the same ``axis_name``; otherwise prefer :func:`mesh_step`.
+  built with the same ``axis_name``; otherwise prefer :func:`mesh_step`. On several CPU
+  devices, keep the loop a few steps ahead (``kdjax.dispatch.DispatchWindow``): 32 ahead,
+  XLA:CPU deadlocks.
 
   Args:
     step: from ``kdjax.step.make_train_step(..., axis_name=axis_name)`` or
@@ -204,7 +206,9 @@ def mesh_step(step: Step,
   """Jits a step (built with ``axis_name=None``) over ``mesh``: batch sharded, rest replicated.
 
   The data-parallel form to prefer: it gives the numbers of the single-device step on the
-  global batch (BatchNorm statistics included) and scales to several processes.
+  global batch (BatchNorm statistics included) and scales to several processes. On several
+  CPU devices, keep the loop a few steps ahead (``kdjax.dispatch.DispatchWindow``): 32
+  ahead, XLA:CPU deadlocks.
 
   Args:
     step: a train or eval step from ``kdjax.step``.

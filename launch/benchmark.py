@@ -50,7 +50,7 @@ import jaxlib
 import numpy as np
 import optax
 
-from kdjax import benchmark, performance
+from kdjax import benchmark, dispatch, performance
 
 _PAIRS = flags.DEFINE_list("pairs", ["resnet56:resnet8", "resnet110:resnet8"],
                            "teacher:student pairs of kdjax.models names.")
@@ -94,6 +94,9 @@ _END_TO_END_STEPS = flags.DEFINE_integer(
     "real CIFAR-10 pipeline, as the trainer runs them (-1: one epoch; 0: skip).")
 _PIPELINE_WORKERS = flags.DEFINE_integer(
     "pipeline_workers", 0, "worker_count of the input pipeline in the end-to-end run.")
+_END_TO_END_DISPATCH_DEPTH = flags.DEFINE_integer(
+    "end_to_end_dispatch_depth", dispatch.DEFAULT_DEPTH, "Most steps in flight in the "
+    "end-to-end run (kdjax.dispatch; below 32 with several CPU devices).")
 
 
 
@@ -225,7 +228,8 @@ def main(argv: Sequence[str]) -> None:
     try:
       results["end_to_end"] = benchmark.time_end_to_end(
           _cases()[0], data_dir, batch_size=_BATCH_SIZE.value, steps=_END_TO_END_STEPS.value,
-          workers=_PIPELINE_WORKERS.value, teacher_dtype=teacher_dtype)
+          workers=_PIPELINE_WORKERS.value, teacher_dtype=teacher_dtype,
+          dispatch_depth=_END_TO_END_DISPATCH_DEPTH.value)
     except FileNotFoundError as error:
       print(f"end-to-end run skipped: CIFAR-10 is not in {data_dir} ({error}).")
       results["end_to_end"] = None

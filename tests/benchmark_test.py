@@ -5,7 +5,7 @@ import types
 import numpy as np
 import pytest
 
-from kdjax import benchmark, data
+from kdjax import benchmark, data, dispatch
 from kdjax.benchmark import timing
 
 _TINY = benchmark.Case("mlp_tiny -> mlp_tiny", ("mlp_tiny",), "mlp_tiny", "kd")
@@ -101,7 +101,7 @@ def test_format_table_prints_each_row_and_line():
       "pipeline": {"images_per_s": 3000.4, "batches": 60, "foreign_load": 0.0,
                    "per_batch": {"median_ms": 42.66}},
       "end_to_end": {"case": "resnet56 -> resnet8", "pipeline_workers": 2,
-                     "images_per_s": 700.2, "step_ms": 182.81, "steps": 50,
+                     "dispatch_depth": 4, "images_per_s": 700.2, "step_ms": 182.81, "steps": 50,
                      "foreign_load": 0.1},
   }
   assert benchmark.format_table(results).split("\n") == [
@@ -119,8 +119,8 @@ def test_format_table_prints_each_row_and_line():
       "(f) CIFAR-10 input pipeline (crop+flip, batch 128): 3000 img/s (median 42.7 ms/batch "
       "over 60 batches; foreign load 0%)",
       "",
-      "end to end, resnet56 -> resnet8, real pipeline (crop+flip, 2 workers): 700 img/s, "
-      "182.8 ms/step over 50 steps (foreign load 10%)",
+      "end to end, resnet56 -> resnet8, real pipeline (crop+flip, 2 workers, at most 4 steps "
+      "in flight): 700 img/s, 182.8 ms/step over 50 steps (foreign load 10%)",
   ]
 
 
@@ -144,6 +144,7 @@ def test_end_to_end_runs_the_guarded_program_over_an_epoch(data_dir):
                                      dataset="digits", augmentation="none")
   assert result["steps"] == data.num_train("digits") // 32
   assert np.isfinite(result["loss"]) and result["case"] == _TINY.name
+  assert result["dispatch_depth"] == dispatch.DEFAULT_DEPTH
 
 
 def test_pipeline_and_end_to_end_name_a_missing_dataset(tmp_path):

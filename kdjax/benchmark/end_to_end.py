@@ -89,8 +89,8 @@ def time_end_to_end(case: steps_lib.Case, data_dir: str, *, batch_size: int, ste
       32 with several CPU devices, where XLA:CPU deadlocks.
 
   Returns:
-    ``{"case", "steps", "images_per_s", "step_ms", "pipeline_workers", "foreign_load",
-    "loss"}`` (the last step's loss).
+    ``{"case", "steps", "images_per_s", "step_ms", "pipeline_workers", "dispatch_depth",
+    "foreign_load", "loss"}`` (the last step's loss).
 
   Raises:
     FileNotFoundError: if ``dataset`` is not prepared in ``data_dir``.
@@ -147,4 +147,5 @@ def time_end_to_end(case: steps_lib.Case, data_dir: str, *, batch_size: int, ste
     raise FloatingPointError("the end-to-end run produced non-finite values.")
   return {"case": case.name, "steps": steps, "images_per_s": steps * batch_size / total,
           "step_ms": total / steps * timing.MS, "pipeline_workers": workers,
+          "dispatch_depth": dispatch_depth,
           "foreign_load": meter.foreign(), "loss": float(metrics["loss"][0])}

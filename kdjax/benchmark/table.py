@@ -132,7 +132,8 @@ def format_table(results: Mapping[str, Any]) -> str:
   e2e = results.get("end_to_end")
   if e2e:
     lines += ["", f"end to end, {e2e['case']}, real pipeline (crop+flip, "
-              f"{e2e['pipeline_workers']} workers): {e2e['images_per_s']:.0f} img/s, "
+              f"{e2e['pipeline_workers']} workers, at most {e2e['dispatch_depth']} steps in "
+              f"flight): {e2e['images_per_s']:.0f} img/s, "
               f"{e2e['step_ms']:.1f} ms/step over {e2e['steps']} steps (foreign load "
               f"{e2e['foreign_load']:.0%})"]
   return "\n".join(lines)

@@ -189,7 +189,8 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
 
   Every ``log_every_steps``, ``eval_every_steps`` and ``checkpoint_every_steps`` steps (and
   at the last step), the host reads the non-finite guard's record before it logs,
-  evaluates or saves anything.
+  evaluates or saves anything. In between it keeps at most ``kdjax.dispatch.DEFAULT_DEPTH``
+  steps in flight (``kdjax.dispatch.DispatchWindow``).
 
   The logged ``images_per_second`` is training throughput: the images of the steps since
   the last log over the time spent in them, evaluation, checkpoints and the first step of
@@ -225,7 +226,7 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
   # Training time since the last log: summed from when steps last resumed to each sync.
   window_seconds, window_steps, resumed_at = 0.0, 0, time.perf_counter()
   first_step = step + 1  # compiles the program: not counted as training
-  window = dispatch.DispatchWindow()  # a few steps ahead of the devices, never 32
+  dispatched = dispatch.DispatchWindow()  # a few steps ahead of the devices, never 32
   try:
     while step < num_steps:
       signum = stop.agreed(step, config.log_every_steps)
@@ -243,7 +244,7 @@ def _train(context: context_lib.RunContext, stage: stage_lib.Stage,
         batch = teacher_cache.add_teacher_logits(batch, stage.train_cache)
       (states, health), metrics = stage.train_program((states, health), stage.teacher_vars,
                                                       context.place_batch(batch))
-      window.push(metrics)
+      dispatched.push(metrics)
       step = step + 1
       bar.update(1)
       if step == first_step:
