@@ -1,7 +1,6 @@
 """The window of steps a host loop keeps in flight, and the XLA:CPU deadlock it prevents."""
 
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,8 @@ from kdjax import dispatch
 # times, pushing its loss into a window of DEPTH steps (0: none, the host runs ahead freely).
 # A few milliseconds of device work a step, far more than the host needs to dispatch one.
 _LOOP = """
-    import sys
+    import resource, sys
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # XLA aborts a deadlocked loop: no core file
     import jax, jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
     from kdjax import dispatch
@@ -39,10 +39,6 @@ _LOOP = """
     """
 
 
-def _no_core_file():
-  resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
 def _run_loop(depth: int, steps: int, patience_s: int) -> subprocess.CompletedProcess:
   """Runs ``_LOOP``; XLA ends it when a device is ``patience_s`` late at the reduction."""
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
@@ -53,8 +49,7 @@ def _run_loop(depth: int, steps: int, patience_s: int) -> subprocess.CompletedPr
                        "--xla_cpu_collective_call_warn_stuck_timeout_seconds=1 "
                        f"--xla_cpu_collective_call_terminate_timeout_seconds={patience_s}")
   return subprocess.run([sys.executable, "-c", textwrap.dedent(_LOOP), str(depth), str(steps)],
-                        env=env, capture_output=True, text=True, timeout=300,
-                        preexec_fn=_no_core_file)
+                        env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_the_window_prevents_the_deadlock_of_a_loop_32_steps_ahead():
