@@ -53,7 +53,7 @@ def pmap_step(step: Step,
   Use it on one host with several local devices when the model's BatchNorm layers are
   built with the same ``axis_name``; otherwise prefer :func:`mesh_step`. On several CPU
   devices, keep the loop a few steps ahead (``kdjax.dispatch.DispatchWindow``): 32 ahead,
-  XLA:CPU deadlocks.
+  XLA:CPU can deadlock.
 
   Args:
     step: from ``kdjax.step.make_train_step(..., axis_name=axis_name)`` or
@@ -208,7 +208,7 @@ def mesh_step(step: Step,
   The data-parallel form to prefer: it gives the numbers of the single-device step on the
   global batch (BatchNorm statistics included) and scales to several processes. On several
   CPU devices, keep the loop a few steps ahead (``kdjax.dispatch.DispatchWindow``): 32
-  ahead, XLA:CPU deadlocks.
+  ahead, XLA:CPU can deadlock.
 
   Args:
     step: a train or eval step from ``kdjax.step``.

@@ -40,11 +40,11 @@ VM, jax/jaxlib 0.10.2, batch 128, CIFAR shapes; ratios from one process, see
   longer: on a host at load 20, a resnet20 run's step once never finished, one device never
   joining the reduction while every XLA thread waited (no CPU used for 12 minutes), a
   deadlock rather than lateness. XLA then ends the process with its "may be stuck" message,
-  and rerunning the same command resumes from the last checkpoint. That is what XLA:CPU
-  does when a loop dispatches 32 steps ahead of split batches on a pool of fewer than 16
-  threads (``kdjax.dispatch`` says why; thread dumps of later hangs showed it): host loops
-  keep a few steps in flight (``kdjax.dispatch.DispatchWindow``, which the trainer uses;
-  use it in a loop of your own).
+  and rerunning the same command resumes from the last checkpoint. That fits what XLA:CPU
+  does when a loop dispatches 32 steps ahead of a batch split over 8 devices on a pool of
+  fewer than 16 threads (``kdjax.dispatch`` says why; thread dumps of later hangs showed
+  it): host loops keep a few steps in flight (``kdjax.dispatch.DispatchWindow``, which the
+  trainer uses; use it in a loop of your own).
 
 What was measured and is **not** set (it did not help on that machine): XLA:CPU flags
 ``--xla_cpu_use_onednn``, ``--xla_cpu_experimental_onednn_custom_call``,
@@ -209,7 +209,7 @@ def configure(*,
   ``launch/train.py`` and ``launch/benchmark.py`` call it first thing in ``main``. In a
   notebook, call it right after ``import jax``, before anything touches a device. A loop of
   your own over batches it splits keeps a few steps in flight with
-  ``kdjax.dispatch.DispatchWindow``: 32 steps ahead, XLA:CPU deadlocks.
+  ``kdjax.dispatch.DispatchWindow``: 32 steps ahead, XLA:CPU can deadlock.
 
   Args:
     batch_sizes: the global batch sizes the run will use (train and eval); with
