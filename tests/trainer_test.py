@@ -216,6 +216,17 @@ def test_every_other_method_trains(tmp_path, data_dir):
   assert "hint_regressor" not in loaded["params"]
 
 
+def _one_student_config(data_dir: str, *, log: int, evaluate: int,
+                        checkpoint: int) -> ml_collections.ConfigDict:
+  """One seed of one 20-step MLP student trained from scratch, with these intervals."""
+  config = _tiny_config(data_dir)
+  config.update({"num_seeds": 1, "log_every_steps": log, "eval_every_steps": evaluate,
+                 "checkpoint_every_steps": checkpoint})
+  config.stages = base.stages()
+  config.stages.student = base.stage("mlp_tiny", "scratch", num_steps=20)
+  return config
+
+
 def test_images_per_second_counts_training_steps_only(tmp_path, data_dir, monkeypatch):
   """On a fake clock a step takes 1 s, an evaluation 100 s and a checkpoint 50 s."""
   clock = types.SimpleNamespace(now=0.0)
@@ -238,12 +249,8 @@ def test_images_per_second_counts_training_steps_only(tmp_path, data_dir, monkey
                       taking(100.0, context_lib.RunContext.evaluate))
   monkeypatch.setattr(checkpoints.RunCheckpoints, "save",
                       taking(50.0, checkpoints.RunCheckpoints.save))
-  config = _tiny_config(data_dir)
-  config.update({"num_seeds": 1, "log_every_steps": 5, "eval_every_steps": 5,
-                 "checkpoint_every_steps": 10})
-  config.stages = base.stages()
-  config.stages.student = base.stage("mlp_tiny", "scratch", num_steps=20)
-  trainer.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(_one_student_config(data_dir, log=5, evaluate=5, checkpoint=10),
+                             str(tmp_path))
   records = metric_writers.read_jsonl(
       os.path.join(trainer.stage_dir(str(tmp_path), "student"), trainer.METRICS_FILE))
   # 32 images per 1-second step in every window (the first step, which compiles, left out).
@@ -261,12 +268,8 @@ def test_the_trainer_keeps_a_few_steps_in_flight(tmp_path, data_dir, monkeypatch
     in_flight.append(window.in_flight)
 
   monkeypatch.setattr(dispatch.DispatchWindow, "push", recorded)
-  config = _tiny_config(data_dir)
-  config.update({"num_seeds": 1, "log_every_steps": 20, "eval_every_steps": 20,
-                 "checkpoint_every_steps": 20})
-  config.stages = base.stages()
-  config.stages.student = base.stage("mlp_tiny", "scratch", num_steps=20)
-  trainer.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(_one_student_config(data_dir, log=20, evaluate=20, checkpoint=20),
+                             str(tmp_path))
   assert len(in_flight) == 20  # every step
   assert max(in_flight) == dispatch.DEFAULT_DEPTH
 
